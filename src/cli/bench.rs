@@ -1,0 +1,117 @@
+//! `strata bench replay`: replay a build history through one or all strategies.
+
+use std::fmt::Write as _;
+
+use anyhow::bail;
+
+use super::ReplayArgs;
+use crate::bench::baselines::{self, STRATEGIES};
+use crate::bench::replay::{replay as run_replay, ReplayOptions, ReplayResult};
+use crate::bench::{peak_rss_bytes, read_history};
+use crate::bytes::human_bytes;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # Strata on Fedora CoreOS stable at 64 layers, every transition listed
+  strata bench replay --history ../shared/bench/fcos-stable-2019-2021.jsonl.gz -n 64
+
+  # One comparison table of Strata and every baseline at 128 layers
+  strata bench replay --history ../shared/bench/fcos-testing-devel-2019-2021.jsonl.gz \\
+      -n 128 --strategy all --allow-over-127";
+
+const MB: f64 = 1e6;
+
+pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let opts = args.planner.options();
+    opts.validate()?;
+    let names: Vec<&str> = match args.strategy.as_str() {
+        "all" => STRATEGIES.to_vec(),
+        s if STRATEGIES.contains(&s) => vec![s],
+        s => bail!("--strategy {s}: unknown; choose one of {} or all", STRATEGIES.join(", ")),
+    };
+    let history = read_history(&args.history)?;
+    let replay_opts = ReplayOptions {
+        warmup: args.warmup,
+        history_depth: args.history_depth,
+    };
+    let mut results = Vec::new();
+    for name in &names {
+        let mut strategy = baselines::strategy(name, &opts).expect("names come from STRATEGIES");
+        let total = history.len();
+        let result = run_replay(&history, strategy.as_mut(), &replay_opts, |done| {
+            if done % 50 == 0 || done == total {
+                eprintln!("strata: replaying {name}: {done}/{total} builds");
+            }
+        });
+        results.push(result);
+    }
+    let peak = peak_rss_bytes();
+    if args.json {
+        let doc = serde_json::json!({
+            "history": args.history.display().to_string(),
+            "max_layers": opts.max_layers,
+            "peak_rss_bytes": peak,
+            "results": results,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        if let [only] = results.as_slice() {
+            print!("{}", transitions_table(only));
+        }
+        print!("{}", summary_table(&results, opts.max_layers));
+        if let Some(peak) = peak {
+            println!("peak memory (whole run): {}", human_bytes(peak));
+        }
+    }
+    Ok(())
+}
+
+fn transitions_table(r: &ReplayResult) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{:>6}  {:>12}  {:>12}  {:>7}  {:>6}", "build", "download MB", "lower MB", "ratio", "reused");
+    for t in &r.transitions {
+        let ratio = t.download_bytes as f64 / (t.lower_bound_bytes as f64).max(1.0);
+        let warm = if t.build <= r.warmup { " (warm-up)" } else { "" };
+        let _ = writeln!(
+            out,
+            "{:>6}  {:>12.1}  {:>12.1}  {:>7.3}  {:>3}/{:<3}{warm}",
+            t.build,
+            t.download_bytes as f64 / MB,
+            t.lower_bound_bytes as f64 / MB,
+            ratio,
+            t.reused_layers,
+            t.layers
+        );
+    }
+    out.push('\n');
+    out
+}
+
+fn summary_table(results: &[ReplayResult], max_layers: usize) -> String {
+    let mut out = String::new();
+    let first = &results[0];
+    let _ = writeln!(
+        out,
+        "{} builds, {} layers, first {} transitions left out as warm-up; MB = 10^6 bytes",
+        first.builds, max_layers, first.warmup
+    );
+    let _ = writeln!(
+        out,
+        "{:<18} {:>10} {:>10} {:>10} {:>8} {:>9} {:>9}",
+        "strategy", "mean MB", "median MB", "lower MB", "ratio", "plan ms", "max ms"
+    );
+    for r in results {
+        let _ = writeln!(
+            out,
+            "{:<18} {:>10.1} {:>10.1} {:>10.1} {:>8.4} {:>9.2} {:>9.2}",
+            r.strategy,
+            r.mean_download_bytes / MB,
+            r.median_download_bytes / MB,
+            r.mean_lower_bound_bytes / MB,
+            r.ratio_to_lower_bound,
+            r.mean_plan_ms,
+            r.max_plan_ms
+        );
+    }
+    out
+}

@@ -1,0 +1,121 @@
+//! Command-line definitions (clap derive) and dispatch. This is the only place that
+//! turns typed errors into `anyhow` reports.
+
+mod bench;
+mod plan;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::plan::{RepackPolicy, DEFAULT_HORIZON, DEFAULT_MAX_LAYERS};
+
+/// Strata lays out OS builds as OCI images whose layers stay stable from build to
+/// build, so clients download little on each update.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Plan which components go into which layer, given earlier builds.
+    #[command(after_help = plan::EXAMPLES)]
+    Plan(PlanArgs),
+    /// Benchmarks that print figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// Planner options shared by `plan` and `bench replay`.
+#[derive(Debug, Clone, Args)]
+pub struct PlannerArgs {
+    /// Most layers the image may have (2..=127).
+    #[arg(long, short = 'n', default_value_t = DEFAULT_MAX_LAYERS, value_name = "N")]
+    pub max_layers: usize,
+    /// When to throw the prior layout away: `auto` re-plans when the expected saving
+    /// over the horizon pays for the layers it rewrites.
+    #[arg(long, value_enum, default_value_t = RepackPolicy::Auto)]
+    pub repack: RepackPolicy,
+    /// Future builds over which a re-plan must pay for itself.
+    #[arg(long, default_value_t = DEFAULT_HORIZON, value_name = "BUILDS")]
+    pub horizon: f64,
+    /// Allow more than 127 layers (most registries and runtimes refuse them).
+    #[arg(long)]
+    pub allow_over_127: bool,
+}
+
+impl PlannerArgs {
+    pub fn options(&self) -> crate::plan::PlanOptions {
+        crate::plan::PlanOptions {
+            max_layers: self.max_layers,
+            repack: self.repack,
+            horizon: self.horizon,
+            allow_over_127: self.allow_over_127,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Table,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The new build's components (JSON, optionally .gz); format in the README.
+    #[arg(long, value_name = "FILE")]
+    pub components: PathBuf,
+    /// A prior build's plan or report (JSON, optionally .gz). Repeat, newest first;
+    /// the first is the layout to keep stable, all of them teach change rates.
+    #[arg(long, value_name = "FILE")]
+    pub prior: Vec<PathBuf>,
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    pub format: Format,
+    /// Write the plan here (atomically) instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Replay a stream's real build history and measure what clients download.
+    #[command(after_help = bench::EXAMPLES)]
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Build history, one build per line (the `shared/bench` format, optionally .gz).
+    #[arg(long, value_name = "FILE")]
+    pub history: PathBuf,
+    /// `strata`, a baseline (`single`, `largest-first`, `ostree-ext`,
+    /// `ostree-ext-prior`, `chunkah`), or `all` for one comparison table.
+    #[arg(long, default_value = "strata")]
+    pub strategy: String,
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+    /// Transitions left out of the figures while history is learnt.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Prior builds handed to each plan, newest first.
+    #[arg(long, default_value_t = 100)]
+    pub history_depth: usize,
+    /// Print JSON (with every transition) instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Plan(args) => plan::run(args),
+        Command::Bench(BenchCommand::Replay(args)) => bench::replay(args),
+    }
+}

@@ -1,0 +1,191 @@
+//! Components: the units of content that the planner places into layers.
+//!
+//! A component is a package, a group of generated files, or an explicit file group.
+//! This module defines the type and reads the components file (`strata plan
+//! --components`); it does not discover components in a file tree.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::input::{self, InputError};
+
+/// What kind of content a component stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentKind {
+    /// Files owned by an installed package.
+    #[default]
+    Package,
+    /// Content made at build time (initramfs, package database, unowned files).
+    Generated,
+    /// An explicit file group (a `user.component` xattr or a mapping-file entry).
+    Files,
+}
+
+/// One component of a build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Component {
+    /// Unique within a build.
+    pub name: String,
+    /// Opaque; equal versions mean identical content.
+    pub version: String,
+    /// Uncompressed size in bytes.
+    pub size: u64,
+    /// The source package; siblings from one source usually change together.
+    #[serde(default, alias = "srpm", skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Changelog entry times (seconds since the epoch), newest or oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changelog: Vec<i64>,
+    /// An explicit hint: the component changes about once every this many days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_interval_days: Option<f64>,
+    #[serde(default)]
+    pub kind: ComponentKind,
+}
+
+impl Component {
+    /// The key that groups components changing together: the source package if known.
+    pub fn unit_key(&self) -> &str {
+        self.source.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// The components of one build, with its date when known.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Build {
+    /// RFC 3339 timestamp or `YYYY-MM-DD`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    pub components: Vec<Component>,
+}
+
+impl Build {
+    /// The build date in seconds since the epoch, if it has a parseable one.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.date.as_deref().and_then(parse_date)
+    }
+
+    /// Reads and validates a components file (JSON, optionally gzipped).
+    pub fn read(path: &Path) -> Result<Build, InputError> {
+        let build: Build = input::read_json(path, "a components file")?;
+        build.validate(path)?;
+        Ok(build)
+    }
+
+    /// Checks the invariants the planner relies on, naming the offending field.
+    pub fn validate(&self, path: &Path) -> Result<(), InputError> {
+        if let Some(date) = &self.date {
+            if parse_date(date).is_none() {
+                return Err(InputError::invalid(
+                    path,
+                    "date",
+                    format!("'{date}' is not an RFC 3339 timestamp or YYYY-MM-DD date"),
+                ));
+            }
+        }
+        if self.components.is_empty() {
+            return Err(InputError::invalid(path, "components", "the list is empty"));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, c) in self.components.iter().enumerate() {
+            let field = |f: &str| format!("components[{i}].{f}");
+            if c.name.is_empty() {
+                return Err(InputError::invalid(path, field("name"), "is empty"));
+            }
+            if c.version.is_empty() {
+                return Err(InputError::invalid(
+                    path,
+                    field("version"),
+                    format!("is empty for '{}'", c.name),
+                ));
+            }
+            if let Some(days) = c.update_interval_days {
+                if !(days.is_finite() && days > 0.0) {
+                    return Err(InputError::invalid(
+                        path,
+                        field("update_interval_days"),
+                        format!("must be a positive number of days, got {days}"),
+                    ));
+                }
+            }
+            if !seen.insert(c.name.as_str()) {
+                return Err(InputError::invalid(
+                    path,
+                    field("name"),
+                    format!("'{}' appears more than once", c.name),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses an RFC 3339 timestamp or a plain `YYYY-MM-DD` date (taken as midnight UTC).
+pub fn parse_date(text: &str) -> Option<i64> {
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Some(ts.as_second());
+    }
+    let date = text.parse::<jiff::civil::Date>().ok()?;
+    let ts = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    Some(ts.as_second())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_parse_in_both_forms() {
+        assert_eq!(parse_date("1970-01-02"), Some(86_400));
+        assert_eq!(parse_date("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_date("yesterday"), None);
+    }
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn malformed_files_name_the_field() {
+        let cases = [
+            (r#"{"components": []}"#, "components: the list is empty"),
+            (
+                r#"{"components": [{"name": "a", "version": "1", "size": 1},
+                                   {"name": "a", "version": "2", "size": 1}]}"#,
+                "components[1].name: 'a' appears more than once",
+            ),
+            (
+                r#"{"components": [{"name": "a", "version": "", "size": 1}]}"#,
+                "components[0].version: is empty",
+            ),
+            (
+                r#"{"components": [{"name": "a", "version": "1", "size": -4}]}"#,
+                "not valid JSON for a components file",
+            ),
+            (r#"{"date": "soon", "components": []}"#, "date: 'soon'"),
+            ("", "the file is empty"),
+        ];
+        for (text, expected) in cases {
+            let f = write(text);
+            let err = Build::read(f.path()).unwrap_err().to_string();
+            assert!(err.contains(expected), "{err} lacks {expected}");
+            assert!(err.contains(&f.path().display().to_string()), "{err}");
+        }
+    }
+
+    #[test]
+    fn bench_lines_are_components_files() {
+        let f = write(
+            r#"{"build": 0, "date": "2019-09-05T10:18:45-04:00", "components": [
+                {"name": "bash", "version": "5.0-1", "size": 10, "size_src": "fc37", "srpm": "bash"}]}"#,
+        );
+        let build = Build::read(f.path()).unwrap();
+        assert_eq!(build.components[0].source.as_deref(), Some("bash"));
+        assert!(build.timestamp().is_some());
+    }
+}

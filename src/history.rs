@@ -1,0 +1,514 @@
+//! History: what earlier builds of a stream looked like, and how likely each component
+//! is to change in the next build.
+//!
+//! [`Layout`] is the one record of a prior build's layers, whatever it was read from
+//! (a plan file here; image manifests and job reports elsewhere). [`estimate`] turns
+//! a stream's layouts plus the new build's own metadata into change probabilities. It
+//! knows nothing of how layers are chosen.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::components::{parse_date, Build, ComponentKind};
+use crate::input::{self, InputError};
+
+/// One component as a prior build's layer recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutComponent {
+    pub name: String,
+    /// `None` when the writer recorded names only (rpm-ostree's `ostree.components`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// One layer of a prior build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutLayer {
+    pub components: Vec<LayoutComponent>,
+    /// Uncompressed size in bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// The layer blob digest, once built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+impl LayoutLayer {
+    /// The identity of the layer's content: equal keys mean byte-identical layers.
+    /// `None` when some member has no recorded version.
+    pub fn content_key(&self) -> Option<String> {
+        let mut pairs: Vec<(&str, &str)> = self
+            .components
+            .iter()
+            .map(|c| Some((c.name.as_str(), c.version.as_deref()?)))
+            .collect::<Option<_>>()?;
+        pairs.sort_unstable();
+        Some(content_key(pairs))
+    }
+}
+
+/// Hashes sorted `(name, version)` pairs into a layer content key.
+pub fn content_key<'a>(sorted_pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut hasher = Sha256::new();
+    for (name, version) in sorted_pairs {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(version.as_bytes());
+        hasher.update([b'\n']);
+    }
+    let digest = hasher.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// The layout of one prior build: its layers in order, and its date when known.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// Where the layout was read from, for messages.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    pub layers: Vec<LayoutLayer>,
+}
+
+impl Layout {
+    /// Reads a plan file (`strata plan` output) as a prior build's layout.
+    pub fn read(path: &Path) -> Result<Layout, InputError> {
+        let mut layout: Layout = input::read_json(path, "a plan file")?;
+        layout.origin = path.display().to_string();
+        layout.validate(path)?;
+        Ok(layout)
+    }
+
+    /// Checks that every component sits in one layer only and the date parses.
+    pub fn validate(&self, path: &Path) -> Result<(), InputError> {
+        if let Some(date) = &self.date {
+            if parse_date(date).is_none() {
+                return Err(InputError::invalid(
+                    path,
+                    "date",
+                    format!("'{date}' is not a date"),
+                ));
+            }
+        }
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (j, c) in layer.components.iter().enumerate() {
+                if c.name.is_empty() {
+                    return Err(InputError::invalid(
+                        path,
+                        format!("layers[{i}].components[{j}].name"),
+                        "is empty",
+                    ));
+                }
+                if let Some(first) = seen.insert(&c.name, i) {
+                    return Err(InputError::invalid(
+                        path,
+                        format!("layers[{i}].components[{j}].name"),
+                        format!("'{}' is already in layer {first}", c.name),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn timestamp(&self) -> Option<i64> {
+        self.date.as_deref().and_then(parse_date)
+    }
+
+    /// Every component with its layer index, by name.
+    pub fn by_name(&self) -> HashMap<&str, (usize, &LayoutComponent)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| l.components.iter().map(move |c| (c.name.as_str(), (i, c))))
+            .collect()
+    }
+}
+
+/// Where a change probability came from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "basis")]
+pub enum Basis {
+    /// Learnt from the stream's builds (blended with the cold-start guess).
+    History { transitions: u32, changes: u32 },
+    /// From changelog dates only.
+    Changelog { changes_last_year: u32 },
+    /// Set by an `update_interval_days` hint.
+    Hint,
+    /// Generated content with no history: assumed to change every build.
+    Generated,
+    /// No information: the stream's base rate.
+    Default,
+}
+
+/// A component's probability of changing in the next build, and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub p: f64,
+    pub basis: Basis,
+}
+
+/// Weight halves for every this many builds of age (when builds are undated).
+const HALF_LIFE_BUILDS: f64 = 16.0;
+/// Weight halves for every this many days of age (when builds are dated).
+const HALF_LIFE_DAYS: f64 = 180.0;
+/// How many transitions the cold-start guess counts for against observed history.
+const PRIOR_WEIGHT: f64 = 1.5;
+/// The assumed build interval when dates are missing.
+const DEFAULT_INTERVAL_DAYS: f64 = 7.0;
+/// Change probability with no information at all.
+const DEFAULT_P: f64 = 0.2;
+/// Probabilities never go below this: nothing is certain never to change.
+const MIN_P: f64 = 1e-4;
+const SECONDS_PER_DAY: f64 = 86_400.0;
+
+/// One build as the estimator sees it: a fingerprint of every unit's content.
+struct Snapshot {
+    time: Option<i64>,
+    units: HashMap<String, Option<u64>>,
+}
+
+/// Estimates, for each component of `build` (same order), the probability that it
+/// changes in the next build. `priors` are newest first.
+///
+/// Components are pooled by source package: siblings change together, and a renamed
+/// package inherits its source's history.
+pub fn estimate(build: &Build, priors: &[Layout]) -> Vec<Estimate> {
+    let unit_of: HashMap<&str, &str> = build
+        .components
+        .iter()
+        .map(|c| (c.name.as_str(), c.unit_key()))
+        .collect();
+    let snapshots = snapshots(build, priors, &unit_of);
+    let weights = transition_weights(&snapshots);
+    let interval = mean_interval_days(&snapshots, &weights);
+    let observed = observe_units(&snapshots, &weights);
+    let base = base_rate(&observed);
+    let context = Context {
+        base,
+        interval_days: interval,
+        changelog_until: build.timestamp().or_else(|| {
+            build.components.iter().flat_map(|c| c.changelog.iter().copied()).max()
+        }),
+    };
+
+    let mut units: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, c) in build.components.iter().enumerate() {
+        units.entry(c.unit_key()).or_default().push(i);
+    }
+    let mut out = vec![
+        Estimate {
+            p: DEFAULT_P,
+            basis: Basis::Default
+        };
+        build.components.len()
+    ];
+    for (unit, members) in units {
+        let est = unit_estimate(build, &members, observed.get(unit), &context);
+        for i in members {
+            out[i] = est;
+        }
+    }
+    out
+}
+
+/// What every unit's estimate shares.
+struct Context {
+    /// The stream's pooled change rate.
+    base: f64,
+    interval_days: f64,
+    /// Changelog entries count within the year before this time.
+    changelog_until: Option<i64>,
+}
+
+/// Observed weighted changes of one unit.
+#[derive(Debug, Clone, Copy, Default)]
+struct Observed {
+    weight: f64,
+    changed_weight: f64,
+    transitions: u32,
+    changes: u32,
+}
+
+fn snapshots(build: &Build, priors: &[Layout], unit_of: &HashMap<&str, &str>) -> Vec<Snapshot> {
+    let current = fingerprint(
+        build
+            .components
+            .iter()
+            .map(|c| (c.unit_key(), c.name.as_str(), Some(c.version.as_str()))),
+    );
+    let mut out = vec![Snapshot {
+        time: build.timestamp(),
+        units: current,
+    }];
+    for prior in priors {
+        let members = prior.layers.iter().flat_map(|l| &l.components).map(|c| {
+            let unit = c
+                .source
+                .as_deref()
+                .or_else(|| unit_of.get(c.name.as_str()).copied())
+                .unwrap_or(&c.name);
+            (unit, c.name.as_str(), c.version.as_deref())
+        });
+        out.push(Snapshot {
+            time: prior.timestamp(),
+            units: fingerprint(members),
+        });
+    }
+    out
+}
+
+/// Fingerprints each unit's sorted `(name, version)` set; `None` if a version is unknown.
+fn fingerprint<'a>(
+    members: impl Iterator<Item = (&'a str, &'a str, Option<&'a str>)>,
+) -> HashMap<String, Option<u64>> {
+    let mut grouped: BTreeMap<&str, Vec<(&str, Option<&str>)>> = BTreeMap::new();
+    for (unit, name, version) in members {
+        grouped.entry(unit).or_default().push((name, version));
+    }
+    grouped
+        .into_iter()
+        .map(|(unit, mut pairs)| {
+            pairs.sort_unstable();
+            let known = pairs.iter().all(|(_, v)| v.is_some());
+            let mut h = DefaultHasher::new();
+            pairs.hash(&mut h);
+            (unit.to_string(), known.then(|| h.finish()))
+        })
+        .collect()
+}
+
+/// The weight of each transition `snapshots[t + 1] → snapshots[t]`, newest first.
+fn transition_weights(snapshots: &[Snapshot]) -> Vec<f64> {
+    let newest = snapshots[0].time;
+    let dated = snapshots.iter().all(|s| s.time.is_some());
+    (0..snapshots.len().saturating_sub(1))
+        .map(|t| match (dated, newest, snapshots[t].time) {
+            (true, Some(now), Some(then)) => {
+                let age_days = (now - then).max(0) as f64 / SECONDS_PER_DAY;
+                0.5f64.powf(age_days / HALF_LIFE_DAYS)
+            }
+            _ => 0.5f64.powf(t as f64 / HALF_LIFE_BUILDS),
+        })
+        .collect()
+}
+
+/// The stream's weighted mean build interval in days.
+fn mean_interval_days(snapshots: &[Snapshot], weights: &[f64]) -> f64 {
+    let mut sum = 0.0;
+    let mut total = 0.0;
+    for (t, w) in weights.iter().enumerate() {
+        if let (Some(new), Some(old)) = (snapshots[t].time, snapshots[t + 1].time) {
+            sum += w * ((new - old).max(0) as f64 / SECONDS_PER_DAY);
+            total += w;
+        }
+    }
+    if total > 0.0 && sum > 0.0 {
+        sum / total
+    } else {
+        DEFAULT_INTERVAL_DAYS
+    }
+}
+
+fn observe_units<'a>(snapshots: &'a [Snapshot], weights: &[f64]) -> HashMap<&'a str, Observed> {
+    let mut observed: HashMap<&str, Observed> = HashMap::new();
+    for (t, w) in weights.iter().enumerate() {
+        let (new, old) = (&snapshots[t].units, &snapshots[t + 1].units);
+        for (unit, fp) in new {
+            let (Some(fp), Some(Some(old_fp))) = (fp, old.get(unit)) else {
+                continue;
+            };
+            let o = observed.entry(unit.as_str()).or_default();
+            o.weight += w;
+            o.transitions += 1;
+            if fp != old_fp {
+                o.changed_weight += w;
+                o.changes += 1;
+            }
+        }
+    }
+    observed
+}
+
+/// The stream's pooled change rate, the guess for components nothing is known about.
+fn base_rate(observed: &HashMap<&str, Observed>) -> f64 {
+    let (changed, total) = observed
+        .values()
+        .fold((0.0, 0.0), |(c, t), o| (c + o.changed_weight, t + o.weight));
+    if total > 0.0 {
+        (changed / total).max(MIN_P)
+    } else {
+        DEFAULT_P
+    }
+}
+
+fn unit_estimate(
+    build: &Build,
+    members: &[usize],
+    observed: Option<&Observed>,
+    context: &Context,
+) -> Estimate {
+    let comps = || members.iter().map(|&i| &build.components[i]);
+    if let Some(days) = comps().filter_map(|c| c.update_interval_days).reduce(f64::min) {
+        let p = 1.0 - (-context.interval_days / days).exp();
+        return Estimate {
+            p: p.clamp(MIN_P, 1.0),
+            basis: Basis::Hint,
+        };
+    }
+    let (guess, guess_basis) = cold_start(build, members, context);
+    let Some(o) = observed.filter(|o| o.weight > 0.0) else {
+        return Estimate {
+            p: guess,
+            basis: guess_basis,
+        };
+    };
+    let p = (o.changed_weight + PRIOR_WEIGHT * guess) / (o.weight + PRIOR_WEIGHT);
+    Estimate {
+        p: p.clamp(MIN_P, 1.0),
+        basis: Basis::History {
+            transitions: o.transitions,
+            changes: o.changes,
+        },
+    }
+}
+
+/// The first guess before history: changelog rate, "always" for generated content,
+/// else the stream's base rate.
+fn cold_start(build: &Build, members: &[usize], context: &Context) -> (f64, Basis) {
+    let comps = || members.iter().map(|&i| &build.components[i]);
+    let has_changelog = comps().any(|c| !c.changelog.is_empty());
+    if let (true, Some(until)) = (has_changelog, context.changelog_until) {
+        let changes = changelog_days(comps().flat_map(|c| &c.changelog), until);
+        let rate = changes as f64 / 365.0;
+        let p = 1.0 - (-rate * context.interval_days).exp();
+        return (
+            p.clamp(MIN_P, 1.0),
+            Basis::Changelog {
+                changes_last_year: changes,
+            },
+        );
+    }
+    if comps().any(|c| c.kind == ComponentKind::Generated) {
+        return (1.0, Basis::Generated);
+    }
+    (context.base, Basis::Default)
+}
+
+/// Distinct days with a changelog entry within the year before `until`.
+fn changelog_days<'a>(entries: impl Iterator<Item = &'a i64>, until: i64) -> u32 {
+    let year = 365 * 86_400;
+    let mut days: Vec<i64> = entries
+        .filter(|&&t| t <= until && until - t < year)
+        .map(|t| t.div_euclid(86_400))
+        .collect();
+    days.sort_unstable();
+    days.dedup();
+    days.len() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::components::Component;
+
+    pub(crate) fn comp(name: &str, version: &str, size: u64) -> Component {
+        Component {
+            name: name.into(),
+            version: version.into(),
+            size,
+            source: None,
+            changelog: vec![],
+            update_interval_days: None,
+            kind: ComponentKind::Package,
+        }
+    }
+
+    fn layout(comps: &[(&str, &str)]) -> Layout {
+        Layout {
+            origin: String::new(),
+            date: None,
+            layers: vec![LayoutLayer {
+                components: comps
+                    .iter()
+                    .map(|(n, v)| LayoutComponent {
+                        name: n.to_string(),
+                        version: Some(v.to_string()),
+                        size: 1,
+                        source: None,
+                    })
+                    .collect(),
+                size: comps.len() as u64,
+                digest: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn history_separates_volatile_from_stable() {
+        let build = Build {
+            date: None,
+            components: vec![comp("hot", "9", 1), comp("cold", "1", 1)],
+        };
+        let priors: Vec<Layout> = (0..8)
+            .map(|i| layout(&[("hot", &(8 - i).to_string()), ("cold", "1")]))
+            .collect();
+        let est = estimate(&build, &priors);
+        assert!(est[0].p > 0.8, "{:?}", est[0]);
+        assert!(est[1].p < 0.2, "{:?}", est[1]);
+        assert!(matches!(est[0].basis, Basis::History { transitions: 8, changes: 8 }));
+    }
+
+    #[test]
+    fn siblings_share_their_source_history() {
+        let mut a = comp("libfoo", "2", 1);
+        a.source = Some("foo".into());
+        let mut b = comp("foo-tools", "2", 1);
+        b.source = Some("foo".into());
+        let build = Build {
+            date: None,
+            components: vec![a, b],
+        };
+        // Only libfoo existed before; the renamed sibling inherits its history.
+        let priors = vec![layout(&[("libfoo", "1")]), layout(&[("libfoo", "0")])];
+        let est = estimate(&build, &priors);
+        assert_eq!(est[0].p, est[1].p);
+        assert!(matches!(est[1].basis, Basis::History { .. }));
+    }
+
+    #[test]
+    fn hints_override_and_changelogs_start_cold() {
+        let mut hinted = comp("hinted", "1", 1);
+        hinted.update_interval_days = Some(7.0);
+        let mut logged = comp("logged", "1", 1);
+        let now = 1_700_000_000;
+        logged.changelog = (0..50).map(|d| now - d * 86_400).collect();
+        let mut quiet = comp("quiet", "1", 1);
+        quiet.changelog = vec![now - 3 * 365 * 86_400];
+        let gen = Component {
+            kind: ComponentKind::Generated,
+            ..comp("initramfs", "1", 1)
+        };
+        let build = Build {
+            date: None,
+            components: vec![hinted, logged, quiet, gen],
+        };
+        let est = estimate(&build, &[]);
+        assert_eq!(est[0].basis, Basis::Hint);
+        assert!((est[0].p - (1.0 - (-1.0f64).exp())).abs() < 1e-9);
+        assert!(est[1].p > est[2].p);
+        assert_eq!(est[3].p, 1.0);
+    }
+}

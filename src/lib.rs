@@ -1,0 +1,13 @@
+//! Strata turns OS builds into layered OCI images whose layers stay stable from build
+//! to build. The modules follow the data flow:
+//! components → history → plan → diff, with `bench` replaying real streams.
+
+pub mod bench;
+pub mod bytes;
+pub mod cli;
+pub mod components;
+pub mod diff;
+pub mod history;
+pub mod input;
+pub mod output;
+pub mod plan;

@@ -1,0 +1,17 @@
+//! The `strata` command line: the one binary for planning, building, diffing,
+//! benchmarking and running the operator.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = strata::cli::Cli::parse();
+    match strata::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("strata: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,510 @@
+//! Plan: which components go into which layer, and why.
+//!
+//! The planner is a pure function of the new build, the prior layouts and the options.
+//! It keeps every prior layer whose content is unchanged, regroups the content of
+//! layers that change anyway (at no extra download), places new components where
+//! they add the least expected cost, and re-plans from scratch only when the saving
+//! over the horizon pays for the layers a re-plan rewrites. It does no I/O.
+
+mod decide;
+pub mod partition;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::components::{Build, Component};
+use crate::bytes::human_bytes;
+use crate::diff::{self, LayoutDiff};
+use crate::history::{self, content_key, Basis, Estimate, Layout, LayoutComponent, LayoutLayer};
+use partition::{Group, Item};
+
+/// The layer count used when none is given (rpm-ostree's default too).
+pub const DEFAULT_MAX_LAYERS: usize = 64;
+/// Registries and container storage refuse images with more layers than this.
+pub const REGISTRY_LAYER_LIMIT: usize = 127;
+/// Future builds over which a re-plan must pay for itself.
+pub const DEFAULT_HORIZON: f64 = 8.0;
+/// The version tag of the plan JSON format.
+pub const PLAN_SCHEMA: &str = "strata.plan/v1";
+
+/// When the planner may throw the prior layout away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RepackPolicy {
+    /// Re-plan when the expected saving over the horizon exceeds its one-time cost.
+    Auto,
+    /// Never rewrite an unchanged layer (except to fit a smaller layer cap).
+    Never,
+    /// Plan every build from scratch.
+    Always,
+}
+
+/// What the planner is asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanOptions {
+    pub max_layers: usize,
+    pub repack: RepackPolicy,
+    pub horizon: f64,
+    /// Permit more than [`REGISTRY_LAYER_LIMIT`] layers.
+    pub allow_over_127: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            max_layers: DEFAULT_MAX_LAYERS,
+            repack: RepackPolicy::Auto,
+            horizon: DEFAULT_HORIZON,
+            allow_over_127: false,
+        }
+    }
+}
+
+/// Options the planner refuses.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error("--max-layers {0}: at least 2 layers are needed (one stable, one volatile)")]
+    TooFewLayers(usize),
+    #[error(
+        "--max-layers {0}: registries and container storage refuse images with more than \
+         {REGISTRY_LAYER_LIMIT} layers; pass --allow-over-127 if your clients accept them"
+    )]
+    TooManyLayers(usize),
+    #[error("--horizon {0}: must be a positive number of builds")]
+    BadHorizon(f64),
+}
+
+impl PlanOptions {
+    pub fn validate(&self) -> Result<(), PlanError> {
+        if self.max_layers < 2 {
+            return Err(PlanError::TooFewLayers(self.max_layers));
+        }
+        if self.max_layers > REGISTRY_LAYER_LIMIT && !self.allow_over_127 {
+            return Err(PlanError::TooManyLayers(self.max_layers));
+        }
+        if !(self.horizon.is_finite() && self.horizon > 0.0) {
+            return Err(PlanError::BadHorizon(self.horizon));
+        }
+        Ok(())
+    }
+}
+
+/// The planner's output: the layers, a decision per component, and predictions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub schema: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    pub max_layers: usize,
+    /// Most stable first.
+    pub layers: Vec<PlannedLayer>,
+    /// One per component of the build and per component removed since the prior, by name.
+    pub decisions: Vec<Decision>,
+    pub repack: RepackDecision,
+    pub prediction: Prediction,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlannedLayer {
+    pub index: usize,
+    /// Content key: equal ids mean byte-identical layers.
+    pub id: String,
+    /// Uncompressed bytes.
+    pub size: u64,
+    /// Probability that some member changes in the next build.
+    pub change_probability: f64,
+    /// The newest prior build has this exact layer.
+    pub reused: bool,
+    pub components: Vec<LayoutComponent>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Its layer is the prior build's, unchanged.
+    Kept,
+    /// A new version; in a layer that is rewritten anyway.
+    Updated,
+    /// New in this build.
+    Placed,
+    /// Unchanged, but now in a different layer.
+    Moved,
+    /// Gone since the prior build.
+    Removed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub component: String,
+    pub action: Action,
+    /// Index in this plan; absent for removed components.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<usize>,
+    /// Index in the prior build, when it was there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_layer: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_probability: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Basis>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepackDecision {
+    pub policy: RepackPolicy,
+    pub performed: bool,
+    pub reason: String,
+    /// Expected bytes per update the sticky layout costs.
+    pub sticky_expected_bytes: f64,
+    /// Expected bytes per update a fresh plan costs.
+    pub fresh_expected_bytes: f64,
+    /// Extra bytes clients download once if the fresh plan replaces the sticky one.
+    pub one_time_cost_bytes: u64,
+    pub horizon: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// What this build makes clients of the newest prior download (all of it without one).
+    pub download: LayoutDiff,
+    /// Expected bytes per update from this layout to the next build.
+    pub expected_next_update_bytes: f64,
+}
+
+impl Plan {
+    /// This plan as a prior build's layout, for the next build.
+    pub fn layout(&self) -> Layout {
+        Layout {
+            origin: String::new(),
+            date: self.date.clone(),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| LayoutLayer {
+                    components: l.components.clone(),
+                    size: l.size,
+                    digest: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Plans the layers of `build` given the stream's `priors`, newest first.
+pub fn plan(build: &Build, priors: &[Layout], opts: &PlanOptions) -> Result<Plan, PlanError> {
+    opts.validate()?;
+    let estimates = history::estimate(build, priors);
+    let ctx = Ctx {
+        build,
+        estimates: &estimates,
+        max_layers: opts.max_layers,
+    };
+    let outcome = match priors.first() {
+        None => first_build(&ctx, opts),
+        Some(prior) => evolve(&ctx, prior, opts),
+    };
+    Ok(assemble(&ctx, priors.first(), outcome, opts))
+}
+
+/// The build and its estimates, shared by every step.
+struct Ctx<'a> {
+    build: &'a Build,
+    estimates: &'a [Estimate],
+    max_layers: usize,
+}
+
+impl Ctx<'_> {
+    fn component(&self, i: usize) -> &Component {
+        &self.build.components[i]
+    }
+
+    /// Prices `members` as one layer; a source package's members change together, so
+    /// each unit counts once.
+    fn group(&self, members: &[usize]) -> Group {
+        let mut units: BTreeMap<&str, Item> = BTreeMap::new();
+        for &i in members {
+            let c = self.component(i);
+            let unit = units.entry(c.unit_key()).or_insert(Item {
+                size: 0,
+                p: self.estimates[i].p,
+            });
+            unit.size += c.size;
+        }
+        let mut group = Group::default();
+        units.into_values().for_each(|item| group.add(item));
+        group
+    }
+
+    fn cost(&self, layers: &[Vec<usize>]) -> f64 {
+        layers.iter().map(|l| self.group(l).cost()).sum()
+    }
+
+    /// The best grouping of `members` into at most `slots` layers, source packages whole.
+    fn pack(&self, members: &[usize], slots: usize) -> Vec<Vec<usize>> {
+        let mut units: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for &i in members {
+            units.entry(self.component(i).unit_key()).or_default().push(i);
+        }
+        let units: Vec<Vec<usize>> = units.into_values().collect();
+        let items: Vec<Item> = units
+            .iter()
+            .map(|u| Item {
+                size: u.iter().map(|&i| self.component(i).size).sum(),
+                p: self.estimates[u[0]].p,
+            })
+            .collect();
+        partition::partition(&items, slots.max(1))
+            .into_iter()
+            .map(|g| {
+                let mut layer: Vec<usize> = g.iter().flat_map(|&u| units[u].clone()).collect();
+                layer.sort_unstable();
+                layer
+            })
+            .collect()
+    }
+}
+
+/// Why a prior layer cannot be reused as is.
+#[derive(Debug, Clone)]
+enum Dirty {
+    Changed(String),
+    OverCap,
+}
+
+/// What the planning steps decide before the output is assembled.
+struct Outcome {
+    /// Each layer's members, with the prior layer it reuses unchanged.
+    layers: Vec<(Vec<usize>, Option<usize>)>,
+    /// Prior layers that are rewritten, and why.
+    dirty: BTreeMap<usize, Dirty>,
+    repack: RepackDecision,
+}
+
+fn first_build(ctx: &Ctx, opts: &PlanOptions) -> Outcome {
+    let all: Vec<usize> = (0..ctx.build.components.len()).collect();
+    let layers = ctx.pack(&all, ctx.max_layers);
+    let cost = ctx.cost(&layers);
+    Outcome {
+        layers: layers.into_iter().map(|l| (l, None)).collect(),
+        dirty: BTreeMap::new(),
+        repack: RepackDecision {
+            policy: opts.repack,
+            performed: false,
+            reason: "first build of the stream: a fresh plan".into(),
+            sticky_expected_bytes: cost,
+            fresh_expected_bytes: cost,
+            one_time_cost_bytes: 0,
+            horizon: opts.horizon,
+        },
+    }
+}
+
+/// The prior layers split into those reused unchanged and the content to regroup.
+struct Sticky {
+    clean: Vec<(usize, Vec<usize>)>,
+    pool: Vec<usize>,
+    dirty: BTreeMap<usize, Dirty>,
+}
+
+fn split_prior(ctx: &Ctx, prior: &Layout) -> Sticky {
+    let index: HashMap<&str, usize> = ctx
+        .build
+        .components
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    let mut clean = Vec::new();
+    let mut dirty = BTreeMap::new();
+    let mut placed = vec![false; ctx.build.components.len()];
+    for (l, layer) in prior.layers.iter().enumerate() {
+        match layer_change(ctx, &index, layer) {
+            Some(why) => {
+                dirty.insert(l, Dirty::Changed(why));
+            }
+            None => {
+                let members: Vec<usize> = layer.components.iter().map(|c| index[c.name.as_str()]).collect();
+                members.iter().for_each(|&i| placed[i] = true);
+                clean.push((l, members));
+            }
+        }
+    }
+    let pool = (0..placed.len()).filter(|&i| !placed[i]).collect();
+    Sticky { clean, pool, dirty }
+}
+
+/// Why `layer` differs from its content in the new build, or `None` if it is the same.
+fn layer_change(ctx: &Ctx, index: &HashMap<&str, usize>, layer: &LayoutLayer) -> Option<String> {
+    if layer.components.is_empty() {
+        return Some("it is empty".into());
+    }
+    for c in &layer.components {
+        let Some(&i) = index.get(c.name.as_str()) else {
+            return Some(format!("{} was removed", c.name));
+        };
+        let now = &ctx.component(i).version;
+        match &c.version {
+            None => return Some(format!("the prior build did not record {}'s version", c.name)),
+            Some(v) if v != now => return Some(format!("{} changed {v} → {now}", c.name)),
+            Some(_) => {}
+        }
+    }
+    None
+}
+
+/// Opens the smallest clean layers until the layer cap leaves room for the pool.
+fn fit_cap(ctx: &Ctx, sticky: &mut Sticky) {
+    let needed = usize::from(!sticky.pool.is_empty());
+    while sticky.clean.len() + needed.max(usize::from(sticky.clean.len() > ctx.max_layers)) > ctx.max_layers {
+        let smallest = (0..sticky.clean.len())
+            .min_by_key(|&k| {
+                let members = &sticky.clean[k].1;
+                (members.iter().map(|&i| ctx.component(i).size).sum::<u64>(), sticky.clean[k].0)
+            })
+            .expect("over the cap means at least one clean layer");
+        let (l, members) = sticky.clean.remove(smallest);
+        sticky.pool.extend(members);
+        sticky.pool.sort_unstable();
+        sticky.dirty.insert(l, Dirty::OverCap);
+    }
+}
+
+fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
+    let mut sticky = split_prior(ctx, prior);
+    fit_cap(ctx, &mut sticky);
+    let slots = ctx.max_layers - sticky.clean.len();
+    let regrouped = if sticky.pool.is_empty() { Vec::new() } else { ctx.pack(&sticky.pool, slots) };
+    let mut layers: Vec<(Vec<usize>, Option<usize>)> =
+        sticky.clean.iter().map(|(l, m)| (m.clone(), Some(*l))).collect();
+    layers.extend(regrouped.into_iter().map(|m| (m, None)));
+    let sticky_cost: f64 = layers.iter().map(|(m, _)| ctx.group(m).cost()).sum();
+
+    let unchanged = sticky.dirty.is_empty() && sticky.pool.is_empty();
+    let mut repack = RepackDecision {
+        policy: opts.repack,
+        performed: false,
+        reason: String::new(),
+        sticky_expected_bytes: sticky_cost,
+        fresh_expected_bytes: sticky_cost,
+        one_time_cost_bytes: 0,
+        horizon: opts.horizon,
+    };
+    if unchanged {
+        repack.reason = "nothing changed since the prior build: its layout is reused as is".into();
+        return Outcome { layers, dirty: sticky.dirty, repack };
+    }
+    if opts.repack == RepackPolicy::Never {
+        repack.reason = "repack policy is 'never': unchanged layers are kept".into();
+        return Outcome { layers, dirty: sticky.dirty, repack };
+    }
+
+    let all: Vec<usize> = (0..ctx.build.components.len()).collect();
+    let fresh = ctx.pack(&all, ctx.max_layers);
+    let fresh_cost = ctx.cost(&fresh);
+    let sticky_download: u64 = sticky.pool.iter().map(|&i| ctx.component(i).size).sum();
+    let prior_keys: HashSet<String> = prior.layers.iter().filter_map(LayoutLayer::content_key).collect();
+    let fresh_download: u64 = fresh
+        .iter()
+        .filter(|m| !prior_keys.contains(&members_key(ctx, m)))
+        .map(|m| ctx.group(m).size)
+        .sum();
+    repack.fresh_expected_bytes = fresh_cost;
+    repack.one_time_cost_bytes = fresh_download.saturating_sub(sticky_download);
+    let saving = (sticky_cost - fresh_cost) * opts.horizon;
+    let worth = saving > repack.one_time_cost_bytes as f64 && fresh_cost < sticky_cost;
+    repack.performed = opts.repack == RepackPolicy::Always || worth;
+    repack.reason = repack_reason(opts, saving, &repack);
+    if !repack.performed {
+        return Outcome { layers, dirty: sticky.dirty, repack };
+    }
+    let mut dirty = sticky.dirty;
+    for (l, _) in &sticky.clean {
+        dirty.insert(*l, Dirty::Changed("the layout was re-planned".into()));
+    }
+    Outcome {
+        layers: fresh.into_iter().map(|m| (m, None)).collect(),
+        dirty,
+        repack,
+    }
+}
+
+fn repack_reason(opts: &PlanOptions, saving: f64, r: &RepackDecision) -> String {
+    let per_update = r.sticky_expected_bytes - r.fresh_expected_bytes;
+    let figures = format!(
+        "a fresh plan saves {} per update, {} over {} builds, for a one-time {}",
+        human_bytes(per_update.max(0.0) as u64),
+        human_bytes(saving.max(0.0) as u64),
+        opts.horizon,
+        human_bytes(r.one_time_cost_bytes)
+    );
+    match (opts.repack, r.performed) {
+        (RepackPolicy::Always, _) => format!("repack policy is 'always': re-planned ({figures})"),
+        (_, true) => format!("re-planned: {figures}"),
+        (_, false) => format!("kept the prior layout: {figures}"),
+    }
+}
+
+fn members_key(ctx: &Ctx, members: &[usize]) -> String {
+    let mut pairs: Vec<(&str, &str)> = members
+        .iter()
+        .map(|&i| (ctx.component(i).name.as_str(), ctx.component(i).version.as_str()))
+        .collect();
+    pairs.sort_unstable();
+    content_key(pairs)
+}
+
+/// Orders the layers most stable first and writes the decisions.
+fn assemble(ctx: &Ctx, prior: Option<&Layout>, outcome: Outcome, opts: &PlanOptions) -> Plan {
+    let mut layers: Vec<(Group, String, Vec<usize>, Option<usize>)> = outcome
+        .layers
+        .into_iter()
+        .filter(|(m, _)| !m.is_empty())
+        .map(|(m, l)| (ctx.group(&m), members_key(ctx, &m), m, l))
+        .collect();
+    layers.sort_by(|a, b| a.0.p_change().total_cmp(&b.0.p_change()).then_with(|| a.1.cmp(&b.1)));
+    let prior_keys: HashSet<String> = prior
+        .map(|p| p.layers.iter().filter_map(LayoutLayer::content_key).collect())
+        .unwrap_or_default();
+    let planned: Vec<PlannedLayer> = layers
+        .iter()
+        .enumerate()
+        .map(|(index, (group, id, members, _))| PlannedLayer {
+            index,
+            id: id.clone(),
+            size: group.size,
+            change_probability: group.p_change(),
+            reused: prior_keys.contains(id),
+            components: members
+                .iter()
+                .map(|&i| {
+                    let c = ctx.component(i);
+                    LayoutComponent {
+                        name: c.name.clone(),
+                        version: Some(c.version.clone()),
+                        size: c.size,
+                        source: c.source.clone(),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let member_layers: Vec<&[usize]> = layers.iter().map(|l| l.2.as_slice()).collect();
+    let decisions = decide::decide(ctx, prior, &member_layers, &outcome.dirty, outcome.repack.performed);
+    let mut plan = Plan {
+        schema: PLAN_SCHEMA.into(),
+        date: ctx.build.date.clone(),
+        max_layers: opts.max_layers,
+        layers: planned,
+        decisions,
+        repack: outcome.repack,
+        prediction: Prediction {
+            download: LayoutDiff::default(),
+            expected_next_update_bytes: layers.iter().map(|l| l.0.cost()).sum(),
+        },
+    };
+    let empty = Layout::default();
+    plan.prediction.download = diff::diff_layouts(prior.unwrap_or(&empty), &plan.layout());
+    plan
+}

@@ -170,6 +170,10 @@ const PRIOR_WEIGHT: f64 = 1.5;
 const DEFAULT_INTERVAL_DAYS: f64 = 7.0;
 /// Change probability with no information at all.
 const DEFAULT_P: f64 = 0.2;
+/// A transition in which more than this share of units changed is a mass rebuild
+/// (a distribution rebase): every layer changes whatever the layout, so it teaches
+/// nothing about which components belong together and is left out of the rates.
+const MASS_CHANGE_FRACTION: f64 = 0.5;
 /// Probabilities never go below this: nothing is certain never to change.
 const MIN_P: f64 = 1e-4;
 const SECONDS_PER_DAY: f64 = 86_400.0;
@@ -325,21 +329,33 @@ fn mean_interval_days(snapshots: &[Snapshot], weights: &[f64]) -> f64 {
 fn observe_units<'a>(snapshots: &'a [Snapshot], weights: &[f64]) -> HashMap<&'a str, Observed> {
     let mut observed: HashMap<&str, Observed> = HashMap::new();
     for (t, w) in weights.iter().enumerate() {
-        let (new, old) = (&snapshots[t].units, &snapshots[t + 1].units);
-        for (unit, fp) in new {
-            let (Some(fp), Some(Some(old_fp))) = (fp, old.get(unit)) else {
-                continue;
-            };
-            let o = observed.entry(unit.as_str()).or_default();
+        let changes = unit_changes(&snapshots[t], &snapshots[t + 1]);
+        let changed = changes.iter().filter(|(_, c)| *c).count();
+        if changed as f64 > MASS_CHANGE_FRACTION * changes.len() as f64 {
+            continue;
+        }
+        for (unit, changed) in changes {
+            let o = observed.entry(unit).or_default();
             o.weight += w;
             o.transitions += 1;
-            if fp != old_fp {
+            if changed {
                 o.changed_weight += w;
                 o.changes += 1;
             }
         }
     }
     observed
+}
+
+/// Every unit present (with known versions) in both builds, and whether it changed.
+fn unit_changes<'a>(new: &'a Snapshot, old: &Snapshot) -> Vec<(&'a str, bool)> {
+    new.units
+        .iter()
+        .filter_map(|(unit, fp)| match (fp, old.units.get(unit)) {
+            (Some(fp), Some(Some(old_fp))) => Some((unit.as_str(), fp != old_fp)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The stream's pooled change rate, the guess for components nothing is known about.

@@ -45,6 +45,14 @@ impl Group {
         }
     }
 
+    fn without(self, other: Group) -> Group {
+        Group {
+            size: self.size - other.size,
+            log_stay: self.log_stay - other.log_stay,
+            certain: self.certain - other.certain,
+        }
+    }
+
     fn merge(self, other: Group) -> Group {
         Group {
             size: self.size + other.size,
@@ -100,20 +108,152 @@ fn partition_coarsened(items: &[Item], k: usize, runs_limit: usize) -> Vec<Vec<u
     }
     let order = order(items);
     let runs = coarsen(items, &order, runs_limit);
-    let cuts = best_cuts(&runs, k);
-    let mut groups = Vec::with_capacity(cuts.len());
     let mut start = 0;
-    for end in cuts {
-        let mut members: Vec<usize> = runs[start..end]
-            .iter()
-            .flat_map(|r| order[r.first..r.last].iter().copied())
-            .collect();
-        members.sort_unstable();
-        groups.push(members);
-        start = end;
+    let by_cuts: Vec<Vec<usize>> = best_cuts(&runs, k)
+        .into_iter()
+        .map(|end| {
+            let g = (start..end).collect();
+            start = end;
+            g
+        })
+        .collect();
+    let by_merging = merge_cheapest_pairs(&runs, k);
+    let cost = |groups: &[Vec<usize>]| total_cost(&aggregate(&runs, groups));
+    let best = if cost(&by_merging) < cost(&by_cuts) { by_merging } else { by_cuts };
+    refine(&runs, best)
+        .into_iter()
+        .map(|g| {
+            let mut members: Vec<usize> = g
+                .iter()
+                .flat_map(|&r| order[runs[r].first..runs[r].last].iter().copied())
+                .collect();
+            members.sort_unstable();
+            members
+        })
+        .collect()
+}
+
+fn aggregate(runs: &[Run], groups: &[Vec<usize>]) -> Vec<Group> {
+    groups
+        .iter()
+        .map(|g| g.iter().fold(Group::default(), |acc, &r| acc.merge(runs[r].group)))
+        .collect()
+}
+
+/// Agglomerative grouping: starting from one group per run, repeatedly merges the two
+/// groups (neighbours or not) whose merge adds the least expected cost. Unlike cuts in
+/// volatility order, this lets a large item sit alone between small ones of similar
+/// volatility that share a layer.
+fn merge_cheapest_pairs(runs: &[Run], k: usize) -> Vec<Vec<usize>> {
+    let m = runs.len();
+    let mut groups: Vec<Group> = runs.iter().map(|r| r.group).collect();
+    let mut members: Vec<Vec<usize>> = (0..m).map(|r| vec![r]).collect();
+    let mut alive = vec![true; m];
+    let mut version = vec![0u32; m];
+    let extra = |a: &Group, b: &Group| a.merge(*b).cost() - a.cost() - b.cost();
+    let mut heap = BinaryHeap::new();
+    for a in 0..m {
+        for b in a + 1..m {
+            heap.push(Reverse(PairMerge {
+                extra_cost: extra(&groups[a], &groups[b]),
+                pair: (a, b),
+                stamp: (0, 0),
+            }));
+        }
+    }
+    let mut count = m;
+    while count > k {
+        let Some(Reverse(pm)) = heap.pop() else { break };
+        let (a, b) = pm.pair;
+        if !alive[a] || !alive[b] || pm.stamp != (version[a], version[b]) {
+            continue;
+        }
+        groups[a] = groups[a].merge(groups[b]);
+        let moved = std::mem::take(&mut members[b]);
+        members[a].extend(moved);
+        alive[b] = false;
+        version[a] += 1;
+        count -= 1;
+        for c in (0..m).filter(|&c| alive[c] && c != a) {
+            let (x, y) = (a.min(c), a.max(c));
+            heap.push(Reverse(PairMerge {
+                extra_cost: extra(&groups[x], &groups[y]),
+                pair: (x, y),
+                stamp: (version[x], version[y]),
+            }));
+        }
+    }
+    members.into_iter().filter(|g| !g.is_empty()).collect()
+}
+
+/// A candidate merge of two groups, cheapest first.
+#[derive(Debug, PartialEq)]
+struct PairMerge {
+    extra_cost: f64,
+    pair: (usize, usize),
+    stamp: (u32, u32),
+}
+
+impl Eq for PairMerge {}
+
+impl Ord for PairMerge {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.extra_cost
+            .total_cmp(&other.extra_cost)
+            .then(self.pair.cmp(&other.pair))
+            .then(self.stamp.cmp(&other.stamp))
+    }
+}
+
+impl PartialOrd for PairMerge {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Local search: moves single runs to another group while that lowers the total cost.
+fn refine(runs: &[Run], mut groups: Vec<Vec<usize>>) -> Vec<Vec<usize>> {
+    let mut agg = aggregate(runs, &groups);
+    let mut home: Vec<usize> = vec![0; runs.len()];
+    for (g, members) in groups.iter().enumerate() {
+        members.iter().for_each(|&r| home[r] = g);
+    }
+    for _ in 0..MAX_REFINE_PASSES {
+        let mut improved = false;
+        for r in 0..runs.len() {
+            let from = home[r];
+            if groups[from].len() == 1 {
+                continue;
+            }
+            let without = agg[from].without(runs[r].group);
+            let leave_gain = agg[from].cost() - without.cost();
+            let best = (0..agg.len())
+                .filter(|&to| to != from)
+                .map(|to| (agg[to].merge(runs[r].group).cost() - agg[to].cost(), to))
+                .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            if let Some((join_cost, to)) = best {
+                if join_cost < leave_gain - MOVE_EPSILON * leave_gain.max(1.0) {
+                    agg[from] = without;
+                    agg[to] = agg[to].merge(runs[r].group);
+                    groups[from].retain(|&x| x != r);
+                    groups[to].push(r);
+                    home[r] = to;
+                    improved = true;
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
     }
     groups
 }
+
+/// Local search stops after this many passes over the runs.
+const MAX_REFINE_PASSES: usize = 20;
+/// A move must save at least this fraction of the bytes at stake, so rounding never
+/// makes the search cycle.
+const MOVE_EPSILON: f64 = 1e-9;
 
 /// A run of consecutive items in cut order: `order[first..last]`.
 #[derive(Debug, Clone, Copy)]

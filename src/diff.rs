@@ -41,8 +41,16 @@ fn layer_size(layer: &LayoutLayer) -> u64 {
 
 /// What clients holding `old` download to get `new`.
 pub fn diff_layouts(old: &Layout, new: &Layout) -> LayoutDiff {
-    let old_keys: HashSet<String> = old.layers.iter().filter_map(LayoutLayer::content_key).collect();
-    let new_keys: HashSet<String> = new.layers.iter().filter_map(LayoutLayer::content_key).collect();
+    let old_keys: HashSet<String> = old
+        .layers
+        .iter()
+        .filter_map(LayoutLayer::content_key)
+        .collect();
+    let new_keys: HashSet<String> = new
+        .layers
+        .iter()
+        .filter_map(LayoutLayer::content_key)
+        .collect();
     let old_components: HashSet<(&str, &str)> = old
         .layers
         .iter()
@@ -108,10 +116,19 @@ mod tests {
 
     #[test]
     fn unchanged_layers_are_reused_and_changed_ones_downloaded() {
-        let old = layout(vec![layer(&[("a", "1", 10), ("b", "1", 5)]), layer(&[("c", "1", 100)])]);
-        let new = layout(vec![layer(&[("a", "2", 10), ("b", "1", 5)]), layer(&[("c", "1", 100)])]);
+        let old = layout(vec![
+            layer(&[("a", "1", 10), ("b", "1", 5)]),
+            layer(&[("c", "1", 100)]),
+        ]);
+        let new = layout(vec![
+            layer(&[("a", "2", 10), ("b", "1", 5)]),
+            layer(&[("c", "1", 100)]),
+        ]);
         let d = diff_layouts(&old, &new);
-        assert_eq!((d.reused_layers, d.added_layers, d.removed_layers), (1, 1, 1));
+        assert_eq!(
+            (d.reused_layers, d.added_layers, d.removed_layers),
+            (1, 1, 1)
+        );
         assert_eq!(d.download_bytes, 15);
         assert_eq!(d.lower_bound_bytes, 10);
         assert_eq!(d.total_bytes, 115);

@@ -204,7 +204,11 @@ pub fn estimate(build: &Build, priors: &[Layout]) -> Vec<Estimate> {
         base,
         interval_days: interval,
         changelog_until: build.timestamp().or_else(|| {
-            build.components.iter().flat_map(|c| c.changelog.iter().copied()).max()
+            build
+                .components
+                .iter()
+                .flat_map(|c| c.changelog.iter().copied())
+                .max()
         }),
     };
 
@@ -377,7 +381,10 @@ fn unit_estimate(
     context: &Context,
 ) -> Estimate {
     let comps = || members.iter().map(|&i| &build.components[i]);
-    if let Some(days) = comps().filter_map(|c| c.update_interval_days).reduce(f64::min) {
+    if let Some(days) = comps()
+        .filter_map(|c| c.update_interval_days)
+        .reduce(f64::min)
+    {
         let p = 1.0 - (-context.interval_days / days).exp();
         return Estimate {
             p: p.clamp(MIN_P, 1.0),
@@ -484,7 +491,13 @@ mod tests {
         let est = estimate(&build, &priors);
         assert!(est[0].p > 0.8, "{:?}", est[0]);
         assert!(est[1].p < 0.2, "{:?}", est[1]);
-        assert!(matches!(est[0].basis, Basis::History { transitions: 8, changes: 8 }));
+        assert!(matches!(
+            est[0].basis,
+            Basis::History {
+                transitions: 8,
+                changes: 8
+            }
+        ));
     }
 
     #[test]
@@ -498,7 +511,10 @@ mod tests {
             components: vec![a, b],
         };
         // Only libfoo existed before; the renamed sibling inherits its history.
-        let priors = vec![layout(&[("libfoo", "1")]), layout(&[("libfoo", "0")])];
+        let priors = vec![
+            layout(&[("libfoo", "1"), ("bar", "1"), ("baz", "1")]),
+            layout(&[("libfoo", "0"), ("bar", "1"), ("baz", "1")]),
+        ];
         let est = estimate(&build, &priors);
         assert_eq!(est[0].p, est[1].p);
         assert!(matches!(est[1].basis, Basis::History { .. }));

@@ -34,8 +34,14 @@ pub fn strategy(name: &str, opts: &PlanOptions) -> Option<Box<dyn Strategy>> {
         "strata" => Box::new(Strata(opts.clone())),
         "single" => Box::new(Single),
         "largest-first" => Box::new(LargestFirst(n)),
-        "ostree-ext" => Box::new(OstreeExt { layers: n, use_prior: false }),
-        "ostree-ext-prior" => Box::new(OstreeExt { layers: n, use_prior: true }),
+        "ostree-ext" => Box::new(OstreeExt {
+            layers: n,
+            use_prior: false,
+        }),
+        "ostree-ext-prior" => Box::new(OstreeExt {
+            layers: n,
+            use_prior: true,
+        }),
         "chunkah" => Box::new(Chunkah(n)),
         _ => return None,
     })
@@ -124,7 +130,11 @@ fn change_days(build: &Build, priors: &[Layout]) -> HashMap<String, Vec<i64>> {
     let now = build.timestamp();
     let mut snapshots: Vec<(Option<i64>, HashMap<&str, &str>)> = vec![(
         now,
-        build.components.iter().map(|c| (c.name.as_str(), c.version.as_str())).collect(),
+        build
+            .components
+            .iter()
+            .map(|c| (c.name.as_str(), c.version.as_str()))
+            .collect(),
     )];
     for p in priors {
         let versions = p
@@ -147,7 +157,9 @@ fn change_days(build: &Build, priors: &[Layout]) -> HashMap<String, Vec<i64>> {
         }
         for (name, v) in new {
             if old.get(name).is_some_and(|o| o != v) {
-                days.entry(name.to_string()).or_default().push(t_new.unwrap_or(0) / 86_400);
+                days.entry(name.to_string())
+                    .or_default()
+                    .push(t_new.unwrap_or(0) / 86_400);
             }
         }
     }
@@ -236,10 +248,16 @@ fn ostree_ext_fresh(build: &Build, priors: &[Layout], layers: usize) -> Vec<Vec<
     let freq: Vec<f64> = {
         let days = change_days(build, priors);
         (0..n)
-            .map(|i| days.get(&build.components[i].name).map_or(0.0, |d| d.len() as f64))
+            .map(|i| {
+                days.get(&build.components[i].name)
+                    .map_or(0.0, |d| d.len() as f64)
+            })
             .collect()
     };
-    let sizes: Vec<f64> = packages.iter().map(|&i| build.components[i].size as f64).collect();
+    let sizes: Vec<f64> = packages
+        .iter()
+        .map(|&i| build.components[i].size as f64)
+        .collect();
     let (median, mad) = median_and_mad(&sizes);
     let large_cut = median + 2.0 * mad;
     let small_cut = 0.5 * (median - 2.0 * mad).abs();
@@ -252,15 +270,22 @@ fn ostree_ext_fresh(build: &Build, priors: &[Layout], layers: usize) -> Vec<Vec<
         .filter(|&i| size_of(i) >= large_cut)
         .take(large_limit)
         .collect();
-    let rest: Vec<usize> = by_size.iter().copied().filter(|i| !large.contains(i)).collect();
-    let (small, medium): (Vec<usize>, Vec<usize>) = rest.iter().partition(|&&i| size_of(i) <= small_cut);
+    let rest: Vec<usize> = by_size
+        .iter()
+        .copied()
+        .filter(|i| !large.contains(i))
+        .collect();
+    let (small, medium): (Vec<usize>, Vec<usize>) =
+        rest.iter().partition(|&&i| size_of(i) <= small_cut);
 
     let mut groups: Vec<Vec<usize>> = Vec::new();
     if !generated.is_empty() {
         groups.push(generated);
     }
     groups.extend(large.iter().map(|&i| vec![i]));
-    let medium_limit = budget.saturating_sub(large.len() + usize::from(!small.is_empty())).max(1);
+    let medium_limit = budget
+        .saturating_sub(large.len() + usize::from(!small.is_empty()))
+        .max(1);
     groups.extend(medium_bins(build, &medium, &freq, medium_limit));
     if !small.is_empty() {
         groups.push(small);
@@ -276,11 +301,17 @@ fn medium_bins(build: &Build, medium: &[usize], freq: &[f64], limit: usize) -> V
         return Vec::new();
     }
     let f: Vec<f64> = medium.iter().map(|&i| freq[i]).collect();
-    let s: Vec<f64> = medium.iter().map(|&i| build.components[i].size as f64).collect();
+    let s: Vec<f64> = medium
+        .iter()
+        .map(|&i| build.components[i].size as f64)
+        .collect();
     let (fs, ss) = (mean_and_sd(&f), mean_and_sd(&s));
     let mut buckets: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
     for (k, &i) in medium.iter().enumerate() {
-        buckets.entry((band(f[k], fs, 2.0), band(s[k], ss, 2.0))).or_default().push(i);
+        buckets
+            .entry((band(f[k], fs, 2.0), band(s[k], ss, 2.0)))
+            .or_default()
+            .push(i);
     }
     let per = medium.len().div_ceil(limit).max(1);
     let mut bins: Vec<Vec<usize>> = buckets
@@ -319,7 +350,11 @@ impl Strategy for Chunkah {
             .map(|(_, m)| {
                 let mut d: Vec<i64> = m
                     .iter()
-                    .flat_map(|&i| days.get(&build.components[i].name).cloned().unwrap_or_default())
+                    .flat_map(|&i| {
+                        days.get(&build.components[i].name)
+                            .cloned()
+                            .unwrap_or_default()
+                    })
                     .collect();
                 d.sort_unstable();
                 d.dedup();
@@ -335,7 +370,11 @@ impl Strategy for Chunkah {
         big.truncate((0.8 * self.0 as f64) as usize);
         let mut groups: Vec<Vec<usize>> = big.iter().map(|&u| units[u].1.clone()).collect();
         let rest: Vec<usize> = (0..units.len()).filter(|u| !big.contains(u)).collect();
-        let tiers = tiers(&rest, &stability, self.0.saturating_sub(groups.len()).max(1));
+        let tiers = tiers(
+            &rest,
+            &stability,
+            self.0.saturating_sub(groups.len()).max(1),
+        );
         for (members, count) in tiers {
             let mut bins = vec![Vec::new(); count];
             for u in members {
@@ -363,7 +402,9 @@ fn tiers(units: &[usize], stability: &[f64], layers: usize) -> Vec<(Vec<usize>, 
         .map(|t| ((layers as f64 * t.len() as f64 / total).round() as usize).max(1))
         .collect();
     while counts.iter().sum::<usize>() > layers.max(tiers.len()) {
-        let k = (0..counts.len()).max_by_key(|&k| counts[k]).expect("a tier");
+        let k = (0..counts.len())
+            .max_by_key(|&k| counts[k])
+            .expect("a tier");
         counts[k] -= 1;
     }
     tiers.into_iter().zip(counts).collect()

@@ -82,7 +82,13 @@ pub fn replay(
         layouts.push(layout);
         progress(k + 1);
     }
-    summarise(strategy.name(), history.len(), transitions, &times, opts.warmup)
+    summarise(
+        strategy.name(),
+        history.len(),
+        transitions,
+        &times,
+        opts.warmup,
+    )
 }
 
 fn summarise(
@@ -107,7 +113,11 @@ fn summarise(
         mean_download_bytes: mean_download,
         median_download_bytes: median(&downloads),
         mean_lower_bound_bytes: mean_lower,
-        ratio_to_lower_bound: if mean_lower > 0.0 { mean_download / mean_lower } else { f64::NAN },
+        ratio_to_lower_bound: if mean_lower > 0.0 {
+            mean_download / mean_lower
+        } else {
+            f64::NAN
+        },
         mean_plan_ms: ms.iter().sum::<f64>() / ms.len().max(1) as f64,
         max_plan_ms: ms.iter().copied().fold(0.0, f64::max),
         transitions,

@@ -27,7 +27,10 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let names: Vec<&str> = match args.strategy.as_str() {
         "all" => STRATEGIES.to_vec(),
         s if STRATEGIES.contains(&s) => vec![s],
-        s => bail!("--strategy {s}: unknown; choose one of {} or all", STRATEGIES.join(", ")),
+        s => bail!(
+            "--strategy {s}: unknown; choose one of {} or all",
+            STRATEGIES.join(", ")
+        ),
     };
     let history = read_history(&args.history)?;
     let replay_opts = ReplayOptions {
@@ -68,10 +71,18 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
 
 fn transitions_table(r: &ReplayResult) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:>6}  {:>12}  {:>12}  {:>7}  {:>6}", "build", "download MB", "lower MB", "ratio", "reused");
+    let _ = writeln!(
+        out,
+        "{:>6}  {:>12}  {:>12}  {:>7}  {:>6}",
+        "build", "download MB", "lower MB", "ratio", "reused"
+    );
     for t in &r.transitions {
         let ratio = t.download_bytes as f64 / (t.lower_bound_bytes as f64).max(1.0);
-        let warm = if t.build <= r.warmup { " (warm-up)" } else { "" };
+        let warm = if t.build <= r.warmup {
+            " (warm-up)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             "{:>6}  {:>12.1}  {:>12.1}  {:>7.3}  {:>3}/{:<3}{warm}",

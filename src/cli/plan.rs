@@ -57,7 +57,11 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
 /// The plan for people: layers, the decisions that are not "kept", and predictions.
 pub fn table(plan: &Plan) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "{:>5}  {:>10}  {:>10}  {:>9}  {:>6}  largest members", "layer", "components", "size", "P(change)", "reused");
+    let _ = writeln!(
+        out,
+        "{:>5}  {:>10}  {:>10}  {:>9}  {:>6}  largest members",
+        "layer", "components", "size", "P(change)", "reused"
+    );
     for l in &plan.layers {
         let mut members: Vec<_> = l.components.iter().collect();
         members.sort_by(|a, b| b.size.cmp(&a.size).then(a.name.cmp(&b.name)));
@@ -72,7 +76,11 @@ pub fn table(plan: &Plan) -> String {
             l.change_probability,
             if l.reused { "yes" } else { "no" },
             names.join(", "),
-            if more > 0 { format!(" (+{more})") } else { String::new() }
+            if more > 0 {
+                format!(" (+{more})")
+            } else {
+                String::new()
+            }
         );
     }
     let count = |a: Action| plan.decisions.iter().filter(|d| d.action == a).count();
@@ -85,13 +93,28 @@ pub fn table(plan: &Plan) -> String {
         count(Action::Moved),
         count(Action::Removed)
     );
-    let notable: Vec<_> = plan.decisions.iter().filter(|d| d.action != Action::Kept).collect();
+    let notable: Vec<_> = plan
+        .decisions
+        .iter()
+        .filter(|d| d.action != Action::Kept)
+        .collect();
     for d in notable.iter().take(TABLE_DECISIONS) {
         let layer = d.layer.map_or("-".to_string(), |l| l.to_string());
-        let _ = writeln!(out, "  {:<8} {:<32} layer {:>3}: {}", format!("{:?}", d.action).to_lowercase(), d.component, layer, d.reason);
+        let _ = writeln!(
+            out,
+            "  {:<8} {:<32} layer {:>3}: {}",
+            format!("{:?}", d.action).to_lowercase(),
+            d.component,
+            layer,
+            d.reason
+        );
     }
     if notable.len() > TABLE_DECISIONS {
-        let _ = writeln!(out, "  … {} more (see --format json)", notable.len() - TABLE_DECISIONS);
+        let _ = writeln!(
+            out,
+            "  … {} more (see --format json)",
+            notable.len() - TABLE_DECISIONS
+        );
     }
     let d = &plan.prediction.download;
     let _ = writeln!(out, "\nrepack: {}", plan.repack.reason);

@@ -25,13 +25,25 @@ pub(super) fn decide(
             let layer = layer_of[i];
             let (action, prior_layer, reason) = match before.get(c.name.as_str()) {
                 None => (Action::Placed, None, placed_reason(ctx, i, layers[layer])),
-                Some((pl, pc)) if pc.version.as_deref() != Some(c.version.as_str()) => {
-                    let old = pc.version.as_deref().unwrap_or("unknown");
-                    (Action::Updated, Some(*pl), format!("updated {old} → {}", c.version))
+                Some((pl, pc)) if pc.version.as_ref().is_some_and(|v| *v != c.version) => {
+                    let old = pc.version.as_deref().unwrap_or_default();
+                    (
+                        Action::Updated,
+                        Some(*pl),
+                        format!("updated {old} → {}", c.version),
+                    )
                 }
                 Some((pl, _)) => match dirty.get(pl) {
-                    None => (Action::Kept, Some(*pl), "its layer is unchanged since the prior build".into()),
-                    Some(why) => (Action::Moved, Some(*pl), moved_reason(ctx, *pl, why, repacked)),
+                    None => (
+                        Action::Kept,
+                        Some(*pl),
+                        "its layer is unchanged since the prior build".into(),
+                    ),
+                    Some(why) => (
+                        Action::Moved,
+                        Some(*pl),
+                        moved_reason(ctx, *pl, why, repacked),
+                    ),
                 },
             };
             Decision {
@@ -45,8 +57,12 @@ pub(super) fn decide(
             }
         })
         .collect();
-    let present: std::collections::HashSet<&str> =
-        ctx.build.components.iter().map(|c| c.name.as_str()).collect();
+    let present: std::collections::HashSet<&str> = ctx
+        .build
+        .components
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
     for (name, (pl, _)) in &before {
         if !present.contains(name) {
             decisions.push(Decision {

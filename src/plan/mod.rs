@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::components::{Build, Component};
 use crate::bytes::human_bytes;
+use crate::components::{Build, Component};
 use crate::diff::{self, LayoutDiff};
 use crate::history::{self, content_key, Basis, Estimate, Layout, LayoutComponent, LayoutLayer};
 use partition::{Group, Item};
@@ -245,7 +245,10 @@ impl Ctx<'_> {
     fn pack(&self, members: &[usize], slots: usize) -> Vec<Vec<usize>> {
         let mut units: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for &i in members {
-            units.entry(self.component(i).unit_key()).or_default().push(i);
+            units
+                .entry(self.component(i).unit_key())
+                .or_default()
+                .push(i);
         }
         let units: Vec<Vec<usize>> = units.into_values().collect();
         let items: Vec<Item> = units
@@ -325,7 +328,11 @@ fn split_prior(ctx: &Ctx, prior: &Layout) -> Sticky {
                 dirty.insert(l, Dirty::Changed(why));
             }
             None => {
-                let members: Vec<usize> = layer.components.iter().map(|c| index[c.name.as_str()]).collect();
+                let members: Vec<usize> = layer
+                    .components
+                    .iter()
+                    .map(|c| index[c.name.as_str()])
+                    .collect();
                 members.iter().for_each(|&i| placed[i] = true);
                 clean.push((l, members));
             }
@@ -346,7 +353,12 @@ fn layer_change(ctx: &Ctx, index: &HashMap<&str, usize>, layer: &LayoutLayer) ->
         };
         let now = &ctx.component(i).version;
         match &c.version {
-            None => return Some(format!("the prior build did not record {}'s version", c.name)),
+            None => {
+                return Some(format!(
+                    "the prior build did not record {}'s version",
+                    c.name
+                ))
+            }
             Some(v) if v != now => return Some(format!("{} changed {v} → {now}", c.name)),
             Some(_) => {}
         }
@@ -356,12 +368,14 @@ fn layer_change(ctx: &Ctx, index: &HashMap<&str, usize>, layer: &LayoutLayer) ->
 
 /// Opens the smallest clean layers until the layer cap leaves room for the pool.
 fn fit_cap(ctx: &Ctx, sticky: &mut Sticky) {
-    let needed = usize::from(!sticky.pool.is_empty());
-    while sticky.clean.len() + needed.max(usize::from(sticky.clean.len() > ctx.max_layers)) > ctx.max_layers {
+    while sticky.clean.len() + usize::from(!sticky.pool.is_empty()) > ctx.max_layers {
         let smallest = (0..sticky.clean.len())
             .min_by_key(|&k| {
                 let members = &sticky.clean[k].1;
-                (members.iter().map(|&i| ctx.component(i).size).sum::<u64>(), sticky.clean[k].0)
+                (
+                    members.iter().map(|&i| ctx.component(i).size).sum::<u64>(),
+                    sticky.clean[k].0,
+                )
             })
             .expect("over the cap means at least one clean layer");
         let (l, members) = sticky.clean.remove(smallest);
@@ -375,9 +389,16 @@ fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
     let mut sticky = split_prior(ctx, prior);
     fit_cap(ctx, &mut sticky);
     let slots = ctx.max_layers - sticky.clean.len();
-    let regrouped = if sticky.pool.is_empty() { Vec::new() } else { ctx.pack(&sticky.pool, slots) };
-    let mut layers: Vec<(Vec<usize>, Option<usize>)> =
-        sticky.clean.iter().map(|(l, m)| (m.clone(), Some(*l))).collect();
+    let regrouped = if sticky.pool.is_empty() {
+        Vec::new()
+    } else {
+        ctx.pack(&sticky.pool, slots)
+    };
+    let mut layers: Vec<(Vec<usize>, Option<usize>)> = sticky
+        .clean
+        .iter()
+        .map(|(l, m)| (m.clone(), Some(*l)))
+        .collect();
     layers.extend(regrouped.into_iter().map(|m| (m, None)));
     let sticky_cost: f64 = layers.iter().map(|(m, _)| ctx.group(m).cost()).sum();
 
@@ -393,18 +414,30 @@ fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
     };
     if unchanged {
         repack.reason = "nothing changed since the prior build: its layout is reused as is".into();
-        return Outcome { layers, dirty: sticky.dirty, repack };
+        return Outcome {
+            layers,
+            dirty: sticky.dirty,
+            repack,
+        };
     }
     if opts.repack == RepackPolicy::Never {
         repack.reason = "repack policy is 'never': unchanged layers are kept".into();
-        return Outcome { layers, dirty: sticky.dirty, repack };
+        return Outcome {
+            layers,
+            dirty: sticky.dirty,
+            repack,
+        };
     }
 
     let all: Vec<usize> = (0..ctx.build.components.len()).collect();
     let fresh = ctx.pack(&all, ctx.max_layers);
     let fresh_cost = ctx.cost(&fresh);
     let sticky_download: u64 = sticky.pool.iter().map(|&i| ctx.component(i).size).sum();
-    let prior_keys: HashSet<String> = prior.layers.iter().filter_map(LayoutLayer::content_key).collect();
+    let prior_keys: HashSet<String> = prior
+        .layers
+        .iter()
+        .filter_map(LayoutLayer::content_key)
+        .collect();
     let fresh_download: u64 = fresh
         .iter()
         .filter(|m| !prior_keys.contains(&members_key(ctx, m)))
@@ -417,7 +450,11 @@ fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
     repack.performed = opts.repack == RepackPolicy::Always || worth;
     repack.reason = repack_reason(opts, saving, &repack);
     if !repack.performed {
-        return Outcome { layers, dirty: sticky.dirty, repack };
+        return Outcome {
+            layers,
+            dirty: sticky.dirty,
+            repack,
+        };
     }
     let mut dirty = sticky.dirty;
     for (l, _) in &sticky.clean {
@@ -449,7 +486,12 @@ fn repack_reason(opts: &PlanOptions, saving: f64, r: &RepackDecision) -> String 
 fn members_key(ctx: &Ctx, members: &[usize]) -> String {
     let mut pairs: Vec<(&str, &str)> = members
         .iter()
-        .map(|&i| (ctx.component(i).name.as_str(), ctx.component(i).version.as_str()))
+        .map(|&i| {
+            (
+                ctx.component(i).name.as_str(),
+                ctx.component(i).version.as_str(),
+            )
+        })
         .collect();
     pairs.sort_unstable();
     content_key(pairs)
@@ -463,9 +505,18 @@ fn assemble(ctx: &Ctx, prior: Option<&Layout>, outcome: Outcome, opts: &PlanOpti
         .filter(|(m, _)| !m.is_empty())
         .map(|(m, l)| (ctx.group(&m), members_key(ctx, &m), m, l))
         .collect();
-    layers.sort_by(|a, b| a.0.p_change().total_cmp(&b.0.p_change()).then_with(|| a.1.cmp(&b.1)));
+    layers.sort_by(|a, b| {
+        a.0.p_change()
+            .total_cmp(&b.0.p_change())
+            .then_with(|| a.1.cmp(&b.1))
+    });
     let prior_keys: HashSet<String> = prior
-        .map(|p| p.layers.iter().filter_map(LayoutLayer::content_key).collect())
+        .map(|p| {
+            p.layers
+                .iter()
+                .filter_map(LayoutLayer::content_key)
+                .collect()
+        })
         .unwrap_or_default();
     let planned: Vec<PlannedLayer> = layers
         .iter()
@@ -491,7 +542,13 @@ fn assemble(ctx: &Ctx, prior: Option<&Layout>, outcome: Outcome, opts: &PlanOpti
         })
         .collect();
     let member_layers: Vec<&[usize]> = layers.iter().map(|l| l.2.as_slice()).collect();
-    let decisions = decide::decide(ctx, prior, &member_layers, &outcome.dirty, outcome.repack.performed);
+    let decisions = decide::decide(
+        ctx,
+        prior,
+        &member_layers,
+        &outcome.dirty,
+        outcome.repack.performed,
+    );
     let mut plan = Plan {
         schema: PLAN_SCHEMA.into(),
         date: ctx.build.date.clone(),
@@ -508,3 +565,6 @@ fn assemble(ctx: &Ctx, prior: Option<&Layout>, outcome: Outcome, opts: &PlanOpti
     plan.prediction.download = diff::diff_layouts(prior.unwrap_or(&empty), &plan.layout());
     plan
 }
+
+#[cfg(test)]
+mod tests;

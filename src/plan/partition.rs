@@ -119,7 +119,11 @@ fn partition_coarsened(items: &[Item], k: usize, runs_limit: usize) -> Vec<Vec<u
         .collect();
     let by_merging = merge_cheapest_pairs(&runs, k);
     let cost = |groups: &[Vec<usize>]| total_cost(&aggregate(&runs, groups));
-    let best = if cost(&by_merging) < cost(&by_cuts) { by_merging } else { by_cuts };
+    let best = if cost(&by_merging) < cost(&by_cuts) {
+        by_merging
+    } else {
+        by_cuts
+    };
     refine(&runs, best)
         .into_iter()
         .map(|g| {
@@ -136,7 +140,10 @@ fn partition_coarsened(items: &[Item], k: usize, runs_limit: usize) -> Vec<Vec<u
 fn aggregate(runs: &[Run], groups: &[Vec<usize>]) -> Vec<Group> {
     groups
         .iter()
-        .map(|g| g.iter().fold(Group::default(), |acc, &r| acc.merge(runs[r].group)))
+        .map(|g| {
+            g.iter()
+                .fold(Group::default(), |acc, &r| acc.merge(runs[r].group))
+        })
         .collect()
 }
 
@@ -369,14 +376,14 @@ fn best_cuts(runs: &[Run], k: usize) -> Vec<usize> {
     // best[j][i]: least cost of runs[..i] in j + 1 groups; from[j][i]: where the last starts.
     let mut best = vec![vec![f64::INFINITY; m + 1]; k];
     let mut from = vec![vec![0usize; m + 1]; k];
-    for i in 1..=m {
-        best[0][i] = span(0, i).cost();
+    for (i, cell) in best[0].iter_mut().enumerate().skip(1) {
+        *cell = span(0, i).cost();
     }
     for j in 1..k {
         for i in (j + 1)..=m {
             let (mut value, mut arg) = (f64::INFINITY, j);
-            for a in j..i {
-                let v = best[j - 1][a] + span(a, i).cost();
+            for (a, previous) in best[j - 1].iter().enumerate().take(i).skip(j) {
+                let v = previous + span(a, i).cost();
                 if v < value {
                     (value, arg) = (v, a);
                 }
@@ -423,7 +430,12 @@ mod tests {
 
     #[test]
     fn volatile_and_stable_items_are_kept_apart() {
-        let items = [item(100, 0.9), item(100, 0.01), item(100, 0.95), item(100, 0.02)];
+        let items = [
+            item(100, 0.9),
+            item(100, 0.01),
+            item(100, 0.95),
+            item(100, 0.02),
+        ];
         let groups = partition(&items, 2);
         assert_eq!(groups, vec![vec![0, 2], vec![1, 3]]);
     }
@@ -438,7 +450,12 @@ mod tests {
     #[test]
     fn coarsening_keeps_every_item_once_and_stays_near_exact() {
         let items: Vec<Item> = (0..2000u64)
-            .map(|i| item(1 + (i * 7919) % 10_000, ((i * 104_729) % 1000) as f64 / 1000.0))
+            .map(|i| {
+                item(
+                    1 + (i * 7919) % 10_000,
+                    ((i * 104_729) % 1000) as f64 / 1000.0,
+                )
+            })
             .collect();
         let groups = partition(&items, 16);
         assert!(groups.len() <= 16);
@@ -450,6 +467,9 @@ mod tests {
         let exact = cost_of(some, &partition_coarsened(some, 8, 600));
         let coarse = cost_of(some, &partition(some, 8));
         assert!(coarse <= exact * 1.01, "{coarse} vs exact {exact}");
-        assert!(coarse >= exact * (1.0 - 1e-9), "{coarse} beat exact {exact}");
+        assert!(
+            coarse >= exact * (1.0 - 1e-9),
+            "{coarse} beat exact {exact}"
+        );
     }
 }

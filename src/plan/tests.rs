@@ -1,0 +1,397 @@
+//! Edge cases and properties of the planner.
+
+use std::collections::{BTreeSet, HashSet};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::components::{Build, Component, ComponentKind};
+
+fn comp(name: &str, version: &str, size: u64, source: Option<&str>) -> Component {
+    Component {
+        name: name.into(),
+        version: version.into(),
+        size,
+        source: source.map(str::to_string),
+        changelog: vec![],
+        update_interval_days: None,
+        kind: ComponentKind::Package,
+    }
+}
+
+fn build(comps: Vec<Component>) -> Build {
+    Build {
+        date: None,
+        components: comps,
+    }
+}
+
+fn opts(n: usize) -> PlanOptions {
+    PlanOptions {
+        max_layers: n,
+        ..PlanOptions::default()
+    }
+}
+
+/// A stream of `builds` builds of `n` components; component i changes independently
+/// in each build with a probability of 2, 5, 20, 50 or 90 % by `i % 5`.
+fn stream(n: usize, builds: usize) -> Vec<Build> {
+    const PERCENT: [u64; 5] = [2, 5, 20, 50, 90];
+    let mut versions = vec![0u64; n];
+    (0..builds)
+        .map(|b| {
+            for (i, v) in versions.iter_mut().enumerate() {
+                let roll = (i as u64 * 2_654_435_761 + b as u64 * 40_503)
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    >> 57;
+                if roll < PERCENT[i % 5] * 128 / 100 {
+                    *v += 1;
+                }
+            }
+            build(
+                (0..n)
+                    .map(|i| {
+                        comp(
+                            &format!("c{i:03}"),
+                            &versions[i].to_string(),
+                            1000 + (i as u64 * 7919) % 50_000,
+                            None,
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Plans each build with the layouts before it, newest first; returns every plan.
+fn replay(builds: &[Build], o: &PlanOptions) -> Vec<Plan> {
+    let mut layouts: Vec<Layout> = Vec::new();
+    let mut plans = Vec::new();
+    for b in builds {
+        let priors: Vec<Layout> = layouts.iter().rev().cloned().collect();
+        let p = plan(b, &priors, o).unwrap();
+        layouts.push(p.layout());
+        plans.push(p);
+    }
+    plans
+}
+
+fn assert_covers_once(b: &Build, p: &Plan) {
+    let mut names: Vec<&str> = p
+        .layers
+        .iter()
+        .flat_map(|l| &l.components)
+        .map(|c| c.name.as_str())
+        .collect();
+    names.sort_unstable();
+    let mut expected: Vec<&str> = b.components.iter().map(|c| c.name.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn layer_counts_outside_the_limits_are_refused() {
+    let b = build(vec![comp("a", "1", 1, None)]);
+    assert_eq!(
+        plan(&b, &[], &opts(1)).unwrap_err(),
+        PlanError::TooFewLayers(1)
+    );
+    assert_eq!(
+        plan(&b, &[], &opts(128)).unwrap_err(),
+        PlanError::TooManyLayers(128)
+    );
+    let over = PlanOptions {
+        allow_over_127: true,
+        ..opts(128)
+    };
+    assert!(plan(&b, &[], &over).is_ok());
+}
+
+#[test]
+fn fewer_components_than_layers_get_a_layer_each() {
+    let b = build(vec![
+        comp("a", "1", 10, None),
+        comp("b", "1", 20, None),
+        comp("c", "1", 30, None),
+    ]);
+    let p = plan(&b, &[], &opts(64)).unwrap();
+    assert_eq!(p.layers.len(), 3);
+    assert!(p.layers.iter().all(|l| l.components.len() == 1));
+    assert!(p.decisions.iter().all(|d| d.action == Action::Placed));
+}
+
+#[test]
+fn a_giant_component_is_kept_apart_from_the_small_ones() {
+    let builds: Vec<Build> = (0..6)
+        .map(|v| {
+            let mut comps: Vec<Component> = (0..20)
+                .map(|i| comp(&format!("s{i}"), &v.to_string(), 10, None))
+                .collect();
+            comps.push(comp("giant", "1", 1_000_000, None));
+            build(comps)
+        })
+        .collect();
+    let plans = replay(&builds, &opts(2));
+    let last = plans.last().unwrap();
+    let giant = last
+        .layers
+        .iter()
+        .find(|l| l.components.iter().any(|c| c.name == "giant"))
+        .unwrap();
+    assert_eq!(
+        giant.components.len(),
+        1,
+        "the stable giant must not ride with volatile members"
+    );
+    assert!(giant.reused);
+}
+
+#[test]
+fn components_that_always_change_still_give_a_valid_plan() {
+    let builds: Vec<Build> = (0..5)
+        .map(|v| {
+            build(
+                (0..10)
+                    .map(|i| comp(&format!("c{i}"), &v.to_string(), 100, None))
+                    .collect(),
+            )
+        })
+        .collect();
+    let plans = replay(&builds, &opts(4));
+    for (b, p) in builds.iter().zip(&plans) {
+        assert_covers_once(b, p);
+        assert!(p.layers.len() <= 4);
+    }
+    let last = plans.last().unwrap();
+    assert_eq!(last.prediction.download.download_bytes, 1000);
+    assert_eq!(last.prediction.download.lower_bound_bytes, 1000);
+}
+
+#[test]
+fn a_prior_with_more_layers_than_the_cap_is_merged_down() {
+    let b = build(
+        (0..30)
+            .map(|i| comp(&format!("c{i:02}"), "1", 100 + i, None))
+            .collect(),
+    );
+    let wide = plan(&b, &[], &opts(30)).unwrap();
+    assert_eq!(wide.layers.len(), 30);
+    let narrow = plan(&b, &[wide.layout()], &opts(8)).unwrap();
+    assert!(narrow.layers.len() <= 8);
+    assert_covers_once(&b, &narrow);
+    assert!(narrow
+        .decisions
+        .iter()
+        .any(|d| d.reason.contains("to fit the cap of 8 layers")));
+    assert!(
+        narrow.layers.iter().filter(|l| l.reused).count() >= 1,
+        "the largest layers stay"
+    );
+}
+
+#[test]
+fn components_gone_from_the_build_are_removed() {
+    let before = build(vec![
+        comp("a", "1", 10, None),
+        comp("gone", "1", 10, None),
+        comp("b", "1", 10, None),
+    ]);
+    let first = plan(&before, &[], &opts(2)).unwrap();
+    let after = build(vec![comp("a", "1", 10, None), comp("b", "1", 10, None)]);
+    let p = plan(&after, &[first.layout()], &opts(2)).unwrap();
+    assert_covers_once(&after, &p);
+    let d = p.decisions.iter().find(|d| d.component == "gone").unwrap();
+    assert_eq!(d.action, Action::Removed);
+    assert!(d.layer.is_none() && d.prior_layer.is_some());
+}
+
+#[test]
+fn a_renamed_package_joins_its_source_siblings() {
+    let mut builds: Vec<Build> = (0..5)
+        .map(|v| {
+            build(vec![
+                comp("libfoo", &v.to_string(), 100, Some("foo")),
+                comp("foo-old", &v.to_string(), 100, Some("foo")),
+                comp("bar", "1", 100, None),
+                comp("baz", "1", 100, None),
+            ])
+        })
+        .collect();
+    builds.push(build(vec![
+        comp("libfoo", "5", 100, Some("foo")),
+        comp("foo-new", "5", 100, Some("foo")),
+        comp("bar", "1", 100, None),
+        comp("baz", "1", 100, None),
+    ]));
+    let plans = replay(&builds, &opts(2));
+    let last = plans.last().unwrap();
+    let d = last
+        .decisions
+        .iter()
+        .find(|d| d.component == "foo-new")
+        .unwrap();
+    assert_eq!(d.action, Action::Placed);
+    assert!(matches!(d.estimate, Some(Basis::History { .. })), "{d:?}");
+    assert!(d.reason.contains("source-package siblings"), "{}", d.reason);
+    let layer_of = |n: &str| {
+        last.decisions
+            .iter()
+            .find(|d| d.component == n)
+            .unwrap()
+            .layer
+    };
+    assert_eq!(layer_of("foo-new"), layer_of("libfoo"));
+    assert_eq!(
+        last.decisions
+            .iter()
+            .find(|d| d.component == "foo-old")
+            .unwrap()
+            .action,
+        Action::Removed
+    );
+}
+
+#[test]
+fn volatile_components_end_up_in_the_last_layers() {
+    let plans = replay(&stream(40, 12), &opts(6));
+    let last = plans.last().unwrap();
+    let p: Vec<f64> = last.layers.iter().map(|l| l.change_probability).collect();
+    assert!(p.windows(2).all(|w| w[0] <= w[1]), "{p:?}");
+}
+
+#[test]
+fn history_beats_the_baselines_on_a_synthetic_stream() {
+    use crate::bench::baselines::strategy;
+    use crate::bench::replay::{replay as bench_replay, ReplayOptions};
+    let builds = stream(60, 24);
+    let ro = ReplayOptions {
+        warmup: 10,
+        history_depth: 100,
+    };
+    let mean = |name: &str| {
+        let mut s = strategy(name, &opts(8)).unwrap();
+        bench_replay(&builds, s.as_mut(), &ro, |_| {}).mean_download_bytes
+    };
+    let strata = mean("strata");
+    for baseline in ["single", "largest-first", "ostree-ext-prior", "chunkah"] {
+        let other = mean(baseline);
+        assert!(strata < other, "strata {strata} vs {baseline} {other}");
+    }
+}
+
+#[test]
+fn an_unknown_prior_version_rewrites_that_layer() {
+    let b = build(vec![comp("a", "1", 10, None), comp("b", "1", 10, None)]);
+    let mut prior = plan(&b, &[], &opts(2)).unwrap().layout();
+    prior.layers[0].components[0].version = None;
+    let p = plan(&b, &[prior], &opts(2)).unwrap();
+    assert_eq!(p.layers.iter().filter(|l| l.reused).count(), 1);
+    assert!(p
+        .decisions
+        .iter()
+        .any(|d| d.reason.contains("did not record")));
+}
+
+fn arb_build() -> impl Strategy<Value = Build> {
+    prop::collection::btree_map(
+        "[a-z]{1,6}",
+        (0u8..4, 0u64..5_000, prop::option::of(0u8..6)),
+        1..60,
+    )
+    .prop_map(|m| {
+        build(
+            m.into_iter()
+                .map(|(name, (v, size, src))| {
+                    let source = src.map(|s| format!("src{s}"));
+                    comp(&name, &v.to_string(), size, source.as_deref())
+                })
+                .collect(),
+        )
+    })
+}
+
+/// `b` with the components picked by `mask` bumped to a new version.
+fn bump(b: &Build, mask: &[bool]) -> Build {
+    let mut next = b.clone();
+    for (c, &m) in next.components.iter_mut().zip(mask.iter().cycle()) {
+        if m {
+            c.version.push('+');
+        }
+    }
+    next
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn plans_cover_every_component_once_within_the_cap(
+        b in arb_build(), n in 2usize..12, mask in prop::collection::vec(any::<bool>(), 1..8),
+    ) {
+        let first = plan(&b, &[], &opts(n)).unwrap();
+        let next = bump(&b, &mask);
+        let second = plan(&next, &[first.layout()], &opts(n)).unwrap();
+        for (build, p) in [(&b, &first), (&next, &second)] {
+            prop_assert!(p.layers.len() <= n);
+            let names: Vec<&str> = p.layers.iter().flat_map(|l| &l.components).map(|c| c.name.as_str()).collect();
+            let unique: BTreeSet<&str> = names.iter().copied().collect();
+            prop_assert_eq!(names.len(), build.components.len());
+            prop_assert_eq!(unique.len(), build.components.len());
+        }
+    }
+
+    #[test]
+    fn plans_are_deterministic(b in arb_build(), n in 2usize..12) {
+        let first = plan(&b, &[], &opts(n)).unwrap();
+        let again = plan(&b, &[], &opts(n)).unwrap();
+        prop_assert_eq!(serde_json::to_string(&first).unwrap(), serde_json::to_string(&again).unwrap());
+        let next = bump(&b, &[true, false, false]);
+        let a = plan(&next, &[first.layout()], &opts(n)).unwrap();
+        let b2 = plan(&next, &[first.layout()], &opts(n)).unwrap();
+        prop_assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b2).unwrap());
+    }
+
+    #[test]
+    fn an_unchanged_build_reuses_every_layer(b in arb_build(), n in 2usize..12) {
+        let first = plan(&b, &[], &opts(n)).unwrap();
+        let again = plan(&b, &[first.layout()], &opts(n)).unwrap();
+        prop_assert!(again.layers.iter().all(|l| l.reused));
+        prop_assert_eq!(again.layers.len(), first.layers.len());
+        prop_assert_eq!(again.prediction.download.download_bytes, 0);
+    }
+
+    /// Unless a re-plan pays off (and says so), which `never` forbids.
+    #[test]
+    fn one_change_rewrites_only_the_layers_holding_it(
+        b in arb_build(), n in 2usize..12, pick in any::<prop::sample::Index>(), never in any::<bool>(),
+    ) {
+        let o = PlanOptions {
+            repack: if never { RepackPolicy::Never } else { RepackPolicy::Auto },
+            ..opts(n)
+        };
+        let first = plan(&b, &[], &o).unwrap();
+        let changed = pick.index(b.components.len());
+        let mut mask = vec![false; b.components.len()];
+        mask[changed] = true;
+        let next = bump(&b, &mask);
+        let second = plan(&next, &[first.layout()], &o).unwrap();
+        prop_assert!(!(never && second.repack.performed));
+        if second.repack.performed {
+            prop_assert!(second.repack.reason.starts_with("re-planned"));
+            return Ok(());
+        }
+        let name = &b.components[changed].name;
+        let holding: HashSet<&str> = first
+            .layers
+            .iter()
+            .filter(|l| l.components.iter().any(|c| &c.name == name))
+            .map(|l| l.id.as_str())
+            .collect();
+        let kept: HashSet<&str> = second.layers.iter().filter(|l| l.reused).map(|l| l.id.as_str()).collect();
+        for l in &first.layers {
+            prop_assert!(holding.contains(l.id.as_str()) || kept.contains(l.id.as_str()),
+                "layer {} lost though it does not hold {}", l.index, name);
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod baselines;
 pub mod replay;
+pub mod synthetic;
 
 use std::path::Path;
 

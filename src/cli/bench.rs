@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 
 use anyhow::bail;
 
-use super::ReplayArgs;
+use std::time::Instant;
+
+use super::{BenchPlanArgs, ReplayArgs};
 use crate::bench::baselines::{self, STRATEGIES};
 use crate::bench::replay::{replay as run_replay, ReplayOptions, ReplayResult};
 use crate::bench::{peak_rss_bytes, read_history};
@@ -19,7 +21,50 @@ Examples:
   strata bench replay --history ../shared/bench/fcos-testing-devel-2019-2021.jsonl.gz \\
       -n 128 --strategy all --allow-over-127";
 
+pub const PLAN_EXAMPLES: &str = "\
+Examples:
+  # The planning-time targets: 2,000 components with 100 priors, then 20,000
+  strata bench plan --components 2000 --priors 100
+  strata bench plan --components 20000 --priors 10 --runs 1";
+
 const MB: f64 = 1e6;
+
+pub fn plan(args: BenchPlanArgs) -> anyhow::Result<()> {
+    let opts = args.planner.options();
+    opts.validate()?;
+    if args.components == 0 || args.runs == 0 {
+        bail!("--components and --runs must be at least 1");
+    }
+    eprintln!(
+        "strata: generating {} components with {} prior builds",
+        args.components, args.priors
+    );
+    let (build, priors) =
+        crate::bench::synthetic::stream(args.components, args.priors, opts.max_layers);
+    let mut times = Vec::with_capacity(args.runs);
+    for run in 1..=args.runs {
+        let started = Instant::now();
+        let plan = crate::plan::plan(&build, &priors, &opts)?;
+        times.push(started.elapsed().as_secs_f64());
+        eprintln!(
+            "strata: run {run}/{}: {} layers",
+            args.runs,
+            plan.layers.len()
+        );
+    }
+    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    println!(
+        "components {}  priors {}  layers {}  best {:.3} s  mean {:.3} s  peak memory {}",
+        args.components,
+        args.priors,
+        opts.max_layers,
+        best,
+        mean,
+        peak_rss_bytes().map_or("unknown".into(), human_bytes)
+    );
+    Ok(())
+}
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let opts = args.planner.options();

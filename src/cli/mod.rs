@@ -88,6 +88,24 @@ pub enum BenchCommand {
     /// Replay a stream's real build history and measure what clients download.
     #[command(after_help = bench::EXAMPLES)]
     Replay(ReplayArgs),
+    /// Time one plan of a synthetic build of N components with M prior builds.
+    #[command(after_help = bench::PLAN_EXAMPLES)]
+    Plan(BenchPlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPlanArgs {
+    /// Components in the synthetic build.
+    #[arg(long, default_value_t = 2000)]
+    pub components: usize,
+    /// Prior builds handed to the planner.
+    #[arg(long, default_value_t = 100)]
+    pub priors: usize,
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+    /// Plans timed; the figures are the best and the mean.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
 }
 
 #[derive(Debug, Args)]
@@ -117,5 +135,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan(args) => plan::run(args),
         Command::Bench(BenchCommand::Replay(args)) => bench::replay(args),
+        Command::Bench(BenchCommand::Plan(args)) => bench::plan(args),
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::partition::{Group, Item};
 use super::{Action, Ctx, Decision, Dirty};
 use crate::bytes::human_bytes;
 use crate::history::Layout;
@@ -19,12 +20,13 @@ pub(super) fn decide(
         members.iter().for_each(|&i| layer_of[i] = l);
     }
     let before = prior.map(Layout::by_name).unwrap_or_default();
+    let prices: Vec<LayerPrice> = layers.iter().map(|m| LayerPrice::of(ctx, m)).collect();
     let mut decisions: Vec<Decision> = (0..ctx.build.components.len())
         .map(|i| {
             let c = ctx.component(i);
             let layer = layer_of[i];
             let (action, prior_layer, reason) = match before.get(c.name.as_str()) {
-                None => (Action::Placed, None, placed_reason(ctx, i, layers[layer])),
+                None => (Action::Placed, None, placed_reason(ctx, i, &prices[layer])),
                 Some((pl, pc)) if pc.version.as_ref().is_some_and(|v| *v != c.version) => {
                     let old = pc.version.as_deref().unwrap_or_default();
                     (
@@ -80,15 +82,35 @@ pub(super) fn decide(
     decisions
 }
 
-fn placed_reason(ctx: &Ctx, i: usize, layer: &[usize]) -> String {
-    let others: Vec<usize> = layer.iter().copied().filter(|&j| j != i).collect();
-    let added = ctx.group(layer).cost() - ctx.group(&others).cost();
-    let siblings = others
-        .iter()
-        .any(|&j| ctx.component(j).unit_key() == ctx.component(i).unit_key());
-    let with = if siblings {
+/// A layer's price and its units, to price a member's share without re-pricing.
+struct LayerPrice<'a> {
+    group: Group,
+    units: BTreeMap<&'a str, (Item, usize)>,
+}
+
+impl<'a> LayerPrice<'a> {
+    fn of(ctx: &'a Ctx, members: &[usize]) -> Self {
+        let units = ctx.units_of(members);
+        let mut group = Group::default();
+        units.values().for_each(|(item, _)| group.add(*item));
+        LayerPrice { group, units }
+    }
+}
+
+fn placed_reason(ctx: &Ctx, i: usize, layer: &LayerPrice) -> String {
+    let c = ctx.component(i);
+    let (unit, members) = layer.units[c.unit_key()];
+    let mut without = layer.group.without(Group::of(unit));
+    if members > 1 {
+        without.add(Item {
+            size: unit.size - c.size,
+            p: unit.p,
+        });
+    }
+    let added = layer.group.cost() - without.cost();
+    let with = if members > 1 {
         "with its source-package siblings"
-    } else if others.is_empty() {
+    } else if layer.units.len() == 1 {
         "in a layer of its own"
     } else {
         "with components of similar change probability"

@@ -223,18 +223,29 @@ impl Ctx<'_> {
     /// Prices `members` as one layer; a source package's members change together, so
     /// each unit counts once.
     fn group(&self, members: &[usize]) -> Group {
-        let mut units: BTreeMap<&str, Item> = BTreeMap::new();
+        let mut group = Group::default();
+        self.units_of(members)
+            .into_values()
+            .for_each(|(item, _)| group.add(item));
+        group
+    }
+
+    /// The units among `members`, each as one item, with its member count.
+    fn units_of(&self, members: &[usize]) -> BTreeMap<&str, (Item, usize)> {
+        let mut units: BTreeMap<&str, (Item, usize)> = BTreeMap::new();
         for &i in members {
             let c = self.component(i);
-            let unit = units.entry(c.unit_key()).or_insert(Item {
-                size: 0,
-                p: self.estimates[i].p,
-            });
-            unit.size += c.size;
+            let unit = units.entry(c.unit_key()).or_insert((
+                Item {
+                    size: 0,
+                    p: self.estimates[i].p,
+                },
+                0,
+            ));
+            unit.0.size += c.size;
+            unit.1 += 1;
         }
-        let mut group = Group::default();
-        units.into_values().for_each(|item| group.add(item));
-        group
+        units
     }
 
     fn cost(&self, layers: &[Vec<usize>]) -> f64 {

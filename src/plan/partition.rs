@@ -45,7 +45,7 @@ impl Group {
         }
     }
 
-    fn without(self, other: Group) -> Group {
+    pub fn without(self, other: Group) -> Group {
         Group {
             size: self.size - other.size,
             log_stay: self.log_stay - other.log_stay,

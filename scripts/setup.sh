@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what Strata's build and tests need on a fresh Debian 12 machine.
+# Idempotent: it installs only what is missing.
+set -euo pipefail
+
+# Debian packages the current build and tests need (none beyond a C toolchain yet).
+APT_PACKAGES=(build-essential pkg-config)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "setup: cargo is missing; install the Rust toolchain (rustup) first" >&2
+    exit 1
+fi

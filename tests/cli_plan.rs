@@ -1,0 +1,200 @@
+//! `strata plan` end to end: the real binary on real files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .output()
+        .expect("run strata")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn components(versions: &[(&str, &str, u64)]) -> String {
+    let list: Vec<Value> = versions
+        .iter()
+        .map(|(n, v, s)| serde_json::json!({"name": n, "version": v, "size": s, "source": n}))
+        .collect();
+    serde_json::json!({"date": "2024-01-01", "components": list}).to_string()
+}
+
+fn stdout_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("plan JSON")
+}
+
+#[test]
+fn a_second_build_reuses_the_unchanged_layers_of_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let b1 = write(
+        dir.path(),
+        "b1.json",
+        &components(&[("a", "1", 100), ("b", "1", 200), ("c", "1", 300)]),
+    );
+    let b2 = write(
+        dir.path(),
+        "b2.json",
+        &components(&[("a", "2", 100), ("b", "1", 200), ("c", "1", 300)]),
+    );
+    let plan1 = dir.path().join("plan1.json");
+    let out = strata(&[
+        "plan",
+        "--components",
+        b1.to_str().unwrap(),
+        "-o",
+        plan1.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first: Value = serde_json::from_str(&std::fs::read_to_string(&plan1).unwrap()).unwrap();
+    assert_eq!(first["schema"], "strata.plan/v1");
+    assert_eq!(first["layers"].as_array().unwrap().len(), 3);
+
+    let second = stdout_json(&strata(&[
+        "plan",
+        "--components",
+        b2.to_str().unwrap(),
+        "--prior",
+        plan1.to_str().unwrap(),
+    ]));
+    let download = &second["prediction"]["download"];
+    assert_eq!(download["reused_layers"], 2);
+    assert_eq!(download["download_bytes"], 100);
+    assert_eq!(download["lower_bound_bytes"], 100);
+    let actions: Vec<(&str, &str)> = second["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["component"].as_str().unwrap(),
+                d["action"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(actions, [("a", "updated"), ("b", "kept"), ("c", "kept")]);
+
+    let again = strata(&[
+        "plan",
+        "--components",
+        b2.to_str().unwrap(),
+        "--prior",
+        plan1.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        again.stdout,
+        strata(&[
+            "plan",
+            "--components",
+            b2.to_str().unwrap(),
+            "--prior",
+            plan1.to_str().unwrap()
+        ])
+        .stdout
+    );
+
+    let table = strata(&[
+        "plan",
+        "--components",
+        b2.to_str().unwrap(),
+        "--prior",
+        plan1.to_str().unwrap(),
+        "--format",
+        "table",
+    ]);
+    let text = String::from_utf8(table.stdout).unwrap();
+    assert!(text.contains("1 updated"), "{text}");
+    assert!(text.contains("2 of 3 layers reused"), "{text}");
+}
+
+#[test]
+fn gzipped_inputs_are_read() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.json.gz");
+    let mut gz = flate2::write::GzEncoder::new(
+        std::fs::File::create(&path).unwrap(),
+        flate2::Compression::default(),
+    );
+    gz.write_all(components(&[("a", "1", 1)]).as_bytes())
+        .unwrap();
+    gz.finish().unwrap();
+    let plan = stdout_json(&strata(&["plan", "--components", path.to_str().unwrap()]));
+    assert_eq!(plan["layers"][0]["components"][0]["name"], "a");
+}
+
+#[test]
+fn bad_input_is_a_clear_error_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(dir.path(), "good.json", &components(&[("a", "1", 1)]));
+    let broken = write(
+        dir.path(),
+        "broken.json",
+        r#"{"components": [{"name": "a", "version": "1"}]}"#,
+    );
+    let dup_prior = write(
+        dir.path(),
+        "prior.json",
+        r#"{"layers": [{"components": [{"name": "a", "version": "1"}]},
+                       {"components": [{"name": "a", "version": "1"}]}]}"#,
+    );
+    let out_file = dir.path().join("plan.json");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--components", broken.to_str().unwrap()],
+            "missing field `size`",
+        ),
+        (
+            vec!["--components", "/nonexistent/b.json"],
+            "/nonexistent/b.json: cannot read",
+        ),
+        (
+            vec!["--components", good.to_str().unwrap(), "--max-layers", "1"],
+            "--max-layers 1",
+        ),
+        (
+            vec![
+                "--components",
+                good.to_str().unwrap(),
+                "--max-layers",
+                "300",
+            ],
+            "--allow-over-127",
+        ),
+        (
+            vec![
+                "--components",
+                good.to_str().unwrap(),
+                "--prior",
+                dup_prior.to_str().unwrap(),
+            ],
+            "layers[1].components[0].name: 'a' is already in layer 0",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["plan"];
+        full.extend(&args);
+        full.extend(["-o", out_file.to_str().unwrap()]);
+        let out = strata(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err} lacks {expected}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!out_file.exists(), "{args:?} left output behind");
+    }
+}

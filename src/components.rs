@@ -77,15 +77,7 @@ impl Build {
 
     /// Checks the invariants the planner relies on, naming the offending field.
     pub fn validate(&self, path: &Path) -> Result<(), InputError> {
-        if let Some(date) = &self.date {
-            if parse_date(date).is_none() {
-                return Err(InputError::invalid(
-                    path,
-                    "date",
-                    format!("'{date}' is not an RFC 3339 timestamp or YYYY-MM-DD date"),
-                ));
-            }
-        }
+        validate_date(path, self.date.as_deref())?;
         if self.components.is_empty() {
             return Err(InputError::invalid(path, "components", "the list is empty"));
         }
@@ -120,6 +112,18 @@ impl Build {
             }
         }
         Ok(())
+    }
+}
+
+/// Checks the optional `date` field of a file.
+pub fn validate_date(path: &Path, date: Option<&str>) -> Result<(), InputError> {
+    match date {
+        Some(date) if parse_date(date).is_none() => Err(InputError::invalid(
+            path,
+            "date",
+            format!("'{date}' is not an RFC 3339 timestamp or YYYY-MM-DD date"),
+        )),
+        _ => Ok(()),
     }
 }
 

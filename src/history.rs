@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::components::{parse_date, Build, ComponentKind};
+use crate::components::{parse_date, validate_date, Build, ComponentKind};
 use crate::input::{self, InputError};
 
 /// One component as a prior build's layer recorded it.
@@ -92,15 +92,7 @@ impl Layout {
 
     /// Checks that every component sits in one layer only and the date parses.
     pub fn validate(&self, path: &Path) -> Result<(), InputError> {
-        if let Some(date) = &self.date {
-            if parse_date(date).is_none() {
-                return Err(InputError::invalid(
-                    path,
-                    "date",
-                    format!("'{date}' is not a date"),
-                ));
-            }
-        }
+        validate_date(path, self.date.as_deref())?;
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, layer) in self.layers.iter().enumerate() {
             for (j, c) in layer.components.iter().enumerate() {

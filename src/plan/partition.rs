@@ -161,7 +161,7 @@ fn merge_cheapest_pairs(runs: &[Run], k: usize) -> Vec<Vec<usize>> {
     let mut heap = BinaryHeap::new();
     for a in 0..m {
         for b in a + 1..m {
-            heap.push(Reverse(PairMerge {
+            heap.push(Reverse(Candidate {
                 extra_cost: extra(&groups[a], &groups[b]),
                 pair: (a, b),
                 stamp: (0, 0),
@@ -183,7 +183,7 @@ fn merge_cheapest_pairs(runs: &[Run], k: usize) -> Vec<Vec<usize>> {
         count -= 1;
         for c in (0..m).filter(|&c| alive[c] && c != a) {
             let (x, y) = (a.min(c), a.max(c));
-            heap.push(Reverse(PairMerge {
+            heap.push(Reverse(Candidate {
                 extra_cost: extra(&groups[x], &groups[y]),
                 pair: (x, y),
                 stamp: (version[x], version[y]),
@@ -193,17 +193,18 @@ fn merge_cheapest_pairs(runs: &[Run], k: usize) -> Vec<Vec<usize>> {
     members.into_iter().filter(|g| !g.is_empty()).collect()
 }
 
-/// A candidate merge of two groups, cheapest first.
+/// A candidate merge of two groups (or neighbouring runs), cheapest first. `stamp`
+/// holds both sides' versions when it was priced; a stale candidate is skipped.
 #[derive(Debug, PartialEq)]
-struct PairMerge {
+struct Candidate {
     extra_cost: f64,
     pair: (usize, usize),
     stamp: (u32, u32),
 }
 
-impl Eq for PairMerge {}
+impl Eq for Candidate {}
 
-impl Ord for PairMerge {
+impl Ord for Candidate {
     fn cmp(&self, other: &Self) -> Ordering {
         self.extra_cost
             .total_cmp(&other.extra_cost)
@@ -212,7 +213,7 @@ impl Ord for PairMerge {
     }
 }
 
-impl PartialOrd for PairMerge {
+impl PartialOrd for Candidate {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
@@ -270,31 +271,6 @@ struct Run {
     group: Group,
 }
 
-/// A candidate merge of run `left` with its right neighbour, cheapest first.
-#[derive(Debug, PartialEq)]
-struct Merge {
-    extra_cost: f64,
-    left: usize,
-    stamp: (u32, u32),
-}
-
-impl Eq for Merge {}
-
-impl Ord for Merge {
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.extra_cost
-            .total_cmp(&other.extra_cost)
-            .then(self.left.cmp(&other.left))
-            .then(self.stamp.cmp(&other.stamp))
-    }
-}
-
-impl PartialOrd for Merge {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
 /// Greedily merges the neighbouring runs whose merge costs least, until at most
 /// `limit` runs remain.
 fn coarsen(items: &[Item], order: &[usize], limit: usize) -> Vec<Run> {
@@ -316,11 +292,11 @@ fn coarsen(items: &[Item], order: &[usize], limit: usize) -> Vec<Run> {
     let mut alive = vec![true; n];
     let mut version = vec![0u32; n];
     let extra = |a: &Group, b: &Group| a.merge(*b).cost() - a.cost() - b.cost();
-    let mut heap: BinaryHeap<Reverse<Merge>> = (0..n - 1)
+    let mut heap: BinaryHeap<Reverse<Candidate>> = (0..n - 1)
         .map(|i| {
-            Reverse(Merge {
+            Reverse(Candidate {
                 extra_cost: extra(&runs[i].group, &runs[i + 1].group),
-                left: i,
+                pair: (i, i + 1),
                 stamp: (0, 0),
             })
         })
@@ -328,8 +304,8 @@ fn coarsen(items: &[Item], order: &[usize], limit: usize) -> Vec<Run> {
     let mut count = n;
     while count > limit {
         let Some(Reverse(m)) = heap.pop() else { break };
-        let (l, r) = (m.left, next[m.left]);
-        if !alive[l] || r >= n || m.stamp != (version[l], version[r]) {
+        let (l, r) = m.pair;
+        if !alive[l] || !alive[r] || next[l] != r || m.stamp != (version[l], version[r]) {
             continue;
         }
         runs[l].group = runs[l].group.merge(runs[r].group);
@@ -344,9 +320,9 @@ fn coarsen(items: &[Item], order: &[usize], limit: usize) -> Vec<Run> {
         for left in [prev[l], l] {
             let right = if left < n { next[left] } else { n };
             if left < n && right < n {
-                heap.push(Reverse(Merge {
+                heap.push(Reverse(Candidate {
                     extra_cost: extra(&runs[left].group, &runs[right].group),
-                    left,
+                    pair: (left, right),
                     stamp: (version[left], version[right]),
                 }));
             }

@@ -157,7 +157,7 @@ const HALF_LIFE_BUILDS: f64 = 16.0;
 /// Weight halves for every this many days of age (when builds are dated).
 const HALF_LIFE_DAYS: f64 = 180.0;
 /// How many transitions the cold-start guess counts for against observed history.
-const PRIOR_WEIGHT: f64 = 1.5;
+const PRIOR_WEIGHT: f64 = 4.0;
 /// The assumed build interval when dates are missing.
 const DEFAULT_INTERVAL_DAYS: f64 = 7.0;
 /// Change probability with no information at all.
@@ -167,7 +167,7 @@ const DEFAULT_P: f64 = 0.2;
 /// nothing about which components belong together and is left out of the rates.
 const MASS_CHANGE_FRACTION: f64 = 0.5;
 /// Probabilities never go below this: nothing is certain never to change.
-const MIN_P: f64 = 1e-4;
+const MIN_P: f64 = 0.01;
 const SECONDS_PER_DAY: f64 = 86_400.0;
 
 /// One build as the estimator sees it: a fingerprint of every unit's content.
@@ -390,7 +390,10 @@ fn unit_estimate(
             basis: guess_basis,
         };
     };
-    let p = (o.changed_weight + PRIOR_WEIGHT * guess) / (o.weight + PRIOR_WEIGHT);
+    // "Generated content always changes" is only a cold-start assumption: once history
+    // exists, it is shrunk towards the stream's base rate like everything else.
+    let prior = if guess_basis == Basis::Generated { context.base } else { guess };
+    let p = (o.changed_weight + PRIOR_WEIGHT * prior) / (o.weight + PRIOR_WEIGHT);
     Estimate {
         p: p.clamp(MIN_P, 1.0),
         basis: Basis::History {

@@ -2,7 +2,11 @@
 //!
 //! A component is a package, a group of generated files, or an explicit file group.
 //! This module defines the type and reads the components file (`strata plan
-//! --components`); it does not discover components in a file tree.
+//! --components`); [`assign`] discovers components in a file tree from its package
+//! database ([`dpkg`]), `user.component` xattrs and rules for unowned files.
+
+pub mod assign;
+pub mod dpkg;
 
 use std::collections::BTreeSet;
 use std::path::Path;

@@ -1,0 +1,189 @@
+//! The dpkg database of a root filesystem: installed packages, their files, and the
+//! dates in their Debian changelogs.
+//!
+//! Everything here is untrusted input: files are read only when the walk saw them as
+//! regular files (so no symlink is followed), sizes are bounded, and malformed
+//! records are reported with the file they came from.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::assign::AssignError;
+use crate::source::{Entry, EntryKind};
+
+/// The status file, relative to the root.
+pub const STATUS: &str = "var/lib/dpkg/status";
+/// Larger database files are refused rather than read into memory.
+const MAX_DB_FILE: u64 = 256 << 20;
+/// Only this much of a decompressed changelog is read.
+const MAX_CHANGELOG: u64 = 4 << 20;
+
+/// One installed package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub source: Option<String>,
+    /// Paths it owns, relative to the root.
+    pub files: Vec<PathBuf>,
+    /// Changelog entry times, seconds since the epoch.
+    pub changelog: Vec<i64>,
+}
+
+/// The regular files of a walk, by path, for reading inside the tree only.
+pub struct Tree<'a> {
+    pub root: &'a Path,
+    files: HashMap<&'a Path, &'a Entry>,
+}
+
+impl<'a> Tree<'a> {
+    pub fn new(root: &'a Path, entries: &'a [Entry]) -> Self {
+        let files = entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .map(|e| (e.path.as_path(), e))
+            .collect();
+        Tree { root, files }
+    }
+
+    /// Reads a regular file the walk found at `rel`; `None` if there is none.
+    pub fn read(&self, rel: &Path, limit: u64) -> Result<Option<Vec<u8>>, AssignError> {
+        let Some(entry) = self.files.get(rel) else {
+            return Ok(None);
+        };
+        let path = self.root.join(rel);
+        if entry.size > limit {
+            return Err(AssignError::Invalid {
+                path,
+                problem: format!("{} bytes is more than the {limit} allowed", entry.size),
+            });
+        }
+        let mut data = Vec::with_capacity(entry.size as usize);
+        open_no_follow(&path)
+            .and_then(|f| f.take(limit).read_to_end(&mut data))
+            .map_err(|source| AssignError::Io { path, source })?;
+        Ok(Some(data))
+    }
+}
+
+/// Opens a file for reading, refusing a symlink in its last component.
+pub fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Reads the installed packages, or `None` when the tree has no dpkg database.
+pub fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
+    let Some(status) = tree.read(Path::new(STATUS), MAX_DB_FILE)? else {
+        return Ok(None);
+    };
+    let status_path = tree.root.join(STATUS);
+    let text = String::from_utf8(status).map_err(|_| AssignError::Invalid {
+        path: status_path.clone(),
+        problem: "is not UTF-8".into(),
+    })?;
+    let mut packages = Vec::new();
+    for (n, para) in text.split("\n\n").enumerate() {
+        let fields = parse_paragraph(para);
+        let installed = fields
+            .get("Status")
+            .is_some_and(|s| s.split_whitespace().nth(2) == Some("installed"));
+        if !installed {
+            continue;
+        }
+        let field = |k: &str| {
+            fields.get(k).cloned().ok_or_else(|| AssignError::Invalid {
+                path: status_path.clone(),
+                problem: format!("record {} has no {k} field", n + 1),
+            })
+        };
+        let (name, version) = (field("Package")?, field("Version")?);
+        let arch = fields.get("Architecture").cloned().unwrap_or_default();
+        let source = fields
+            .get("Source")
+            .and_then(|s| s.split_whitespace().next())
+            .map(str::to_string);
+        let files = list_files(tree, &name, &arch)?;
+        let changelog = changelog_dates(tree, &name)?;
+        packages.push(Package {
+            name,
+            version,
+            source,
+            files,
+            changelog,
+        });
+    }
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Some(packages))
+}
+
+fn parse_paragraph(para: &str) -> HashMap<&str, String> {
+    let mut fields: HashMap<&str, String> = HashMap::new();
+    let mut last: Option<&str> = None;
+    for line in para.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(v) = last.and_then(|k| fields.get_mut(k)) {
+                v.push('\n');
+                v.push_str(line.trim());
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            fields.insert(k, v.trim().to_string());
+            last = Some(k);
+        }
+    }
+    fields
+}
+
+fn list_files(tree: &Tree, name: &str, arch: &str) -> Result<Vec<PathBuf>, AssignError> {
+    let candidates = [format!("{name}:{arch}.list"), format!("{name}.list")];
+    for file in candidates {
+        let rel = Path::new("var/lib/dpkg/info").join(&file);
+        if let Some(data) = tree.read(&rel, MAX_DB_FILE)? {
+            let text = String::from_utf8_lossy(&data);
+            return Ok(text
+                .lines()
+                .filter_map(|l| l.strip_prefix('/'))
+                .filter(|l| !l.is_empty() && *l != ".")
+                .map(PathBuf::from)
+                .collect());
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// Dates of the entries in `usr/share/doc/NAME/changelog.Debian.gz` (trailer lines
+/// ` -- Maintainer <email>  Mon, 01 Jan 2024 00:00:00 +0000`).
+fn changelog_dates(tree: &Tree, name: &str) -> Result<Vec<i64>, AssignError> {
+    let rel = Path::new("usr/share/doc").join(name).join("changelog.Debian.gz");
+    let Some(gz) = tree.read(&rel, MAX_DB_FILE)? else {
+        return Ok(Vec::new());
+    };
+    let mut text = String::new();
+    // A corrupt changelog costs only the cold-start guess, not the build.
+    let _ = flate2::read::GzDecoder::new(gz.as_slice())
+        .take(MAX_CHANGELOG)
+        .read_to_string(&mut text);
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix(" -- "))
+        .filter_map(|l| l.split_once(">  ").map(|(_, date)| date.trim()))
+        .filter_map(|date| jiff::fmt::rfc2822::parse(date).ok())
+        .map(|z| z.timestamp().as_second())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paragraphs_keep_continuation_lines() {
+        let f = parse_paragraph("Package: a\nDescription: x\n more\nStatus: install ok installed");
+        assert_eq!(f["Package"], "a");
+        assert_eq!(f["Description"], "x\nmore");
+    }
+}

@@ -1,0 +1,123 @@
+//! Layers: reproducible tar streams of planned components, compressed in parallel
+//! straight into OCI blobs.
+//!
+//! Each layer holds its members plus the directories above them (with their real
+//! metadata), sorted by path. Owners are numeric, names empty, and mtimes clamped, so
+//! the same content always gives the same digest. Streams are written as they are
+//! read: memory does not grow with the image.
+
+pub mod tar;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use ocidir::{Layer, OciDir};
+
+use crate::source::Entry;
+
+/// How layer blobs are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+}
+
+/// Gzip level 6, the level of `gzip` and `pigz` by default.
+pub const GZIP_LEVEL: u32 = 6;
+/// Zstd level 3, the level of `zstd` by default.
+pub const ZSTD_LEVEL: i32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("writing layer {index}: {source}")]
+    Write { index: usize, source: std::io::Error },
+    #[error("writing layer {index}: {source}")]
+    Oci { index: usize, source: ocidir::Error },
+}
+
+/// The entries one layer holds: `members` plus every directory above them.
+pub fn layer_entries(entries: &[Entry], members: &[usize]) -> Vec<usize> {
+    let index: std::collections::HashMap<&Path, usize> =
+        entries.iter().enumerate().map(|(i, e)| (e.path.as_path(), i)).collect();
+    let mut all: BTreeSet<usize> = members.iter().copied().collect();
+    for &m in members {
+        let mut parent = entries[m].path.parent();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            if let Some(&i) = index.get(p) {
+                if !all.insert(i) {
+                    break;
+                }
+            }
+            parent = p.parent();
+        }
+    }
+    let mut sorted: Vec<usize> = all.into_iter().collect();
+    sorted.sort_by(|&a, &b| entries[a].path.as_os_str().cmp(entries[b].path.as_os_str()));
+    sorted
+}
+
+/// What every layer shares.
+pub struct LayerJob<'a> {
+    pub oci: &'a OciDir,
+    pub root: &'a Path,
+    pub entries: &'a [Entry],
+    pub compression: Compression,
+    /// Later mtimes are clamped to this (and negative ones to 0).
+    pub mtime_clamp: i64,
+}
+
+/// Writes one blob per element of `layers` (entry indices, already sorted) using all
+/// cores, calling `progress(done, total)` as layers finish. Results keep input order.
+pub fn write_all(job: &LayerJob, layers: &[Vec<usize>], progress: impl Fn(usize, usize) + Sync) -> Result<Vec<Layer>, LayerError> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(layers.len().max(1));
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<Layer, LayerError>>>> = Mutex::new((0..layers.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= layers.len() {
+                    break;
+                }
+                let r = write_one(job, i, &layers[i]);
+                let failed = r.is_err();
+                results.lock().expect("no worker panics while holding the lock")[i] = Some(r);
+                progress(done.fetch_add(1, Ordering::SeqCst) + 1, layers.len());
+                if failed {
+                    // Let the other workers stop early: nothing after a failure is used.
+                    next.store(layers.len(), Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().expect("workers finished");
+    let mut out = Vec::with_capacity(layers.len());
+    for r in results {
+        match r {
+            Some(r) => out.push(r?),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+fn write_one(job: &LayerJob, index: usize, members: &[usize]) -> Result<Layer, LayerError> {
+    let oci_err = |source| LayerError::Oci { index, source };
+    match job.compression {
+        Compression::Gzip => {
+            let w = job.oci.create_gzip_layer(Some(flate2::Compression::new(GZIP_LEVEL))).map_err(oci_err)?;
+            let w = tar::write(w, job, members).map_err(|e| e.at(index))?;
+            w.complete().map_err(oci_err)
+        }
+        Compression::Zstd => {
+            let w = job.oci.create_layer_zstd(Some(ZSTD_LEVEL)).map_err(oci_err)?;
+            let w = tar::write(w, job, members).map_err(|e| e.at(index))?;
+            w.complete().map_err(oci_err)
+        }
+    }
+}

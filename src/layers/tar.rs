@@ -1,0 +1,87 @@
+//! One reproducible tar stream.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use tar::{EntryType, Header};
+
+use super::{LayerError, LayerJob};
+use crate::components::dpkg::open_no_follow;
+use crate::source::{Entry, EntryKind};
+
+/// A failure while streaming one entry; the layer index is added by the caller.
+pub enum TarError {
+    Read { path: PathBuf, source: io::Error },
+    Write(io::Error),
+}
+
+impl TarError {
+    pub fn at(self, index: usize) -> LayerError {
+        match self {
+            TarError::Read { path, source } => LayerError::Read { path, source },
+            TarError::Write(source) => LayerError::Write { index, source },
+        }
+    }
+}
+
+/// Streams the `members` of `job.entries` as a tar archive into `out`, returning it.
+pub fn write<W: Write>(out: W, job: &LayerJob, members: &[usize]) -> Result<W, TarError> {
+    let mut builder = tar::Builder::new(out);
+    for &i in members {
+        append(&mut builder, job, &job.entries[i])?;
+    }
+    builder.into_inner().map_err(TarError::Write)
+}
+
+fn append<W: Write>(builder: &mut tar::Builder<W>, job: &LayerJob, e: &Entry) -> Result<(), TarError> {
+    let w = TarError::Write;
+    if !e.xattrs.is_empty() {
+        let keys: Vec<String> = e.xattrs.iter().map(|(k, _)| format!("SCHILY.xattr.{k}")).collect();
+        let pax = keys.iter().map(String::as_str).zip(e.xattrs.iter().map(|(_, v)| v.as_slice()));
+        builder.append_pax_extensions(pax).map_err(w)?;
+    }
+    let mut h = Header::new_gnu();
+    h.set_mode(e.mode);
+    h.set_uid(e.uid.into());
+    h.set_gid(e.gid.into());
+    h.set_mtime(e.mtime.clamp(0, job.mtime_clamp.max(0)) as u64);
+    h.set_size(0);
+    match &e.kind {
+        EntryKind::Dir => {
+            h.set_entry_type(EntryType::Directory);
+            builder.append_data(&mut h, &e.path, io::empty()).map_err(w)
+        }
+        EntryKind::File => {
+            h.set_entry_type(EntryType::Regular);
+            h.set_size(e.size);
+            let path = job.root.join(&e.path);
+            let read_err = |source| TarError::Read { path: path.clone(), source };
+            let file = open_no_follow(&path).map_err(read_err)?;
+            let len = file.metadata().map_err(read_err)?.len();
+            if len != e.size {
+                let changed = io::Error::other(format!("changed size during the build ({} → {len} bytes)", e.size));
+                return Err(read_err(changed));
+            }
+            builder.append_data(&mut h, &e.path, file).map_err(w)
+        }
+        EntryKind::Symlink(target) => {
+            h.set_entry_type(EntryType::Symlink);
+            builder.append_link(&mut h, &e.path, target).map_err(w)
+        }
+        EntryKind::Hardlink(target) => {
+            h.set_entry_type(EntryType::Link);
+            builder.append_link(&mut h, &e.path, target).map_err(w)
+        }
+        EntryKind::CharDevice(dev) | EntryKind::BlockDevice(dev) => {
+            let ty = if matches!(e.kind, EntryKind::CharDevice(_)) { EntryType::Char } else { EntryType::Block };
+            h.set_entry_type(ty);
+            h.set_device_major(libc::major(*dev)).map_err(w)?;
+            h.set_device_minor(libc::minor(*dev)).map_err(w)?;
+            builder.append_data(&mut h, &e.path, io::empty()).map_err(w)
+        }
+        EntryKind::Fifo => {
+            h.set_entry_type(EntryType::Fifo);
+            builder.append_data(&mut h, &e.path, io::empty()).map_err(w)
+        }
+    }
+}

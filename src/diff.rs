@@ -135,3 +135,114 @@ mod tests {
         assert!((d.reused_percent() - 100.0 * 100.0 / 115.0).abs() < 1e-9);
     }
 }
+
+/// One layer of an image, as `strata diff` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerRow {
+    pub index: usize,
+    pub digest: String,
+    /// Compressed bytes.
+    pub size: u64,
+    pub components: usize,
+}
+
+/// Component-level changes between two images.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComponentChanges {
+    pub added: Vec<(String, String)>,
+    pub removed: Vec<(String, String)>,
+    /// Name, old version, new version.
+    pub updated: Vec<(String, String, String)>,
+    /// Unchanged components whose layer was rewritten: name, old layer, new layer.
+    pub moved: Vec<(String, usize, usize)>,
+}
+
+/// What clients of `old` download to get `new`, layer by layer and component by component.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageDiff {
+    pub old: String,
+    pub new: String,
+    pub reused: Vec<LayerRow>,
+    pub added: Vec<LayerRow>,
+    pub removed: Vec<LayerRow>,
+    pub download_bytes: u64,
+    pub total_bytes: u64,
+    pub reused_percent: f64,
+    pub components: ComponentChanges,
+}
+
+fn rows(layout: &Layout) -> Vec<LayerRow> {
+    layout
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(index, l)| LayerRow {
+            index,
+            digest: l.digest.clone().unwrap_or_default(),
+            size: l.size,
+            components: l.components.len(),
+        })
+        .collect()
+}
+
+/// Diffs two built images by layer digest, with component changes from their layouts.
+pub fn diff_images(old_name: &str, old: &Layout, new_name: &str, new: &Layout) -> ImageDiff {
+    let old_rows = rows(old);
+    let new_rows = rows(new);
+    let old_digests: HashSet<&str> = old_rows.iter().map(|r| r.digest.as_str()).collect();
+    let new_digests: HashSet<&str> = new_rows.iter().map(|r| r.digest.as_str()).collect();
+    let (reused, added): (Vec<LayerRow>, Vec<LayerRow>) = new_rows
+        .iter()
+        .cloned()
+        .partition(|r| old_digests.contains(r.digest.as_str()));
+    let removed: Vec<LayerRow> = old_rows
+        .iter()
+        .filter(|r| !new_digests.contains(r.digest.as_str()))
+        .cloned()
+        .collect();
+    let total_bytes: u64 = new_rows.iter().map(|r| r.size).sum();
+    let download_bytes: u64 = added.iter().map(|r| r.size).sum();
+    ImageDiff {
+        old: old_name.to_string(),
+        new: new_name.to_string(),
+        reused_percent: if total_bytes == 0 {
+            100.0
+        } else {
+            100.0 * (total_bytes - download_bytes) as f64 / total_bytes as f64
+        },
+        reused,
+        added,
+        removed,
+        download_bytes,
+        total_bytes,
+        components: component_changes(old, new),
+    }
+}
+
+fn component_changes(old: &Layout, new: &Layout) -> ComponentChanges {
+    let before = old.by_name();
+    let after = new.by_name();
+    let version = |c: &crate::history::LayoutComponent| c.version.clone().unwrap_or_default();
+    let mut changes = ComponentChanges::default();
+    let mut names: Vec<&str> = before.keys().chain(after.keys()).copied().collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        match (before.get(name), after.get(name)) {
+            (None, Some((_, c))) => changes.added.push((name.into(), version(c))),
+            (Some((_, c)), None) => changes.removed.push((name.into(), version(c))),
+            (Some((_, oc)), Some((_, nc))) if oc.version != nc.version => {
+                changes
+                    .updated
+                    .push((name.into(), version(oc), version(nc)));
+            }
+            (Some((ol, _)), Some((nl, _))) => {
+                if old.layers[*ol].digest != new.layers[*nl].digest {
+                    changes.moved.push((name.into(), *ol, *nl));
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    changes
+}

@@ -392,7 +392,11 @@ fn unit_estimate(
     };
     // "Generated content always changes" is only a cold-start assumption: once history
     // exists, it is shrunk towards the stream's base rate like everything else.
-    let prior = if guess_basis == Basis::Generated { context.base } else { guess };
+    let prior = if guess_basis == Basis::Generated {
+        context.base
+    } else {
+        guess
+    };
     let p = (o.changed_weight + PRIOR_WEIGHT * prior) / (o.weight + PRIOR_WEIGHT);
     Estimate {
         p: p.clamp(MIN_P, 1.0),

@@ -3,6 +3,7 @@
 //! components → history → plan → diff, with `bench` replaying real streams.
 
 pub mod bench;
+pub mod build;
 pub mod bytes;
 pub mod cli;
 pub mod components;

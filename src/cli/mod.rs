@@ -2,6 +2,8 @@
 //! turns typed errors into `anyhow` reports.
 
 mod bench;
+mod build;
+mod diff;
 mod plan;
 
 use std::path::PathBuf;
@@ -24,6 +26,12 @@ pub enum Command {
     /// Plan which components go into which layer, given earlier builds.
     #[command(after_help = plan::EXAMPLES)]
     Plan(PlanArgs),
+    /// Encapsulate a root filesystem as a layered OCI image laid out by the planner.
+    #[command(after_help = build::EXAMPLES)]
+    Build(BuildArgs),
+    /// Show what clients of one image download to get another.
+    #[command(after_help = diff::EXAMPLES)]
+    Diff(DiffArgs),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -83,6 +91,62 @@ pub struct PlanArgs {
     pub output: Option<PathBuf>,
 }
 
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The root filesystem to encapsulate (never followed out through symlinks).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// An ostree repository (not supported yet).
+    #[arg(long, value_name = "REPO", requires = "ostree_ref")]
+    pub ostree_repo: Option<PathBuf>,
+    #[arg(long = "ref", value_name = "REF", id = "ostree_ref")]
+    pub ostree_ref: Option<String>,
+    /// An existing image to rechunk (not supported yet).
+    #[arg(long, value_name = "REF")]
+    pub from_image: Option<String>,
+    /// Where to write: oci:DIR[:TAG]. DIR must not exist yet.
+    #[arg(long, value_name = "REF")]
+    pub output: crate::image::ImageRef,
+    /// An earlier image of the stream, newest first (oci:DIR[:TAG]). A missing prior
+    /// is a warning and a fresh plan.
+    #[arg(long, value_name = "REF")]
+    pub prior: Vec<crate::image::ImageRef>,
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+    #[arg(long, value_enum, default_value_t = crate::layers::Compression::Gzip)]
+    pub compression: crate::layers::Compression,
+    /// A config label, KEY=VALUE. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub label: Vec<(String, String)>,
+    /// The stream this build belongs to, recorded on the manifest.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// Keep device nodes and FIFOs instead of refusing them.
+    #[arg(long)]
+    pub allow_special_files: bool,
+    /// Write the full report (plan, image, diffs) here as JSON, atomically.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The image clients have (oci:DIR[:TAG]).
+    pub old: crate::image::ImageRef,
+    /// The image they update to (oci:DIR[:TAG]).
+    pub new: crate::image::ImageRef,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Replay a stream's real build history and measure what clients download.
@@ -134,6 +198,8 @@ pub struct ReplayArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan(args) => plan::run(args),
+        Command::Build(args) => build::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::Bench(BenchCommand::Replay(args)) => bench::replay(args),
         Command::Bench(BenchCommand::Plan(args)) => bench::plan(args),
     }

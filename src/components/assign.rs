@@ -23,7 +23,12 @@ pub const LARGE_FILE: u64 = 1 << 20;
 /// The component holding every directory.
 pub const TREE_COMPONENT: &str = "filesystem-tree";
 /// Package databases: generated, and rewritten by every package change.
-const PACKAGE_DATABASES: [&str; 4] = ["var/lib/dpkg/", "usr/lib/sysimage/rpm/", "var/lib/rpm/", "usr/share/rpm/"];
+const PACKAGE_DATABASES: [&str; 4] = [
+    "var/lib/dpkg/",
+    "usr/lib/sysimage/rpm/",
+    "var/lib/rpm/",
+    "usr/share/rpm/",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssignError {
@@ -45,7 +50,11 @@ pub struct Assigned {
 }
 
 /// Groups the walked `entries` of the tree at `root` into components.
-pub fn assign(root: &Path, entries: &[Entry], date: Option<String>) -> Result<Assigned, AssignError> {
+pub fn assign(
+    root: &Path,
+    entries: &[Entry],
+    date: Option<String>,
+) -> Result<Assigned, AssignError> {
     let tree = Tree::new(root, entries);
     let packages = dpkg::read(&tree)?.unwrap_or_default();
     let mut owner: HashMap<&Path, usize> = HashMap::new();
@@ -61,9 +70,14 @@ pub fn assign(root: &Path, entries: &[Entry], date: Option<String>) -> Result<As
         let (name, kind, pkg) = match &e.kind {
             EntryKind::Dir => (TREE_COMPONENT.to_string(), ComponentKind::Generated, None),
             EntryKind::Hardlink(target) => {
-                let name = group_of.get(target.as_path()).cloned().ok_or_else(|| AssignError::Invalid {
-                    path: root.join(&e.path),
-                    problem: format!("hard link to {} which the walk did not see first", target.display()),
+                let name = group_of.get(target.as_path()).cloned().ok_or_else(|| {
+                    AssignError::Invalid {
+                        path: root.join(&e.path),
+                        problem: format!(
+                            "hard link to {} which the walk did not see first",
+                            target.display()
+                        ),
+                    }
                 })?;
                 let (kind, pkg, _) = &groups[&name];
                 (name, *kind, *pkg)
@@ -71,14 +85,28 @@ pub fn assign(root: &Path, entries: &[Entry], date: Option<String>) -> Result<As
             _ => classify(e, owner.get(e.path.as_path()).copied(), &packages),
         };
         group_of.insert(e.path.as_path(), name.clone());
-        groups.entry(name).or_insert((kind, pkg, Vec::new())).2.push(i);
+        groups
+            .entry(name)
+            .or_insert((kind, pkg, Vec::new()))
+            .2
+            .push(i);
     }
-    let mut build = Build { date, components: Vec::new() };
+    let mut build = Build {
+        date,
+        components: Vec::new(),
+    };
     let mut members = Vec::new();
     for (name, (kind, pkg, idx)) in groups {
         let size = idx.iter().map(|&i| entries[i].size).sum();
         let (version, source, changelog) = match pkg {
-            Some(p) => (packages[p].version.clone(), packages[p].source.clone().or(Some(packages[p].name.clone())), packages[p].changelog.clone()),
+            Some(p) => (
+                packages[p].version.clone(),
+                packages[p]
+                    .source
+                    .clone()
+                    .or(Some(packages[p].name.clone())),
+                packages[p].changelog.clone(),
+            ),
             None => (content_version(root, entries, &idx)?, None, Vec::new()),
         };
         build.components.push(Component {
@@ -96,9 +124,17 @@ pub fn assign(root: &Path, entries: &[Entry], date: Option<String>) -> Result<As
 }
 
 /// The component of a non-directory entry, by xattr, owner, then the unowned rules.
-fn classify(e: &Entry, owner: Option<usize>, packages: &[dpkg::Package]) -> (String, ComponentKind, Option<usize>) {
+fn classify(
+    e: &Entry,
+    owner: Option<usize>,
+    packages: &[dpkg::Package],
+) -> (String, ComponentKind, Option<usize>) {
     if let Some((_, v)) = e.xattrs.iter().find(|(k, _)| k == COMPONENT_XATTR) {
-        return (String::from_utf8_lossy(v).into_owned(), ComponentKind::Files, None);
+        return (
+            String::from_utf8_lossy(v).into_owned(),
+            ComponentKind::Files,
+            None,
+        );
     }
     if let Some(p) = owner {
         return (packages[p].name.clone(), ComponentKind::Package, Some(p));
@@ -118,13 +154,21 @@ fn classify(e: &Entry, owner: Option<usize>, packages: &[dpkg::Package]) -> (Str
     if e.size >= LARGE_FILE {
         return generated(format!("file:/{path}"));
     }
-    let top = path.split('/').next().filter(|_| path.contains('/')).unwrap_or("");
+    let top = path
+        .split('/')
+        .next()
+        .filter(|_| path.contains('/'))
+        .unwrap_or("");
     generated(format!("unowned:/{top}"))
 }
 
 /// A version for content no package versions: a digest of every member's path,
 /// metadata and bytes.
-fn content_version(root: &Path, entries: &[Entry], members: &[usize]) -> Result<String, AssignError> {
+fn content_version(
+    root: &Path,
+    entries: &[Entry],
+    members: &[usize],
+) -> Result<String, AssignError> {
     let mut h = Sha256::new();
     for &i in members {
         let e = &entries[i];
@@ -136,7 +180,10 @@ fn content_version(root: &Path, entries: &[Entry], members: &[usize]) -> Result<
         }
         if e.kind == EntryKind::File {
             let path = root.join(&e.path);
-            let err = |source| AssignError::Io { path: path.clone(), source };
+            let err = |source| AssignError::Io {
+                path: path.clone(),
+                source,
+            };
             let mut f = open_no_follow(&path).map_err(err)?;
             let mut buf = vec![0; 64 << 10];
             loop {
@@ -148,6 +195,11 @@ fn content_version(root: &Path, entries: &[Entry], members: &[usize]) -> Result<
             }
         }
     }
-    let hex: String = h.finalize().iter().take(10).map(|b| format!("{b:02x}")).collect();
+    let hex: String = h
+        .finalize()
+        .iter()
+        .take(10)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     Ok(format!("sha256:{hex}"))
 }

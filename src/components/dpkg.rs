@@ -158,7 +158,9 @@ fn list_files(tree: &Tree, name: &str, arch: &str) -> Result<Vec<PathBuf>, Assig
 /// Dates of the entries in `usr/share/doc/NAME/changelog.Debian.gz` (trailer lines
 /// ` -- Maintainer <email>  Mon, 01 Jan 2024 00:00:00 +0000`).
 fn changelog_dates(tree: &Tree, name: &str) -> Result<Vec<i64>, AssignError> {
-    let rel = Path::new("usr/share/doc").join(name).join("changelog.Debian.gz");
+    let rel = Path::new("usr/share/doc")
+        .join(name)
+        .join("changelog.Debian.gz");
     let Some(gz) = tree.read(&rel, MAX_DB_FILE)? else {
         return Ok(Vec::new());
     };

@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use ocidir::oci_spec::image::{
-    Arch, ConfigBuilder, Descriptor, HistoryBuilder, ImageConfigurationBuilder, ImageIndex, ImageManifest, Os,
-    PlatformBuilder, RootFsBuilder,
+    Arch, ConfigBuilder, Descriptor, HistoryBuilder, ImageConfigurationBuilder, ImageIndex,
+    ImageManifest, Os, PlatformBuilder, RootFsBuilder,
 };
 use ocidir::{Layer, OciDir};
 
@@ -34,11 +34,17 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {problem}")]
     Invalid { path: PathBuf, problem: String },
     #[error("{path}: {source}")]
-    Oci { path: PathBuf, source: ocidir::Error },
+    Oci {
+        path: PathBuf,
+        source: ocidir::Error,
+    },
     #[error("{path}: no image tagged '{tag}'")]
     NoSuchTag { path: PathBuf, tag: String },
 }
@@ -53,7 +59,10 @@ pub fn layer_annotations(components: &[LayoutComponent]) -> HashMap<String, Stri
         .collect();
     let names: Vec<&str> = sorted.iter().map(|c| c.name.as_str()).collect();
     HashMap::from([
-        (COMPONENTS_ANNOTATION.to_string(), serde_json::to_string(&list).expect("strings and numbers serialise")),
+        (
+            COMPONENTS_ANNOTATION.to_string(),
+            serde_json::to_string(&list).expect("strings and numbers serialise"),
+        ),
         (OSTREE_COMPONENTS.to_string(), names.join(",")),
     ])
 }
@@ -73,29 +82,61 @@ pub fn write_manifest(
     layers: Vec<(Layer, HashMap<String, String>)>,
     meta: &ImageMeta,
 ) -> Result<Descriptor, ImageError> {
-    let oci_err = |source| ImageError::Oci { path: path.to_path_buf(), source };
-    let invalid = |e: ocidir::oci_spec::OciSpecError| ImageError::Invalid { path: path.to_path_buf(), problem: e.to_string() };
+    let oci_err = |source| ImageError::Oci {
+        path: path.to_path_buf(),
+        source,
+    };
+    let invalid = |e: ocidir::oci_spec::OciSpecError| ImageError::Invalid {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+    };
     let labels: HashMap<String, String> = meta.labels.clone().into_iter().collect();
     let mut config = ImageConfigurationBuilder::default()
         .architecture(arch())
         .os(Os::Linux)
-        .rootfs(RootFsBuilder::default().typ("layers").diff_ids(Vec::<String>::new()).build().map_err(invalid)?)
-        .config(ConfigBuilder::default().labels(labels).build().map_err(invalid)?)
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(Vec::<String>::new())
+                .build()
+                .map_err(invalid)?,
+        )
+        .config(
+            ConfigBuilder::default()
+                .labels(labels)
+                .build()
+                .map_err(invalid)?,
+        )
         .build()
         .map_err(invalid)?;
-    let mut manifest = oci.new_empty_manifest().map_err(oci_err)?.build().map_err(invalid)?;
+    let mut manifest = oci
+        .new_empty_manifest()
+        .map_err(oci_err)?
+        .build()
+        .map_err(invalid)?;
     let count = layers.len();
     for (i, (layer, annotations)) in layers.into_iter().enumerate() {
         let history = HistoryBuilder::default()
             .created_by(format!("strata: layer {} of {count}", i + 1))
             .build()
             .map_err(invalid)?;
-        oci.push_layer_with_history_annotated(&mut manifest, &mut config, layer, Some(annotations), Some(history));
+        oci.push_layer_with_history_annotated(
+            &mut manifest,
+            &mut config,
+            layer,
+            Some(annotations),
+            Some(history),
+        );
     }
     let annotations: HashMap<String, String> = meta.annotations.clone().into_iter().collect();
     manifest.set_annotations(Some(annotations));
-    let platform = PlatformBuilder::default().architecture(arch()).os(Os::Linux).build().map_err(invalid)?;
-    oci.insert_manifest_and_config(manifest, config, meta.tag.as_deref(), platform).map_err(oci_err)
+    let platform = PlatformBuilder::default()
+        .architecture(arch())
+        .os(Os::Linux)
+        .build()
+        .map_err(invalid)?;
+    oci.insert_manifest_and_config(manifest, config, meta.tag.as_deref(), platform)
+        .map_err(oci_err)
 }
 
 fn arch() -> Arch {
@@ -117,30 +158,50 @@ pub struct LocalImage {
 /// Reads the manifest of `dir` tagged `tag` (or its only manifest when untagged).
 pub fn read_local(dir: &Path, tag: Option<&str>) -> Result<LocalImage, ImageError> {
     let index_path = dir.join("index.json");
-    let index = ImageIndex::from_file(&index_path)
-        .map_err(|e| ImageError::Invalid { path: index_path.clone(), problem: e.to_string() })?;
+    let index = ImageIndex::from_file(&index_path).map_err(|e| ImageError::Invalid {
+        path: index_path.clone(),
+        problem: e.to_string(),
+    })?;
     let candidates: Vec<&Descriptor> = index
         .manifests()
         .iter()
         .filter(|d| match tag {
-            Some(t) => d.annotations().as_ref().and_then(|a| a.get(REF_NAME)).is_some_and(|v| v == t),
+            Some(t) => d
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(REF_NAME))
+                .is_some_and(|v| v == t),
             None => true,
         })
         .collect();
     let desc = match (candidates.as_slice(), tag) {
         ([one], _) => *one,
-        ([], Some(t)) => return Err(ImageError::NoSuchTag { path: dir.to_path_buf(), tag: t.to_string() }),
+        ([], Some(t)) => {
+            return Err(ImageError::NoSuchTag {
+                path: dir.to_path_buf(),
+                tag: t.to_string(),
+            })
+        }
         (_, _) => {
             return Err(ImageError::Invalid {
                 path: index_path,
-                problem: format!("holds {} images; name one with oci:DIR:TAG", candidates.len()),
+                problem: format!(
+                    "holds {} images; name one with oci:DIR:TAG",
+                    candidates.len()
+                ),
             })
         }
     };
     let blob = blob_path(dir, desc)?;
-    let manifest = ImageManifest::from_file(&blob)
-        .map_err(|e| ImageError::Invalid { path: blob.clone(), problem: e.to_string() })?;
-    Ok(LocalImage { dir: dir.to_path_buf(), digest: desc.digest().to_string(), manifest })
+    let manifest = ImageManifest::from_file(&blob).map_err(|e| ImageError::Invalid {
+        path: blob.clone(),
+        problem: e.to_string(),
+    })?;
+    Ok(LocalImage {
+        dir: dir.to_path_buf(),
+        digest: desc.digest().to_string(),
+        manifest,
+    })
 }
 
 /// The path of a blob, refusing digests that are not plain sha256 hex.
@@ -150,14 +211,20 @@ fn blob_path(dir: &Path, desc: &Descriptor) -> Result<PathBuf, ImageError> {
         Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {
             Ok(dir.join("blobs/sha256").join(hex))
         }
-        _ => Err(ImageError::Invalid { path: dir.join("index.json"), problem: format!("unsupported digest '{digest}'") }),
+        _ => Err(ImageError::Invalid {
+            path: dir.join("index.json"),
+            problem: format!("unsupported digest '{digest}'"),
+        }),
     }
 }
 
 /// Rebuilds the layout a manifest describes from its layer annotations. Layers with
 /// `ostree.components` only get components without versions; `None` if no layer
 /// carries either annotation.
-pub fn layout_from_manifest(origin: &str, manifest: &ImageManifest) -> Result<Option<Layout>, ImageError> {
+pub fn layout_from_manifest(
+    origin: &str,
+    manifest: &ImageManifest,
+) -> Result<Option<Layout>, ImageError> {
     let mut layers = Vec::new();
     let mut annotated = false;
     for (i, desc) in manifest.layers().iter().enumerate() {
@@ -169,22 +236,49 @@ pub fn layout_from_manifest(origin: &str, manifest: &ImageManifest) -> Result<Op
                 problem: format!("layer {i}: {COMPONENTS_ANNOTATION} is not a list of [name, version, size]: {e}"),
             })?;
             list.into_iter()
-                .map(|(name, version, size)| LayoutComponent { name, version: Some(version), size, source: None })
+                .map(|(name, version, size)| LayoutComponent {
+                    name,
+                    version: Some(version),
+                    size,
+                    source: None,
+                })
                 .collect()
         } else if let Some(names) = ann.get(OSTREE_COMPONENTS) {
             annotated = true;
             names
                 .split(',')
                 .filter(|n| !n.is_empty())
-                .map(|n| LayoutComponent { name: n.to_string(), version: None, size: 0, source: None })
+                .map(|n| LayoutComponent {
+                    name: n.to_string(),
+                    version: None,
+                    size: 0,
+                    source: None,
+                })
                 .collect()
         } else {
             Vec::new()
         };
-        layers.push(LayoutLayer { components, size: desc.size(), digest: Some(desc.digest().to_string()) });
+        layers.push(LayoutLayer {
+            components,
+            size: desc.size(),
+            digest: Some(desc.digest().to_string()),
+        });
     }
-    let date = manifest.annotations().as_ref().and_then(|a| a.get(BUILD_DATE)).cloned();
-    let layout = Layout { origin: origin.to_string(), date, layers };
-    layout.validate(Path::new(origin)).map_err(|e| ImageError::Invalid { path: PathBuf::from(origin), problem: e.to_string() })?;
+    let date = manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(BUILD_DATE))
+        .cloned();
+    let layout = Layout {
+        origin: origin.to_string(),
+        date,
+        layers,
+    };
+    layout
+        .validate(Path::new(origin))
+        .map_err(|e| ImageError::Invalid {
+            path: PathBuf::from(origin),
+            problem: e.to_string(),
+        })?;
     Ok(annotated.then_some(layout))
 }

@@ -20,13 +20,18 @@ impl std::str::FromStr for ImageRef {
             ));
         };
         let (dir, tag) = match rest.rsplit_once(':') {
-            Some((dir, tag)) if !tag.contains('/') && !tag.is_empty() => (dir, Some(tag.to_string())),
+            Some((dir, tag)) if !tag.contains('/') && !tag.is_empty() => {
+                (dir, Some(tag.to_string()))
+            }
             _ => (rest, None),
         };
         if dir.is_empty() {
             return Err(format!("'{s}': the directory is empty"));
         }
-        Ok(ImageRef::Oci { dir: PathBuf::from(dir), tag })
+        Ok(ImageRef::Oci {
+            dir: PathBuf::from(dir),
+            tag,
+        })
     }
 }
 
@@ -46,9 +51,24 @@ mod tests {
     #[test]
     fn parses_dir_and_tag() {
         let r: ImageRef = "oci:/tmp/out:v1".parse().unwrap();
-        assert_eq!(r, ImageRef::Oci { dir: "/tmp/out".into(), tag: Some("v1".into()) });
+        assert_eq!(
+            r,
+            ImageRef::Oci {
+                dir: "/tmp/out".into(),
+                tag: Some("v1".into())
+            }
+        );
         let r: ImageRef = "oci:out".parse().unwrap();
-        assert_eq!(r, ImageRef::Oci { dir: "out".into(), tag: None });
-        assert!("docker://x".parse::<ImageRef>().unwrap_err().contains("only oci:"));
+        assert_eq!(
+            r,
+            ImageRef::Oci {
+                dir: "out".into(),
+                tag: None
+            }
+        );
+        assert!("docker://x"
+            .parse::<ImageRef>()
+            .unwrap_err()
+            .contains("only oci:"));
     }
 }

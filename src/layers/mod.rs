@@ -32,17 +32,26 @@ pub const ZSTD_LEVEL: i32 = 3;
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing layer {index}: {source}")]
-    Write { index: usize, source: std::io::Error },
+    Write {
+        index: usize,
+        source: std::io::Error,
+    },
     #[error("writing layer {index}: {source}")]
     Oci { index: usize, source: ocidir::Error },
 }
 
 /// The entries one layer holds: `members` plus every directory above them.
 pub fn layer_entries(entries: &[Entry], members: &[usize]) -> Vec<usize> {
-    let index: std::collections::HashMap<&Path, usize> =
-        entries.iter().enumerate().map(|(i, e)| (e.path.as_path(), i)).collect();
+    let index: std::collections::HashMap<&Path, usize> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.path.as_path(), i))
+        .collect();
     let mut all: BTreeSet<usize> = members.iter().copied().collect();
     for &m in members {
         let mut parent = entries[m].path.parent();
@@ -72,11 +81,18 @@ pub struct LayerJob<'a> {
 
 /// Writes one blob per element of `layers` (entry indices, already sorted) using all
 /// cores, calling `progress(done, total)` as layers finish. Results keep input order.
-pub fn write_all(job: &LayerJob, layers: &[Vec<usize>], progress: impl Fn(usize, usize) + Sync) -> Result<Vec<Layer>, LayerError> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(layers.len().max(1));
+pub fn write_all(
+    job: &LayerJob,
+    layers: &[Vec<usize>],
+    progress: impl Fn(usize, usize) + Sync,
+) -> Result<Vec<Layer>, LayerError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(layers.len().max(1));
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Layer, LayerError>>>> = Mutex::new((0..layers.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Result<Layer, LayerError>>>> =
+        Mutex::new((0..layers.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {
@@ -86,7 +102,9 @@ pub fn write_all(job: &LayerJob, layers: &[Vec<usize>], progress: impl Fn(usize,
                 }
                 let r = write_one(job, i, &layers[i]);
                 let failed = r.is_err();
-                results.lock().expect("no worker panics while holding the lock")[i] = Some(r);
+                results
+                    .lock()
+                    .expect("no worker panics while holding the lock")[i] = Some(r);
                 progress(done.fetch_add(1, Ordering::SeqCst) + 1, layers.len());
                 if failed {
                     // Let the other workers stop early: nothing after a failure is used.
@@ -110,12 +128,18 @@ fn write_one(job: &LayerJob, index: usize, members: &[usize]) -> Result<Layer, L
     let oci_err = |source| LayerError::Oci { index, source };
     match job.compression {
         Compression::Gzip => {
-            let w = job.oci.create_gzip_layer(Some(flate2::Compression::new(GZIP_LEVEL))).map_err(oci_err)?;
+            let w = job
+                .oci
+                .create_gzip_layer(Some(flate2::Compression::new(GZIP_LEVEL)))
+                .map_err(oci_err)?;
             let w = tar::write(w, job, members).map_err(|e| e.at(index))?;
             w.complete().map_err(oci_err)
         }
         Compression::Zstd => {
-            let w = job.oci.create_layer_zstd(Some(ZSTD_LEVEL)).map_err(oci_err)?;
+            let w = job
+                .oci
+                .create_layer_zstd(Some(ZSTD_LEVEL))
+                .map_err(oci_err)?;
             let w = tar::write(w, job, members).map_err(|e| e.at(index))?;
             w.complete().map_err(oci_err)
         }

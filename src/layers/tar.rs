@@ -33,11 +33,22 @@ pub fn write<W: Write>(out: W, job: &LayerJob, members: &[usize]) -> Result<W, T
     builder.into_inner().map_err(TarError::Write)
 }
 
-fn append<W: Write>(builder: &mut tar::Builder<W>, job: &LayerJob, e: &Entry) -> Result<(), TarError> {
+fn append<W: Write>(
+    builder: &mut tar::Builder<W>,
+    job: &LayerJob,
+    e: &Entry,
+) -> Result<(), TarError> {
     let w = TarError::Write;
     if !e.xattrs.is_empty() {
-        let keys: Vec<String> = e.xattrs.iter().map(|(k, _)| format!("SCHILY.xattr.{k}")).collect();
-        let pax = keys.iter().map(String::as_str).zip(e.xattrs.iter().map(|(_, v)| v.as_slice()));
+        let keys: Vec<String> = e
+            .xattrs
+            .iter()
+            .map(|(k, _)| format!("SCHILY.xattr.{k}"))
+            .collect();
+        let pax = keys
+            .iter()
+            .map(String::as_str)
+            .zip(e.xattrs.iter().map(|(_, v)| v.as_slice()));
         builder.append_pax_extensions(pax).map_err(w)?;
     }
     let mut h = Header::new_gnu();
@@ -55,11 +66,17 @@ fn append<W: Write>(builder: &mut tar::Builder<W>, job: &LayerJob, e: &Entry) ->
             h.set_entry_type(EntryType::Regular);
             h.set_size(e.size);
             let path = job.root.join(&e.path);
-            let read_err = |source| TarError::Read { path: path.clone(), source };
+            let read_err = |source| TarError::Read {
+                path: path.clone(),
+                source,
+            };
             let file = open_no_follow(&path).map_err(read_err)?;
             let len = file.metadata().map_err(read_err)?.len();
             if len != e.size {
-                let changed = io::Error::other(format!("changed size during the build ({} → {len} bytes)", e.size));
+                let changed = io::Error::other(format!(
+                    "changed size during the build ({} → {len} bytes)",
+                    e.size
+                ));
                 return Err(read_err(changed));
             }
             builder.append_data(&mut h, &e.path, file).map_err(w)
@@ -73,7 +90,11 @@ fn append<W: Write>(builder: &mut tar::Builder<W>, job: &LayerJob, e: &Entry) ->
             builder.append_link(&mut h, &e.path, target).map_err(w)
         }
         EntryKind::CharDevice(dev) | EntryKind::BlockDevice(dev) => {
-            let ty = if matches!(e.kind, EntryKind::CharDevice(_)) { EntryType::Char } else { EntryType::Block };
+            let ty = if matches!(e.kind, EntryKind::CharDevice(_)) {
+                EntryType::Char
+            } else {
+                EntryType::Block
+            };
             h.set_entry_type(ty);
             h.set_device_major(libc::major(*dev)).map_err(w)?;
             h.set_device_minor(libc::minor(*dev)).map_err(w)?;

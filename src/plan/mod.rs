@@ -25,6 +25,9 @@ pub const DEFAULT_MAX_LAYERS: usize = 64;
 pub const REGISTRY_LAYER_LIMIT: usize = 127;
 /// Future builds over which a re-plan must pay for itself.
 pub const DEFAULT_HORIZON: f64 = 8.0;
+/// What fetching one more layer costs a client beyond its bytes (a request, a
+/// manifest entry, an unpack), counted against a re-plan.
+pub const LAYER_OVERHEAD_BYTES: u64 = 64 << 10;
 /// The version tag of the plan JSON format.
 pub const PLAN_SCHEMA: &str = "strata.plan/v1";
 
@@ -449,13 +452,17 @@ fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
         .iter()
         .filter_map(LayoutLayer::content_key)
         .collect();
-    let fresh_download: u64 = fresh
+    let rewritten: Vec<&Vec<usize>> = fresh
         .iter()
         .filter(|m| !prior_keys.contains(&members_key(ctx, m)))
-        .map(|m| ctx.group(m).size)
-        .sum();
+        .collect();
+    let fresh_download: u64 = rewritten.iter().map(|m| ctx.group(m).size).sum();
+    let extra_layers = rewritten
+        .len()
+        .saturating_sub(layers.len() - sticky.clean.len());
     repack.fresh_expected_bytes = fresh_cost;
-    repack.one_time_cost_bytes = fresh_download.saturating_sub(sticky_download);
+    repack.one_time_cost_bytes =
+        fresh_download.saturating_sub(sticky_download) + extra_layers as u64 * LAYER_OVERHEAD_BYTES;
     let saving = (sticky_cost - fresh_cost) * opts.horizon;
     let worth = saving > repack.one_time_cost_bytes as f64 && fresh_cost < sticky_cost;
     repack.performed = opts.repack == RepackPolicy::Always || worth;

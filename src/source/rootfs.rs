@@ -93,7 +93,11 @@ fn entry_of(root: &Path, rel: &Path, opts: WalkOptions) -> Result<Option<Entry>,
     };
     Ok(Some(Entry {
         path: rel.to_path_buf(),
-        size: if kind == EntryKind::File { meta.len() } else { 0 },
+        size: if kind == EntryKind::File {
+            meta.len()
+        } else {
+            0
+        },
         kind,
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
@@ -135,7 +139,8 @@ fn link_hardlinks(root: &Path, entries: &mut [Entry]) -> Result<(), SourceError>
     let mut first: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for e in entries.iter_mut().filter(|e| e.kind == EntryKind::File) {
         let path = root.join(&e.path);
-        let meta = fs::symlink_metadata(&path).map_err(|source| SourceError::Io { path, source })?;
+        let meta =
+            fs::symlink_metadata(&path).map_err(|source| SourceError::Io { path, source })?;
         if meta.nlink() < 2 {
             continue;
         }
@@ -169,7 +174,18 @@ mod tests {
         symlink("loop", root.join("loop")).unwrap();
         let entries = walk(root, WalkOptions::default()).unwrap();
         let paths: Vec<&str> = entries.iter().map(|e| e.path.to_str().unwrap()).collect();
-        assert_eq!(paths, ["empty", "escape", "loop", "usr", "usr/bin", "usr/bin/a", "usr/bin/b"]);
+        assert_eq!(
+            paths,
+            [
+                "empty",
+                "escape",
+                "loop",
+                "usr",
+                "usr/bin",
+                "usr/bin/a",
+                "usr/bin/b"
+            ]
+        );
         assert_eq!(entries[1].kind, EntryKind::Symlink("/etc/passwd".into()));
         assert_eq!(entries[5].kind, EntryKind::File);
         assert_eq!(entries[6].kind, EntryKind::Hardlink("usr/bin/a".into()));
@@ -181,9 +197,17 @@ mod tests {
         let fifo = dir.path().join("pipe");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-        let err = walk(dir.path(), WalkOptions::default()).unwrap_err().to_string();
+        let err = walk(dir.path(), WalkOptions::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pipe: is a FIFO"), "{err}");
-        let ok = walk(dir.path(), WalkOptions { allow_special_files: true }).unwrap();
+        let ok = walk(
+            dir.path(),
+            WalkOptions {
+                allow_special_files: true,
+            },
+        )
+        .unwrap();
         assert_eq!(ok[0].kind, EntryKind::Fifo);
     }
 }

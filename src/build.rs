@@ -1,0 +1,272 @@
+//! Build: the whole encapsulation, source → components → history → plan → layers →
+//! image → diff, as one call with one options struct.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::components::assign::{assign, AssignError};
+use crate::diff::{diff_images, ImageDiff};
+use crate::history::Layout;
+use crate::image::{self, ImageError, ImageMeta, ImageRef, LocalImage};
+use crate::layers::{self, Compression, LayerError, LayerJob};
+use crate::plan::{self, Plan, PlanError, PlanOptions};
+use crate::source::rootfs::{walk, WalkOptions};
+use crate::source::SourceError;
+
+/// The version tag of the build report format.
+pub const REPORT_SCHEMA: &str = "strata.report/v1";
+
+/// Everything `strata build` is asked to do.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub rootfs: PathBuf,
+    pub output: ImageRef,
+    pub priors: Vec<ImageRef>,
+    pub plan: PlanOptions,
+    pub compression: Compression,
+    pub labels: BTreeMap<String, String>,
+    pub stream: Option<String>,
+    pub allow_special_files: bool,
+    /// Seconds since the epoch: the build date, and the clamp for file mtimes.
+    pub source_date_epoch: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Components(#[from] AssignError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Layers(#[from] LayerError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{path}: {problem}")]
+    Output { path: PathBuf, problem: String },
+}
+
+/// The written image and what it cost clients.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildReport {
+    pub schema: String,
+    pub image: BuiltImage,
+    pub plan: Plan,
+    /// Against each prior that could be read, in the order given.
+    pub diffs: Vec<ImageDiff>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuiltImage {
+    pub reference: String,
+    pub manifest_digest: String,
+    /// Compressed bytes of all layers.
+    pub size: u64,
+    pub layers: usize,
+}
+
+/// Builds the image; `progress` receives one line per step.
+pub fn build(
+    opts: &BuildOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<BuildReport, BuildError> {
+    opts.plan.validate()?;
+    let ImageRef::Oci { dir: out_dir, tag } = &opts.output;
+    let staging = staging_dir(out_dir)?;
+    let result = build_into(opts, &staging, tag.as_deref(), progress);
+    match result {
+        Ok(mut report) => {
+            std::fs::rename(&staging, out_dir).map_err(|e| output_error(out_dir, e))?;
+            report.image.reference = opts.output.to_string();
+            Ok(report)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(e)
+        }
+    }
+}
+
+fn output_error(path: &Path, e: impl std::fmt::Display) -> BuildError {
+    BuildError::Output {
+        path: path.to_path_buf(),
+        problem: e.to_string(),
+    }
+}
+
+/// A fresh directory beside `out` to build in, so a failure leaves nothing at `out`.
+fn staging_dir(out: &Path) -> Result<PathBuf, BuildError> {
+    if out.exists() {
+        return Err(output_error(
+            out,
+            "already exists; choose a new directory (images are never half-overwritten)",
+        ));
+    }
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = out
+        .file_name()
+        .ok_or_else(|| output_error(out, "has no directory name"))?;
+    let staging = parent.join(format!(
+        ".{}.strata-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    std::fs::create_dir(&staging)
+        .map_err(|e| output_error(&staging, format!("cannot create the output: {e}")))?;
+    Ok(staging)
+}
+
+fn build_into(
+    opts: &BuildOptions,
+    staging: &Path,
+    tag: Option<&str>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<BuildReport, BuildError> {
+    let root = &opts.rootfs;
+    progress(&format!("reading {}", root.display()));
+    let entries = walk(
+        root,
+        WalkOptions {
+            allow_special_files: opts.allow_special_files,
+        },
+    )?;
+    let date = opts
+        .source_date_epoch
+        .and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map(|t| t.to_string());
+    let assigned = assign(root, &entries, date)?;
+    progress(&format!(
+        "{} files in {} components",
+        entries.len(),
+        assigned.build.components.len()
+    ));
+
+    let mut warnings = Vec::new();
+    let priors = read_priors(&opts.priors, &mut warnings)?;
+    for w in &warnings {
+        progress(&format!("warning: {w}"));
+    }
+    let layouts: Vec<Layout> = priors.iter().map(|(_, l)| l.clone()).collect();
+    let plan = plan::plan(&assigned.build, &layouts, &opts.plan)?;
+    progress(&format!(
+        "planned {} layers; {}",
+        plan.layers.len(),
+        plan.repack.reason
+    ));
+
+    let members_of: std::collections::HashMap<&str, &Vec<usize>> = assigned
+        .build
+        .components
+        .iter()
+        .zip(&assigned.members)
+        .map(|(c, m)| (c.name.as_str(), m))
+        .collect();
+    let layer_members: Vec<Vec<usize>> = plan
+        .layers
+        .iter()
+        .map(|l| {
+            let members: Vec<usize> = l
+                .components
+                .iter()
+                .flat_map(|c| members_of[c.name.as_str()].iter().copied())
+                .collect();
+            layers::layer_entries(&entries, &members)
+        })
+        .collect();
+    let oci_dir =
+        ocidir::cap_std::fs::Dir::open_ambient_dir(staging, ocidir::cap_std::ambient_authority())
+            .map_err(|e| output_error(staging, e))?;
+    let oci = ocidir::OciDir::ensure(oci_dir).map_err(|e| output_error(staging, e))?;
+    let job = LayerJob {
+        oci: &oci,
+        root,
+        entries: &entries,
+        compression: opts.compression,
+        mtime_clamp: opts.source_date_epoch.unwrap_or(0),
+    };
+    let written = layers::write_all(&job, &layer_members, |done, total| {
+        progress(&format!("layer {done}/{total} written"));
+    })?;
+    let with_annotations = written
+        .into_iter()
+        .zip(&plan.layers)
+        .map(|(layer, planned)| (layer, image::layer_annotations(&planned.components)))
+        .collect();
+    let meta = image_meta(opts, &plan, tag);
+    let desc = image::write_manifest(&oci, staging, with_annotations, &meta)?;
+    let built = image::read_local(staging, tag)?;
+    let new_layout = image::layout_from_manifest(&opts.output.to_string(), &built.manifest)?
+        .expect("Strata's own layers are annotated");
+    let diffs = priors
+        .iter()
+        .map(|(name, old)| diff_images(name, old, &opts.output.to_string(), &new_layout))
+        .collect();
+    Ok(BuildReport {
+        schema: REPORT_SCHEMA.into(),
+        image: BuiltImage {
+            reference: String::new(),
+            manifest_digest: desc.digest().to_string(),
+            size: built.manifest.layers().iter().map(|l| l.size()).sum(),
+            layers: built.manifest.layers().len(),
+        },
+        plan,
+        diffs,
+        warnings,
+    })
+}
+
+fn image_meta(opts: &BuildOptions, plan: &Plan, tag: Option<&str>) -> ImageMeta {
+    use sha2::Digest;
+    let plan_json = serde_json::to_vec(plan).expect("plans serialise");
+    let hex: String = sha2::Sha256::digest(&plan_json)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let digest = format!("sha256:{hex}");
+    let mut annotations = BTreeMap::from([(image::PLAN_DIGEST.to_string(), digest)]);
+    if let Some(date) = &plan.date {
+        annotations.insert(image::BUILD_DATE.into(), date.clone());
+    }
+    if let Some(stream) = &opts.stream {
+        annotations.insert(image::STREAM.into(), stream.clone());
+    }
+    annotations.insert(
+        image::SOURCE.into(),
+        format!("rootfs:{}", opts.rootfs.display()),
+    );
+    ImageMeta {
+        labels: opts.labels.clone(),
+        annotations,
+        tag: tag.map(str::to_string),
+    }
+}
+
+/// Reads each prior's layout; a missing or unannotated prior is a warning, not an error.
+fn read_priors(
+    refs: &[ImageRef],
+    warnings: &mut Vec<String>,
+) -> Result<Vec<(String, Layout)>, BuildError> {
+    let mut out = Vec::new();
+    for r in refs {
+        let ImageRef::Oci { dir, tag } = r;
+        if !dir.exists() {
+            warnings.push(format!("prior {r} does not exist; planning without it"));
+            continue;
+        }
+        let LocalImage { manifest, .. } = image::read_local(dir, tag.as_deref())?;
+        match image::layout_from_manifest(&r.to_string(), &manifest)? {
+            Some(layout) => out.push((r.to_string(), layout)),
+            None => warnings.push(format!(
+                "prior {r} has no layer annotations; planning without it"
+            )),
+        }
+    }
+    Ok(out)
+}

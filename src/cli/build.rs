@@ -1,0 +1,59 @@
+//! `strata build`: encapsulate a tree and report what changed.
+
+use anyhow::{bail, Context};
+
+use super::BuildArgs;
+use crate::build::{build, BuildOptions};
+use crate::output::write_atomic;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  # First build of a stream
+  strata build --rootfs ./rootfs --output oci:out/v1:v1 --stream fedora-iot --report v1.json
+
+  # Next build: unchanged layers keep their digests; the diff is printed
+  strata build --rootfs ./rootfs --output oci:out/v2:v2 --prior oci:out/v1:v1 --compression zstd";
+
+pub fn run(args: BuildArgs) -> anyhow::Result<()> {
+    if args.ostree_repo.is_some() || args.from_image.is_some() {
+        bail!("--ostree-repo and --from-image are not supported yet; export the tree and use --rootfs");
+    }
+    let Some(rootfs) = args.rootfs.clone() else {
+        bail!("name a source: --rootfs DIR");
+    };
+    let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => Some(
+            v.parse::<i64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH={v}: not a number of seconds"))?,
+        ),
+        Err(_) => None,
+    };
+    let opts = BuildOptions {
+        rootfs,
+        output: args.output.clone(),
+        priors: args.prior.clone(),
+        plan: args.planner.options(),
+        compression: args.compression,
+        labels: args.label.iter().cloned().collect(),
+        stream: args.stream.clone(),
+        allow_special_files: args.allow_special_files,
+        source_date_epoch,
+    };
+    let report = build(&opts, &|line| eprintln!("strata: {line}"))?;
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report)? + "\n";
+        write_atomic(path, json.as_bytes())
+            .with_context(|| format!("{}: cannot write the report", path.display()))?;
+    }
+    println!(
+        "{} {} ({} layers, {})",
+        report.image.reference,
+        report.image.manifest_digest,
+        report.image.layers,
+        crate::bytes::human_bytes(report.image.size)
+    );
+    for d in &report.diffs {
+        print!("{}", super::diff::table(d));
+    }
+    Ok(())
+}

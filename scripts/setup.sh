@@ -3,8 +3,8 @@
 # Idempotent: it installs only what is missing.
 set -euo pipefail
 
-# Debian packages the current build and tests need (C toolchain, OpenSSL and zstd headers for ocidir).
-APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev)
+# Debian packages the build and the tests need.
+APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev debootstrap tar)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/fixtures.sh
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --release

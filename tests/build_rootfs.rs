@@ -1,0 +1,352 @@
+//! `strata build` and `strata diff` end to end on real trees: a small handmade root
+//! with a dpkg database, and (when present) a debootstrapped Debian minbase. Layers are
+//! unpacked with GNU tar, not with Strata's own code, and compared with the source.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use strata::source::rootfs::{walk, WalkOptions};
+use strata::source::{Entry, EntryKind};
+
+/// Where `.ci/run` leaves a debootstrapped bookworm minbase.
+const MINBASE: &str = "/var/cache/strata-test/bookworm-minbase";
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .output()
+        .expect("run strata")
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn write(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+}
+
+/// A small root: two packages, a hardlink, a symlink, an xattr, an empty directory,
+/// a large unowned file and /etc.
+fn fixture(root: &Path, world_version: &str) {
+    write(&root.join("usr/bin/hello"), "hello\n");
+    if !root.join("usr/bin/hello2").exists() {
+        fs::hard_link(root.join("usr/bin/hello"), root.join("usr/bin/hello2")).unwrap();
+        symlink("hello", root.join("usr/bin/hi")).unwrap();
+        fs::create_dir_all(root.join("srv/empty")).unwrap();
+        fs::write(root.join("usr/share-big.bin"), vec![7u8; 1_500_000]).unwrap();
+    }
+    write(
+        &root.join("usr/bin/wörld"),
+        &format!("world {world_version}\n"),
+    );
+    xattr::set(root.join("usr/bin/wörld"), "user.test", b"abc").unwrap();
+    write(&root.join("etc/hello.conf"), "greeting=hi\n");
+    write(
+        &root.join("var/lib/dpkg/status"),
+        &format!(
+            "Package: hello\nStatus: install ok installed\nVersion: 1.0-1\nArchitecture: amd64\nSource: hello-src\n\n\
+             Package: world\nStatus: install ok installed\nVersion: {world_version}\nArchitecture: amd64\n"
+        ),
+    );
+    write(
+        &root.join("var/lib/dpkg/info/hello.list"),
+        "/.\n/usr\n/usr/bin\n/usr/bin/hello\n/usr/bin/hello2\n/usr/bin/hi\n",
+    );
+    write(
+        &root.join("var/lib/dpkg/info/world:amd64.list"),
+        "/usr/bin/wörld\n",
+    );
+}
+
+fn manifest(dir: &Path) -> serde_json::Value {
+    let index: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    serde_json::from_str(&fs::read_to_string(dir.join("blobs/sha256").join(&digest[7..])).unwrap())
+        .unwrap()
+}
+
+fn layer_digests(dir: &Path) -> Vec<String> {
+    manifest(dir)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Unpacks every layer in order with GNU tar.
+fn unpack(image: &Path, into: &Path) {
+    fs::create_dir_all(into).unwrap();
+    for digest in layer_digests(image) {
+        let blob = image.join("blobs/sha256").join(&digest[7..]);
+        let status = Command::new("tar")
+            .args(["-xzf"])
+            .arg(&blob)
+            .arg("-C")
+            .arg(into)
+            .args([
+                "--xattrs",
+                "--xattrs-include=*",
+                "--same-owner",
+                "--numeric-owner",
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar failed on {digest}");
+    }
+}
+
+/// Every path's type, mode, owner, xattrs, link target and content must be equal.
+fn assert_same_tree(source: &Path, copy: &Path) {
+    let opts = WalkOptions {
+        allow_special_files: true,
+    };
+    let strip = |e: Entry| Entry { mtime: 0, ..e };
+    let a: Vec<Entry> = walk(source, opts).unwrap().into_iter().map(strip).collect();
+    let b: Vec<Entry> = walk(copy, opts).unwrap().into_iter().map(strip).collect();
+    assert_eq!(a.len(), b.len(), "entry counts differ");
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y, "entry differs");
+        if x.kind == EntryKind::File {
+            assert_eq!(
+                fs::read(source.join(&x.path)).unwrap(),
+                fs::read(copy.join(&y.path)).unwrap(),
+                "{:?}",
+                x.path
+            );
+        }
+    }
+}
+
+fn oci(dir: &Path, tag: &str) -> String {
+    format!("oci:{}:{tag}", dir.display())
+}
+
+#[test]
+fn builds_round_trip_reproducibly_and_keep_unchanged_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, t) = (tmp.path().join("root"), tmp.path());
+    fixture(&root, "2.0");
+    let rootfs = root.to_str().unwrap();
+    ok(strata(&[
+        "build",
+        "--rootfs",
+        rootfs,
+        "--output",
+        &oci(&t.join("v1"), "v1"),
+        "-n",
+        "4",
+    ]));
+    ok(strata(&[
+        "build",
+        "--rootfs",
+        rootfs,
+        "--output",
+        &oci(&t.join("v1b"), "v1"),
+        "-n",
+        "4",
+    ]));
+    assert_eq!(
+        manifest(&t.join("v1")),
+        manifest(&t.join("v1b")),
+        "same input, same image"
+    );
+    unpack(&t.join("v1"), &t.join("unpacked"));
+    assert_same_tree(&root, &t.join("unpacked"));
+
+    fixture(&root, "2.1");
+    let report = t.join("report.json");
+    let out = ok(strata(&[
+        "build",
+        "--rootfs",
+        rootfs,
+        "--output",
+        &oci(&t.join("v2"), "v2"),
+        "--prior",
+        &oci(&t.join("v1"), "v1"),
+        "-n",
+        "4",
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    assert!(out.contains("updated  world 2.0 → 2.1"), "{out}");
+    let (old, new) = (layer_digests(&t.join("v1")), layer_digests(&t.join("v2")));
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+    let hello_layer = report["plan"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|l| {
+            l["components"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"] == "hello")
+        })
+        .unwrap();
+    assert!(
+        old.contains(&new[hello_layer]),
+        "the unchanged hello layer keeps its digest"
+    );
+
+    let diff = ok(strata(&[
+        "diff",
+        &oci(&t.join("v1"), "v1"),
+        &oci(&t.join("v2"), "v2"),
+        "--json",
+    ]));
+    let diff: serde_json::Value = serde_json::from_str(&diff).unwrap();
+    assert!(diff["components"]["updated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|u| u[0] == "world" && u[1] == "2.0" && u[2] == "2.1"));
+    assert_eq!(
+        diff["reused"].as_array().unwrap().len() + diff["added"].as_array().unwrap().len(),
+        new.len()
+    );
+    let reused: Vec<&str> = diff["reused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["digest"].as_str().unwrap())
+        .collect();
+    for d in &new {
+        assert_eq!(
+            reused.contains(&d.as_str()),
+            old.contains(d),
+            "diff must report exactly the changed layers"
+        );
+    }
+}
+
+#[test]
+fn bad_input_fails_clearly_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let root = t.join("root");
+    fixture(&root, "2.0");
+    let corrupt = t.join("corrupt");
+    fixture(&corrupt, "2.0");
+    write(
+        &corrupt.join("var/lib/dpkg/status"),
+        "Package: broken\nStatus: install ok installed\n",
+    );
+    symlink("loop", t.join("loop")).unwrap();
+    let out_dir = t.join("out");
+    let existing = t.join("existing");
+    fs::create_dir(&existing).unwrap();
+    let r = root.to_str().unwrap();
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (
+            vec!["--rootfs".into(), t.join("missing").display().to_string()],
+            "missing: No such file".into(),
+        ),
+        (
+            vec!["--rootfs".into(), t.join("loop").display().to_string()],
+            "loop: Too many levels of symbolic links".into(),
+        ),
+        (
+            vec!["--rootfs".into(), r.into(), "-n".into(), "1".into()],
+            "--max-layers 1".into(),
+        ),
+        (
+            vec!["--rootfs".into(), corrupt.display().to_string()],
+            "var/lib/dpkg/status: record 1 has no Version field".into(),
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["build".to_string()];
+        full.extend(args.clone());
+        full.extend(["--output".into(), oci(&out_dir, "x")]);
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        let out = strata(&full);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(&expected), "{args:?}: {err} lacks {expected}");
+        assert!(!out_dir.exists(), "{args:?} left output behind");
+        assert_eq!(
+            fs::read_dir(t)
+                .unwrap()
+                .filter(|e| e
+                    .as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".out"))
+                .count(),
+            0
+        );
+    }
+    let unwritable = strata(&[
+        "build",
+        "--rootfs",
+        r,
+        "--output",
+        &oci(&t.join("no/such/parent"), "x"),
+    ]);
+    assert!(String::from_utf8_lossy(&unwritable.stderr).contains("cannot create the output"));
+    let taken = strata(&["build", "--rootfs", r, "--output", &oci(&existing, "x")]);
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("already exists"));
+    assert_eq!(
+        fs::read_dir(&existing).unwrap().count(),
+        0,
+        "an existing directory is left untouched"
+    );
+}
+
+#[test]
+fn a_debootstrapped_minbase_round_trips() {
+    let minbase = PathBuf::from(std::env::var("STRATA_MINBASE").unwrap_or_else(|_| MINBASE.into()));
+    if !minbase.join("var/lib/dpkg/status").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{} is missing: .ci/run must create it",
+            minbase.display()
+        );
+        println!(
+            "skipped: no Debian minbase at {} (scripts/fixtures.sh makes one)",
+            minbase.display()
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let report = t.join("report.json");
+    ok(strata(&[
+        "build",
+        "--rootfs",
+        minbase.to_str().unwrap(),
+        "--allow-special-files",
+        "--output",
+        &oci(&t.join("img"), "v1"),
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+    let decisions = report["plan"]["decisions"].as_array().unwrap();
+    assert!(
+        decisions.iter().any(|d| d["component"] == "bash"),
+        "dpkg packages are components"
+    );
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d["estimate"]["basis"] == "changelog"),
+        "changelog dates are read"
+    );
+    unpack(&t.join("img"), &t.join("unpacked"));
+    assert_same_tree(&minbase, &t.join("unpacked"));
+}

@@ -6,11 +6,14 @@ use anyhow::bail;
 
 use std::time::Instant;
 
-use super::{BenchPlanArgs, ReplayArgs};
+use std::process::Command;
+
+use super::{BenchBuildArgs, BenchPlanArgs, ReplayArgs};
 use crate::bench::baselines::{self, STRATEGIES};
 use crate::bench::replay::{replay as run_replay, ReplayOptions, ReplayResult};
 use crate::bench::{peak_rss_bytes, read_history};
 use crate::bytes::human_bytes;
+use crate::layers::Compression;
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -27,7 +30,77 @@ Examples:
   strata bench plan --components 2000 --priors 100
   strata bench plan --components 20000 --priors 10 --runs 1";
 
+pub const BUILD_EXAMPLES: &str = "\
+Examples:
+  # A debootstrapped Debian minbase (scripts/fixtures.sh makes one)
+  strata bench build --rootfs /var/cache/strata-test/bookworm-minbase --allow-special-files";
+
 const MB: f64 = 1e6;
+
+/// Reference pipelines; the tree is passed as `$1`, never spliced into the script.
+const PIPELINES: [(&str, &str); 2] = [
+    ("tar | pigz -6", "tar -C \"$1\" -cf - . | pigz -6 | wc -c"),
+    (
+        "tar | zstd -T0 -3",
+        "tar -C \"$1\" -cf - . | zstd -T0 -3 -q -c | wc -c",
+    ),
+];
+
+pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
+    let opts = args.planner.options();
+    opts.validate()?;
+    let scratch = tempfile::tempdir()?;
+    println!("{:<24} {:>9} {:>12}", "pipeline", "wall s", "size MB");
+    for (name, script) in PIPELINES {
+        let started = Instant::now();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .arg(&args.rootfs)
+            .output()?;
+        if !out.status.success() {
+            bail!("{name} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let bytes: f64 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(f64::NAN);
+        println!(
+            "{name:<24} {:>9.2} {:>12.1}",
+            started.elapsed().as_secs_f64(),
+            bytes / MB
+        );
+    }
+    for (label, compression) in [
+        ("strata build (gzip)", Compression::Gzip),
+        ("strata build (zstd)", Compression::Zstd),
+    ] {
+        let dir = scratch.path().join(label.replace([' ', '(', ')'], "-"));
+        let build_opts = crate::build::BuildOptions {
+            rootfs: args.rootfs.clone(),
+            output: crate::image::ImageRef::Oci { dir, tag: None },
+            priors: Vec::new(),
+            plan: opts.clone(),
+            compression,
+            labels: Default::default(),
+            stream: None,
+            allow_special_files: args.allow_special_files,
+            source_date_epoch: None,
+        };
+        let started = Instant::now();
+        let report = crate::build::build(&build_opts, &|_| {})?;
+        println!(
+            "{label:<24} {:>9.2} {:>12.1}",
+            started.elapsed().as_secs_f64(),
+            report.image.size as f64 / MB
+        );
+    }
+    if let Some(peak) = peak_rss_bytes() {
+        println!("peak memory of the strata builds: {}", human_bytes(peak));
+    }
+    Ok(())
+}
 
 pub fn plan(args: BenchPlanArgs) -> anyhow::Result<()> {
     let opts = args.planner.options();

@@ -152,9 +152,24 @@ pub enum BenchCommand {
     /// Replay a stream's real build history and measure what clients download.
     #[command(after_help = bench::EXAMPLES)]
     Replay(ReplayArgs),
+    /// Time `strata build` on a real tree next to tar | pigz and tar | zstd.
+    #[command(after_help = bench::BUILD_EXAMPLES)]
+    Build(BenchBuildArgs),
     /// Time one plan of a synthetic build of N components with M prior builds.
     #[command(after_help = bench::PLAN_EXAMPLES)]
     Plan(BenchPlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchBuildArgs {
+    /// The tree to encapsulate.
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: PathBuf,
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+    /// Keep device nodes and FIFOs (a debootstrapped tree has some).
+    #[arg(long)]
+    pub allow_special_files: bool,
 }
 
 #[derive(Debug, Args)]
@@ -202,5 +217,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Diff(args) => diff::run(args),
         Command::Bench(BenchCommand::Replay(args)) => bench::replay(args),
         Command::Bench(BenchCommand::Plan(args)) => bench::plan(args),
+        Command::Bench(BenchCommand::Build(args)) => bench::build(args),
     }
 }

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::dpkg::{self, open_no_follow, Tree};
+use super::dpkg;
+use super::package::{open_no_follow, Package, Tree};
+use super::rpmdb;
 use super::{Build, Component, ComponentKind};
 use crate::source::{Entry, EntryKind};
 
@@ -56,7 +58,9 @@ pub fn assign(
     date: Option<String>,
 ) -> Result<Assigned, AssignError> {
     let tree = Tree::new(root, entries);
-    let packages = dpkg::read(&tree)?.unwrap_or_default();
+    let mut packages: Vec<Package> = rpmdb::read(&tree)?.unwrap_or_default();
+    packages.extend(dpkg::read(&tree)?.unwrap_or_default());
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
     let mut owner: HashMap<&Path, usize> = HashMap::new();
     for (p, pkg) in packages.iter().enumerate() {
         for f in &pkg.files {
@@ -127,7 +131,7 @@ pub fn assign(
 fn classify(
     e: &Entry,
     owner: Option<usize>,
-    packages: &[dpkg::Package],
+    packages: &[Package],
 ) -> (String, ComponentKind, Option<usize>) {
     if let Some((_, v)) = e.xattrs.iter().find(|(k, _)| k == COMPONENT_XATTR) {
         return (

@@ -7,6 +7,8 @@
 
 pub mod assign;
 pub mod dpkg;
+pub mod package;
+pub mod rpmdb;
 
 use std::collections::BTreeSet;
 use std::path::Path;

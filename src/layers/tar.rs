@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use tar::{EntryType, Header};
 
 use super::{LayerError, LayerJob};
-use crate::components::dpkg::open_no_follow;
+use crate::components::package::open_no_follow;
 use crate::source::{Entry, EntryKind};
 
 /// A failure while streaming one entry; the layer index is added by the caller.

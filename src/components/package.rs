@@ -1,0 +1,74 @@
+//! What every package database yields: installed packages and their files, read
+//! from inside a walked tree without following symlinks.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::assign::AssignError;
+use crate::source::{Entry, EntryKind};
+
+/// Larger database files are refused rather than read into memory.
+pub const MAX_DB_FILE: u64 = 256 << 20;
+
+/// One installed package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub source: Option<String>,
+    /// Paths it owns, relative to the root.
+    pub files: Vec<PathBuf>,
+    /// Changelog entry times, seconds since the epoch.
+    pub changelog: Vec<i64>,
+}
+
+/// The regular files of a walk, by path, for reading inside the tree only.
+pub struct Tree<'a> {
+    pub root: &'a Path,
+    files: HashMap<&'a Path, &'a Entry>,
+}
+
+impl<'a> Tree<'a> {
+    pub fn new(root: &'a Path, entries: &'a [Entry]) -> Self {
+        let files = entries
+            .iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .map(|e| (e.path.as_path(), e))
+            .collect();
+        Tree { root, files }
+    }
+
+    /// Whether the walk found a regular file at `rel`.
+    pub fn has_file(&self, rel: &Path) -> bool {
+        self.files.contains_key(rel)
+    }
+
+    /// Reads a regular file the walk found at `rel`; `None` if there is none.
+    pub fn read(&self, rel: &Path, limit: u64) -> Result<Option<Vec<u8>>, AssignError> {
+        let Some(entry) = self.files.get(rel) else {
+            return Ok(None);
+        };
+        let path = self.root.join(rel);
+        if entry.size > limit {
+            return Err(AssignError::Invalid {
+                path,
+                problem: format!("{} bytes is more than the {limit} allowed", entry.size),
+            });
+        }
+        let mut data = Vec::with_capacity(entry.size as usize);
+        open_no_follow(&path)
+            .and_then(|f| f.take(limit).read_to_end(&mut data))
+            .map_err(|source| AssignError::Io { path, source })?;
+        Ok(Some(data))
+    }
+}
+
+/// Opens a file for reading, refusing a symlink in its last component.
+pub fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}

@@ -1,0 +1,230 @@
+//! `strata build` on a root with a real RPM database: packages built with rpmbuild and
+//! installed with `rpm --root` (sqlite backend), then upgraded.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .output()
+        .expect("run strata")
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg("command -v \"$1\"")
+        .arg("sh")
+        .arg(tool)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Builds `name-version-1.noarch.rpm` (source package `source`) installing `files`.
+fn rpm_package(
+    top: &Path,
+    name: &str,
+    version: &str,
+    source: &str,
+    files: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let install: String = files
+        .iter()
+        .map(|(path, text)| format!("mkdir -p %{{buildroot}}$(dirname {path})\nprintf '%s\\n' '{text}' > %{{buildroot}}{path}\n"))
+        .collect();
+    let list: String = files.iter().map(|(p, _)| format!("{p}\n")).collect();
+    let spec = format!(
+        "Name: {name}\nVersion: {version}\nRelease: 1\nSummary: fixture\nLicense: MIT\nBuildArch: noarch\n\
+         %description\nfixture ({source})\n%install\n{install}%files\n{list}\
+         %changelog\n* Mon Jan 01 2024 Strata <strata@example.org> - {version}-1\n- fixture\n\
+         * Sun Jan 01 2023 Strata <strata@example.org> - 0.1-1\n- first\n"
+    );
+    let spec_path = top.join(format!("{name}-{version}.spec"));
+    fs::write(&spec_path, spec).unwrap();
+    run(Command::new("rpmbuild")
+        .arg("--define")
+        .arg(format!("_topdir {}", top.display()))
+        .arg("-bb")
+        .arg(&spec_path));
+    top.join(format!("RPMS/noarch/{name}-{version}-1.noarch.rpm"))
+}
+
+fn rpm_install(root: &Path, mode: &str, rpms: &[&Path]) {
+    run(Command::new("rpm")
+        .arg("--root")
+        .arg(root)
+        .args([
+            "--dbpath",
+            "/usr/lib/sysimage/rpm",
+            mode,
+            "--nodeps",
+            "--nosignature",
+        ])
+        .args(rpms));
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn an_rpm_root_builds_and_an_upgrade_keeps_unchanged_layers() {
+    if !have("rpmbuild") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "rpmbuild is missing: .ci/run must install rpm"
+        );
+        println!("skipped: rpmbuild is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, root) = (tmp.path(), tmp.path().join("root"));
+    let top = t.join("rpmbuild");
+    fs::create_dir_all(&top).unwrap();
+    let hello = rpm_package(
+        &top,
+        "hello",
+        "1.0",
+        "hello",
+        &[("/usr/bin/hello", "hello")],
+    );
+    let world = rpm_package(
+        &top,
+        "world",
+        "2.0",
+        "world",
+        &[
+            ("/usr/bin/world", "world 2.0"),
+            ("/usr/share/world/data", "d"),
+        ],
+    );
+    rpm_install(&root, "-i", &[&hello, &world]);
+
+    let oci = |name: &str| format!("oci:{}:{name}", t.join(name).display());
+    let r1 = t.join("r1.json");
+    let out = strata(&[
+        "build",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--output",
+        &oci("v1"),
+        "-n",
+        "4",
+        "--report",
+        r1.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan = &report(&r1)["plan"];
+    let find = |name: &str| {
+        plan["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|l| l["components"].as_array().unwrap())
+            .find(|c| c["name"] == name)
+            .cloned()
+    };
+    assert_eq!(find("world").unwrap()["version"], "2.0-1");
+    assert_eq!(find("hello").unwrap()["source"], "hello");
+    let hello_decision = plan["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["component"] == "hello")
+        .unwrap();
+    assert_eq!(
+        hello_decision["estimate"]["basis"], "changelog",
+        "RPMTAG_CHANGELOGTIME is read"
+    );
+
+    let world2 = rpm_package(
+        &top,
+        "world",
+        "2.1",
+        "world",
+        &[
+            ("/usr/bin/world", "world 2.1"),
+            ("/usr/share/world/data", "d"),
+        ],
+    );
+    rpm_install(&root, "-U", &[&world2]);
+    let out = strata(&[
+        "build",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--output",
+        &oci("v2"),
+        "--prior",
+        &oci("v1"),
+        "-n",
+        "4",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("updated  world 2.0-1 → 2.1-1"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("reused")),
+        "hello's layer is reused: {text}"
+    );
+}
+
+#[test]
+fn a_corrupt_rpmdb_blob_is_a_clear_error() {
+    if !have("rpmbuild") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "rpmbuild is missing: .ci/run must install rpm"
+        );
+        println!("skipped: rpmbuild is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, root) = (tmp.path(), tmp.path().join("root"));
+    let top = t.join("rpmbuild");
+    fs::create_dir_all(&top).unwrap();
+    let hello = rpm_package(
+        &top,
+        "hello",
+        "1.0",
+        "hello",
+        &[("/usr/bin/hello", "hello")],
+    );
+    rpm_install(&root, "-i", &[&hello]);
+    let db = root.join("usr/lib/sysimage/rpm/rpmdb.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("UPDATE Packages SET blob = x'0000000100000010'", [])
+        .unwrap();
+    drop(conn);
+    let out_dir = t.join("out");
+    let out = strata(&[
+        "build",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--output",
+        &format!("oci:{}", out_dir.display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("rpmdb.sqlite: package record"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out_dir.exists());
+}

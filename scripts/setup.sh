@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # Debian packages the build and the tests need.
-APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev libsqlite3-dev debootstrap tar rpm pigz zstd)
+APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev libsqlite3-dev debootstrap tar rpm skopeo docker-registry pigz zstd)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

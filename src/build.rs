@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::components::assign::{assign, AssignError};
 use crate::diff::{diff_images, ImageDiff};
 use crate::history::Layout;
-use crate::image::{self, ImageError, ImageMeta, ImageRef, LocalImage};
+use crate::image::remote::{self, RegistryOptions};
+use crate::image::{self, ImageError, ImageMeta, ImageRef};
 use crate::layers::{self, Compression, LayerError, LayerJob};
 use crate::plan::{self, Plan, PlanError, PlanOptions};
 use crate::source::rootfs::{walk, WalkOptions};
@@ -29,6 +30,7 @@ pub struct BuildOptions {
     pub labels: BTreeMap<String, String>,
     pub stream: Option<String>,
     pub allow_special_files: bool,
+    pub registry: RegistryOptions,
     /// Seconds since the epoch: the build date, and the clamp for file mtimes.
     pub source_date_epoch: Option<i64>,
 }
@@ -69,24 +71,72 @@ pub struct BuiltImage {
     pub layers: usize,
 }
 
+/// The tag the image gets in a staging layout that is pushed elsewhere.
+const STAGING_TAG: &str = "strata";
+
 /// Builds the image; `progress` receives one line per step.
 pub fn build(
     opts: &BuildOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<BuildReport, BuildError> {
     opts.plan.validate()?;
-    let ImageRef::Oci { dir: out_dir, tag } = &opts.output;
-    let staging = staging_dir(out_dir)?;
-    let result = build_into(opts, &staging, tag.as_deref(), progress);
-    match result {
-        Ok(mut report) => {
-            std::fs::rename(&staging, out_dir).map_err(|e| output_error(out_dir, e))?;
-            report.image.reference = opts.output.to_string();
-            Ok(report)
+    let (staging, tag) = match &opts.output {
+        ImageRef::Oci { dir, tag } => (staging_dir(dir)?, tag.clone()),
+        ImageRef::OciArchive { file, .. } => (
+            staging_dir(&file.with_extension("oci"))?,
+            Some(STAGING_TAG.into()),
+        ),
+        other => (temp_staging(other)?, Some(STAGING_TAG.into())),
+    };
+    let result = build_into(opts, &staging, tag.as_deref(), progress).and_then(|mut report| {
+        report.image.reference = opts.output.to_string();
+        publish(opts, &staging, &mut report, progress)?;
+        Ok(report)
+    });
+    if result.is_err() || !matches!(opts.output, ImageRef::Oci { .. }) {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+/// Moves or copies the staged layout to the requested output.
+fn publish(
+    opts: &BuildOptions,
+    staging: &Path,
+    report: &mut BuildReport,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(), BuildError> {
+    match &opts.output {
+        ImageRef::Oci { dir, .. } => {
+            std::fs::rename(staging, dir).map_err(|e| output_error(dir, e))
         }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            Err(e)
+        ImageRef::OciArchive { file, tag } => {
+            if file.exists() {
+                return Err(output_error(file, "already exists"));
+            }
+            let partial = file.with_extension(format!("strata-{}", std::process::id()));
+            let dest = ImageRef::OciArchive {
+                file: partial.clone(),
+                tag: tag.clone(),
+            }
+            .to_string();
+            let pushed = remote::push(staging, STAGING_TAG, &dest, &opts.registry);
+            let renamed = pushed.and_then(|_| {
+                std::fs::rename(&partial, file).map_err(|source| ImageError::Io {
+                    path: file.clone(),
+                    source,
+                })
+            });
+            if renamed.is_err() {
+                let _ = std::fs::remove_file(&partial);
+            }
+            Ok(renamed?)
+        }
+        other => {
+            progress(&format!("pushing to {other}"));
+            report.image.manifest_digest =
+                remote::push(staging, STAGING_TAG, &other.to_string(), &opts.registry)?;
+            Ok(())
         }
     }
 }
@@ -123,6 +173,15 @@ fn staging_dir(out: &Path) -> Result<PathBuf, BuildError> {
     Ok(staging)
 }
 
+/// A private staging directory for outputs that are not local OCI directories.
+fn temp_staging(output: &ImageRef) -> Result<PathBuf, BuildError> {
+    let dir = tempfile::Builder::new()
+        .prefix("strata-build-")
+        .tempdir()
+        .map_err(|e| output_error(&std::env::temp_dir(), format!("cannot stage {output}: {e}")))?;
+    Ok(dir.keep())
+}
+
 fn build_into(
     opts: &BuildOptions,
     staging: &Path,
@@ -149,7 +208,7 @@ fn build_into(
     ));
 
     let mut warnings = Vec::new();
-    let priors = read_priors(&opts.priors, &mut warnings)?;
+    let priors = read_priors(&opts.priors, &opts.registry, &mut warnings)?;
     for w in &warnings {
         progress(&format!("warning: {w}"));
     }
@@ -251,16 +310,15 @@ fn image_meta(opts: &BuildOptions, plan: &Plan, tag: Option<&str>) -> ImageMeta 
 /// Reads each prior's layout; a missing or unannotated prior is a warning, not an error.
 fn read_priors(
     refs: &[ImageRef],
+    registry: &RegistryOptions,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<(String, Layout)>, BuildError> {
     let mut out = Vec::new();
     for r in refs {
-        let ImageRef::Oci { dir, tag } = r;
-        if !dir.exists() {
+        let Some((_, manifest)) = image::read_manifest(r, registry)? else {
             warnings.push(format!("prior {r} does not exist; planning without it"));
             continue;
-        }
-        let LocalImage { manifest, .. } = image::read_local(dir, tag.as_deref())?;
+        };
         match image::layout_from_manifest(&r.to_string(), &manifest)? {
             Some(layout) => out.push((r.to_string(), layout)),
             None => warnings.push(format!(

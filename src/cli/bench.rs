@@ -86,6 +86,7 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
             labels: Default::default(),
             stream: None,
             allow_special_files: args.allow_special_files,
+            registry: Default::default(),
             source_date_epoch: None,
         };
         let started = Instant::now();

@@ -37,6 +37,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         labels: args.label.iter().cloned().collect(),
         stream: args.stream.clone(),
         allow_special_files: args.allow_special_files,
+        registry: args.registry.options(),
         source_date_epoch,
     };
     let report = build(&opts, &|line| eprintln!("strata: {line}"))?;

@@ -8,6 +8,7 @@ use super::DiffArgs;
 use crate::bytes::human_bytes;
 use crate::diff::{diff_images, ImageDiff};
 use crate::history::Layout;
+use crate::image::remote::RegistryOptions;
 use crate::image::{self, ImageRef};
 
 pub const EXAMPLES: &str = "\
@@ -15,16 +16,16 @@ Examples:
   strata diff oci:out/v1:v1 oci:out/v2:v2
   strata diff oci:out/v1 oci:out/v2 --json";
 
-fn layout(r: &ImageRef) -> anyhow::Result<Layout> {
-    let ImageRef::Oci { dir, tag } = r;
-    let local = image::read_local(dir, tag.as_deref())?;
-    let layout = image::layout_from_manifest(&r.to_string(), &local.manifest)?;
+fn layout(r: &ImageRef, registry: &RegistryOptions) -> anyhow::Result<Layout> {
+    let Some((_, manifest)) = image::read_manifest(r, registry)? else {
+        anyhow::bail!("{r}: no such image");
+    };
+    let layout = image::layout_from_manifest(&r.to_string(), &manifest)?;
     // An image no tool annotated still diffs by layer digest.
     Ok(layout.unwrap_or_else(|| Layout {
         origin: r.to_string(),
         date: None,
-        layers: local
-            .manifest
+        layers: manifest
             .layers()
             .iter()
             .map(|d| crate::history::LayoutLayer {
@@ -37,8 +38,9 @@ fn layout(r: &ImageRef) -> anyhow::Result<Layout> {
 }
 
 pub fn run(args: DiffArgs) -> anyhow::Result<()> {
-    let old = layout(&args.old).with_context(|| format!("reading {}", args.old))?;
-    let new = layout(&args.new).with_context(|| format!("reading {}", args.new))?;
+    let registry = args.registry.options();
+    let old = layout(&args.old, &registry).with_context(|| format!("reading {}", args.old))?;
+    let new = layout(&args.new, &registry).with_context(|| format!("reading {}", args.new))?;
     let d = diff_images(&args.old.to_string(), &old, &args.new.to_string(), &new);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&d)?);

@@ -37,6 +37,30 @@ pub enum Command {
     Bench(BenchCommand),
 }
 
+/// Registry access, passed through to skopeo.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Registry credentials (containers-auth.json format).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Verify TLS certificates; `--tls-verify=false` also allows plain HTTP.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// Directory of extra CA certificates and client keys.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    pub fn options(&self) -> crate::image::remote::RegistryOptions {
+        crate::image::remote::RegistryOptions {
+            authfile: self.authfile.clone(),
+            insecure: !self.tls_verify,
+            cert_dir: self.cert_dir.clone(),
+        }
+    }
+}
+
 /// Planner options shared by `plan` and `bench replay`.
 #[derive(Debug, Clone, Args)]
 pub struct PlannerArgs {
@@ -104,11 +128,12 @@ pub struct BuildArgs {
     /// An existing image to rechunk (not supported yet).
     #[arg(long, value_name = "REF")]
     pub from_image: Option<String>,
-    /// Where to write: oci:DIR[:TAG]. DIR must not exist yet.
+    /// Where to write: oci:DIR[:TAG] (DIR must not exist yet), oci-archive:FILE[:TAG],
+    /// or docker://REF (pushed with skopeo).
     #[arg(long, value_name = "REF")]
     pub output: crate::image::ImageRef,
-    /// An earlier image of the stream, newest first (oci:DIR[:TAG]). A missing prior
-    /// is a warning and a fresh plan.
+    /// An earlier image of the stream, newest first: oci:, oci-archive:, docker:// or
+    /// containers-storage:. A missing prior is a warning and a fresh plan.
     #[arg(long, value_name = "REF")]
     pub prior: Vec<crate::image::ImageRef>,
     #[command(flatten)]
@@ -127,6 +152,8 @@ pub struct BuildArgs {
     /// Write the full report (plan, image, diffs) here as JSON, atomically.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -138,13 +165,15 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
-    /// The image clients have (oci:DIR[:TAG]).
+    /// The image clients have (oci:DIR[:TAG], docker://REF, …).
     pub old: crate::image::ImageRef,
-    /// The image they update to (oci:DIR[:TAG]).
+    /// The image they update to.
     pub new: crate::image::ImageRef,
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@
 //! manifest alone; `ostree.components` (sorted names) serves ostree-ext tools.
 
 pub mod reference;
+pub mod remote;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -202,6 +203,23 @@ pub fn read_local(dir: &Path, tag: Option<&str>) -> Result<LocalImage, ImageErro
         digest: desc.digest().to_string(),
         manifest,
     })
+}
+
+/// Reads the manifest of any image reference; `None` when the image does not exist.
+pub fn read_manifest(
+    r: &ImageRef,
+    registry: &remote::RegistryOptions,
+) -> Result<Option<(String, ImageManifest)>, ImageError> {
+    match r {
+        ImageRef::Oci { dir, tag } => {
+            if !dir.exists() {
+                return Ok(None);
+            }
+            let local = read_local(dir, tag.as_deref())?;
+            Ok(Some((local.digest, local.manifest)))
+        }
+        _ => remote::fetch_manifest(&r.to_string(), registry),
+    }
 }
 
 /// The path of a blob, refusing digests that are not plain sha256 hex.

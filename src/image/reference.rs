@@ -1,4 +1,5 @@
-//! Image references on the command line: `oci:DIR[:TAG]` for OCI layout directories.
+//! Image references on the command line, in containers-image transport syntax:
+//! `oci:DIR[:TAG]`, `oci-archive:FILE[:TAG]`, `docker://REF`, `containers-storage:REF`.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -8,38 +9,75 @@ use std::path::PathBuf;
 pub enum ImageRef {
     /// An OCI layout directory, optionally a tag in it.
     Oci { dir: PathBuf, tag: Option<String> },
+    /// An OCI layout in a tar file.
+    OciArchive { file: PathBuf, tag: Option<String> },
+    /// A registry image (`docker://host/repo:tag`).
+    Docker(String),
+    /// An image in local container storage.
+    ContainersStorage(String),
+}
+
+fn path_and_tag(rest: &str) -> (PathBuf, Option<String>) {
+    match rest.rsplit_once(':') {
+        Some((path, tag)) if !tag.contains('/') && !tag.is_empty() && !path.is_empty() => {
+            (PathBuf::from(path), Some(tag.to_string()))
+        }
+        _ => (PathBuf::from(rest), None),
+    }
 }
 
 impl std::str::FromStr for ImageRef {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let Some(rest) = s.strip_prefix("oci:") else {
-            return Err(format!(
-                "'{s}': only oci:DIR[:TAG] references are supported so far (registries come with skopeo support)"
-            ));
-        };
-        let (dir, tag) = match rest.rsplit_once(':') {
-            Some((dir, tag)) if !tag.contains('/') && !tag.is_empty() => {
-                (dir, Some(tag.to_string()))
-            }
-            _ => (rest, None),
-        };
-        if dir.is_empty() {
-            return Err(format!("'{s}': the directory is empty"));
+        let empty = || format!("'{s}': nothing after the transport");
+        if let Some(rest) = s.strip_prefix("oci:") {
+            let (dir, tag) = path_and_tag(rest);
+            return if dir.as_os_str().is_empty() {
+                Err(empty())
+            } else {
+                Ok(ImageRef::Oci { dir, tag })
+            };
         }
-        Ok(ImageRef::Oci {
-            dir: PathBuf::from(dir),
-            tag,
-        })
+        if let Some(rest) = s.strip_prefix("oci-archive:") {
+            let (file, tag) = path_and_tag(rest);
+            return if file.as_os_str().is_empty() {
+                Err(empty())
+            } else {
+                Ok(ImageRef::OciArchive { file, tag })
+            };
+        }
+        if let Some(rest) = s.strip_prefix("docker://") {
+            return if rest.is_empty() {
+                Err(empty())
+            } else {
+                Ok(ImageRef::Docker(rest.to_string()))
+            };
+        }
+        if let Some(rest) = s.strip_prefix("containers-storage:") {
+            return if rest.is_empty() {
+                Err(empty())
+            } else {
+                Ok(ImageRef::ContainersStorage(rest.to_string()))
+            };
+        }
+        Err(format!("'{s}': expected oci:DIR[:TAG], oci-archive:FILE[:TAG], docker://REF or containers-storage:REF"))
     }
 }
 
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let with_tag =
+            |f: &mut fmt::Formatter<'_>, prefix: &str, p: &PathBuf, tag: &Option<String>| match tag
+            {
+                Some(t) => write!(f, "{prefix}:{}:{t}", p.display()),
+                None => write!(f, "{prefix}:{}", p.display()),
+            };
         match self {
-            ImageRef::Oci { dir, tag: Some(t) } => write!(f, "oci:{}:{t}", dir.display()),
-            ImageRef::Oci { dir, tag: None } => write!(f, "oci:{}", dir.display()),
+            ImageRef::Oci { dir, tag } => with_tag(f, "oci", dir, tag),
+            ImageRef::OciArchive { file, tag } => with_tag(f, "oci-archive", file, tag),
+            ImageRef::Docker(r) => write!(f, "docker://{r}"),
+            ImageRef::ContainersStorage(r) => write!(f, "containers-storage:{r}"),
         }
     }
 }
@@ -49,7 +87,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_dir_and_tag() {
+    fn parses_every_transport() {
         let r: ImageRef = "oci:/tmp/out:v1".parse().unwrap();
         assert_eq!(
             r,
@@ -66,9 +104,17 @@ mod tests {
                 tag: None
             }
         );
-        assert!("docker://x"
+        let r: ImageRef = "docker://127.0.0.1:5000/os:1".parse().unwrap();
+        assert_eq!(r, ImageRef::Docker("127.0.0.1:5000/os:1".into()));
+        assert_eq!(r.to_string(), "docker://127.0.0.1:5000/os:1");
+        assert!(matches!(
+            "oci-archive:/x.tar".parse::<ImageRef>().unwrap(),
+            ImageRef::OciArchive { .. }
+        ));
+        assert!("quay.io/x"
             .parse::<ImageRef>()
             .unwrap_err()
-            .contains("only oci:"));
+            .contains("expected oci:"));
+        assert!("docker://".parse::<ImageRef>().is_err());
     }
 }

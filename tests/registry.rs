@@ -1,0 +1,191 @@
+//! Pushing to and reading priors from a real registry: Debian's `docker-registry` on
+//! loopback, with skopeo doing the copies and the image proxy reading manifests.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Registry {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts a registry on a free loopback port with its storage under `dir`.
+fn start_registry(dir: &Path) -> Registry {
+    let port = free_port();
+    let config = dir.join("config.yml");
+    fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start docker-registry");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the registry did not start listening on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Registry { child, port }
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg("command -v \"$1\"")
+        .arg("sh")
+        .arg(tool)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(args)
+        .output()
+        .expect("run strata")
+}
+
+fn tree(root: &Path, version: &str) {
+    for (path, text) in [
+        ("usr/bin/stable", "never changes\n".to_string()),
+        ("usr/bin/busy", format!("busy {version}\n")),
+        ("etc/os-release", "ID=strata-test\n".to_string()),
+    ] {
+        let p = root.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+    let status = format!(
+        "Package: stable\nStatus: install ok installed\nVersion: 1\n\n\
+         Package: busy\nStatus: install ok installed\nVersion: {version}\n"
+    );
+    fs::create_dir_all(root.join("var/lib/dpkg/info")).unwrap();
+    fs::write(root.join("var/lib/dpkg/status"), status).unwrap();
+    fs::write(
+        root.join("var/lib/dpkg/info/stable.list"),
+        "/usr/bin/stable\n",
+    )
+    .unwrap();
+    fs::write(root.join("var/lib/dpkg/info/busy.list"), "/usr/bin/busy\n").unwrap();
+}
+
+#[test]
+fn push_then_build_on_a_registry_prior() {
+    if !(have("docker-registry") && have("skopeo")) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "docker-registry and skopeo must be installed by .ci/run"
+        );
+        println!("skipped: docker-registry or skopeo is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = start_registry(tmp.path());
+    let root = tmp.path().join("root");
+    let image = |tag: &str| format!("docker://127.0.0.1:{}/strata/test:{tag}", registry.port);
+
+    tree(&root, "1");
+    let out = strata(&[
+        "build",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--output",
+        &image("v1"),
+        "--tls-verify=false",
+        "-n",
+        "4",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &image("v1")])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "the image is really in the registry"
+    );
+    let pushed: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let reported = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        reported.contains(pushed["Digest"].as_str().unwrap()),
+        "the reported digest is the registry's"
+    );
+
+    tree(&root, "2");
+    let out = strata(&[
+        "build",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--output",
+        &image("v2"),
+        "--tls-verify=false",
+        "-n",
+        "4",
+        "--prior",
+        &image("v1"),
+        "--prior",
+        &image("never-pushed"),
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("never-pushed does not exist; planning without it"),
+        "{stderr}"
+    );
+    assert!(stdout.contains("updated  busy 1 → 2"), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("reused")),
+        "the stable layer is reused: {stdout}"
+    );
+
+    let diff = strata(&[
+        "diff",
+        &image("v1"),
+        &image("v2"),
+        "--tls-verify=false",
+        "--json",
+    ]);
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    let diff: serde_json::Value = serde_json::from_slice(&diff.stdout).unwrap();
+    assert!(!diff["reused"].as_array().unwrap().is_empty());
+}

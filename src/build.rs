@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::components::assign::{assign, AssignError};
+use crate::components::map::ComponentMap;
 use crate::diff::{diff_images, ImageDiff};
 use crate::history::Layout;
 use crate::image::remote::{self, RegistryOptions};
@@ -31,6 +32,7 @@ pub struct BuildOptions {
     pub stream: Option<String>,
     pub allow_special_files: bool,
     pub registry: RegistryOptions,
+    pub components_map: ComponentMap,
     /// Seconds since the epoch: the build date, and the clamp for file mtimes.
     pub source_date_epoch: Option<i64>,
 }
@@ -200,7 +202,7 @@ fn build_into(
         .source_date_epoch
         .and_then(|s| jiff::Timestamp::from_second(s).ok())
         .map(|t| t.to_string());
-    let assigned = assign(root, &entries, date)?;
+    let assigned = assign(root, &entries, date, &opts.components_map)?;
     progress(&format!(
         "{} files in {} components",
         entries.len(),

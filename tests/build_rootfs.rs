@@ -350,3 +350,58 @@ fn a_debootstrapped_minbase_round_trips() {
     unpack(&t.join("img"), &t.join("unpacked"));
     assert_same_tree(&minbase, &t.join("unpacked"));
 }
+
+#[test]
+fn the_xattr_and_the_components_map_override_the_package_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (t, root) = (tmp.path(), tmp.path().join("root"));
+    fixture(&root, "2.0");
+    xattr::set(root.join("usr/bin/hello"), "user.component", b"greeter").unwrap();
+    let map = t.join("map.json");
+    write(
+        &map,
+        r#"[{"glob": "/usr/*.bin", "component": "blobs"}, {"glob": "/usr/bin/*", "component": "bins"}]"#,
+    );
+    let report = t.join("report.json");
+    ok(strata(&[
+        "build",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--output",
+        &oci(&t.join("img"), "v1"),
+        "--components-map",
+        map.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]));
+    let report: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
+    let names: Vec<&str> = report["plan"]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["component"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"greeter"), "the xattr wins: {names:?}");
+    assert!(
+        names.contains(&"blobs") && names.contains(&"bins"),
+        "map rules apply: {names:?}"
+    );
+    assert!(
+        !names.contains(&"world"),
+        "the map beats the package database: {names:?}"
+    );
+
+    write(&map, r#"[{"glob": "/usr/[", "component": "x"}]"#);
+    let out = strata(&[
+        "build",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--output",
+        &oci(&t.join("bad"), "v1"),
+        "--components-map",
+        map.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[0].glob"));
+    assert!(!t.join("bad").exists());
+}

@@ -87,6 +87,7 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
             stream: None,
             allow_special_files: args.allow_special_files,
             registry: Default::default(),
+            components_map: Default::default(),
             source_date_epoch: None,
         };
         let started = Instant::now();

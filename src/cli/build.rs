@@ -38,6 +38,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         stream: args.stream.clone(),
         allow_special_files: args.allow_special_files,
         registry: args.registry.options(),
+        components_map: match &args.components_map {
+            Some(path) => crate::components::map::ComponentMap::read(path)?,
+            None => Default::default(),
+        },
         source_date_epoch,
     };
     let report = build(&opts, &|line| eprintln!("strata: {line}"))?;

@@ -143,6 +143,10 @@ pub struct BuildArgs {
     /// A config label, KEY=VALUE. Repeatable.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
     pub label: Vec<(String, String)>,
+    /// Globs that put files into named components, ahead of the package database:
+    /// a JSON list of {"glob": "/usr/lib/firmware/**", "component": "firmware"}.
+    #[arg(long, value_name = "FILE")]
+    pub components_map: Option<PathBuf>,
     /// The stream this build belongs to, recorded on the manifest.
     #[arg(long)]
     pub stream: Option<String>,

@@ -1,6 +1,7 @@
 //! Which files belong to which component.
 //!
-//! Order of precedence: a `user.component` xattr, then the package database, then
+//! Order of precedence: a `user.component` xattr, the components map, the package
+//! database, then
 //! rules for files no package owns, each as stable a group as it can be: the kernel
 //! tree of each version, the package database itself, `/etc`, every unowned file of
 //! 1 MiB or more on its own, and the rest by top-level directory. All directories
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::dpkg;
+use super::map::ComponentMap;
 use super::package::{open_no_follow, Package, Tree};
 use super::rpmdb;
 use super::{Build, Component, ComponentKind};
@@ -56,6 +58,7 @@ pub fn assign(
     root: &Path,
     entries: &[Entry],
     date: Option<String>,
+    map: &ComponentMap,
 ) -> Result<Assigned, AssignError> {
     let tree = Tree::new(root, entries);
     let mut packages: Vec<Package> = rpmdb::read(&tree)?.unwrap_or_default();
@@ -86,7 +89,7 @@ pub fn assign(
                 let (kind, pkg, _) = &groups[&name];
                 (name, *kind, *pkg)
             }
-            _ => classify(e, owner.get(e.path.as_path()).copied(), &packages),
+            _ => classify(e, map, owner.get(e.path.as_path()).copied(), &packages),
         };
         group_of.insert(e.path.as_path(), name.clone());
         groups
@@ -130,6 +133,7 @@ pub fn assign(
 /// The component of a non-directory entry, by xattr, owner, then the unowned rules.
 fn classify(
     e: &Entry,
+    map: &ComponentMap,
     owner: Option<usize>,
     packages: &[Package],
 ) -> (String, ComponentKind, Option<usize>) {
@@ -139,6 +143,9 @@ fn classify(
             ComponentKind::Files,
             None,
         );
+    }
+    if let Some(name) = map.component_of(&e.path) {
+        return (name.to_string(), ComponentKind::Files, None);
     }
     if let Some(p) = owner {
         return (packages[p].name.clone(), ComponentKind::Package, Some(p));

@@ -7,6 +7,7 @@
 
 pub mod assign;
 pub mod dpkg;
+pub mod map;
 pub mod package;
 pub mod rpmdb;
 

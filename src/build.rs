@@ -20,10 +20,28 @@ use crate::source::SourceError;
 /// The version tag of the build report format.
 pub const REPORT_SCHEMA: &str = "strata.report/v1";
 
+/// What to encapsulate.
+#[derive(Debug, Clone)]
+pub enum BuildSource {
+    /// A root filesystem directory.
+    Rootfs(PathBuf),
+    /// An existing image, flattened first (rechunking).
+    Image(ImageRef),
+}
+
+impl std::fmt::Display for BuildSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildSource::Rootfs(dir) => write!(f, "rootfs:{}", dir.display()),
+            BuildSource::Image(r) => write!(f, "image:{r}"),
+        }
+    }
+}
+
 /// Everything `strata build` is asked to do.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
-    pub rootfs: PathBuf,
+    pub source: BuildSource,
     pub output: ImageRef,
     pub priors: Vec<ImageRef>,
     pub plan: PlanOptions,
@@ -190,7 +208,24 @@ fn build_into(
     tag: Option<&str>,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<BuildReport, BuildError> {
-    let root = &opts.rootfs;
+    // Kept alive until the layers are written: the flattened tree lives in it.
+    let mut _flattened = None;
+    let root_dir: PathBuf = match &opts.source {
+        BuildSource::Rootfs(dir) => dir.clone(),
+        BuildSource::Image(r) => {
+            progress(&format!("flattening {r}"));
+            let scratch = tempfile::Builder::new()
+                .prefix("strata-flatten-")
+                .tempdir()
+                .map_err(|e| output_error(&std::env::temp_dir(), e))?;
+            let tree = scratch.path().join("rootfs");
+            std::fs::create_dir(&tree).map_err(|e| output_error(&tree, e))?;
+            crate::source::image::flatten(r, &opts.registry, scratch.path(), &tree)?;
+            _flattened = Some(scratch);
+            tree
+        }
+    };
+    let root = root_dir.as_path();
     progress(&format!("reading {}", root.display()));
     let entries = walk(
         root,
@@ -298,10 +333,7 @@ fn image_meta(opts: &BuildOptions, plan: &Plan, tag: Option<&str>) -> ImageMeta 
     if let Some(stream) = &opts.stream {
         annotations.insert(image::STREAM.into(), stream.clone());
     }
-    annotations.insert(
-        image::SOURCE.into(),
-        format!("rootfs:{}", opts.rootfs.display()),
-    );
+    annotations.insert(image::SOURCE.into(), opts.source.to_string());
     ImageMeta {
         labels: opts.labels.clone(),
         annotations,

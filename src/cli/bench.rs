@@ -78,7 +78,7 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
     ] {
         let dir = scratch.path().join(label.replace([' ', '(', ')'], "-"));
         let build_opts = crate::build::BuildOptions {
-            rootfs: args.rootfs.clone(),
+            source: crate::build::BuildSource::Rootfs(args.rootfs.clone()),
             output: crate::image::ImageRef::Oci { dir, tag: None },
             priors: Vec::new(),
             plan: opts.clone(),

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 
 use super::BuildArgs;
-use crate::build::{build, BuildOptions};
+use crate::build::{build, BuildOptions, BuildSource};
 use crate::output::write_atomic;
 
 pub const EXAMPLES: &str = "\
@@ -12,14 +12,21 @@ Examples:
   strata build --rootfs ./rootfs --output oci:out/v1:v1 --stream fedora-iot --report v1.json
 
   # Next build: unchanged layers keep their digests; the diff is printed
-  strata build --rootfs ./rootfs --output oci:out/v2:v2 --prior oci:out/v1:v1 --compression zstd";
+  strata build --rootfs ./rootfs --output oci:out/v2:v2 --prior oci:out/v1:v1 --compression zstd
+
+  # Rechunk an image built with a Containerfile and push it
+  strata build --from-image docker://quay.io/me/os:latest --output docker://quay.io/me/os:chunked \\
+      --prior docker://quay.io/me/os:chunked";
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
-    if args.ostree_repo.is_some() || args.from_image.is_some() {
-        bail!("--ostree-repo and --from-image are not supported yet; export the tree and use --rootfs");
+    if args.ostree_repo.is_some() {
+        bail!("--ostree-repo is not supported yet; check the commit out and use --rootfs");
     }
-    let Some(rootfs) = args.rootfs.clone() else {
-        bail!("name a source: --rootfs DIR");
+    let source = match (&args.rootfs, &args.from_image) {
+        (Some(dir), None) => BuildSource::Rootfs(dir.clone()),
+        (None, Some(r)) => BuildSource::Image(r.clone()),
+        (Some(_), Some(_)) => bail!("name one source: --rootfs or --from-image, not both"),
+        (None, None) => bail!("name a source: --rootfs DIR or --from-image REF"),
     };
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => Some(
@@ -29,7 +36,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         Err(_) => None,
     };
     let opts = BuildOptions {
-        rootfs,
+        source,
         output: args.output.clone(),
         priors: args.prior.clone(),
         plan: args.planner.options(),

@@ -125,9 +125,10 @@ pub struct BuildArgs {
     pub ostree_repo: Option<PathBuf>,
     #[arg(long = "ref", value_name = "REF", id = "ostree_ref")]
     pub ostree_ref: Option<String>,
-    /// An existing image to rechunk (not supported yet).
+    /// An existing image to rechunk: its layers are flattened (whiteouts applied) and
+    /// laid out afresh. Any transport: oci:, oci-archive:, docker://, containers-storage:.
     #[arg(long, value_name = "REF")]
-    pub from_image: Option<String>,
+    pub from_image: Option<crate::image::ImageRef>,
     /// Where to write: oci:DIR[:TAG] (DIR must not exist yet), oci-archive:FILE[:TAG],
     /// or docker://REF (pushed with skopeo).
     #[arg(long, value_name = "REF")]

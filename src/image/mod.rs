@@ -223,7 +223,7 @@ pub fn read_manifest(
 }
 
 /// The path of a blob, refusing digests that are not plain sha256 hex.
-fn blob_path(dir: &Path, desc: &Descriptor) -> Result<PathBuf, ImageError> {
+pub fn blob_path(dir: &Path, desc: &Descriptor) -> Result<PathBuf, ImageError> {
     let digest = desc.digest().to_string();
     match digest.strip_prefix("sha256:") {
         Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) => {

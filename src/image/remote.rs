@@ -73,6 +73,41 @@ pub fn fetch_manifest(
     })
 }
 
+/// Copies `source` (any transport) into the OCI layout `dir` as `tag`.
+pub fn pull(source: &str, dir: &Path, tag: &str, opts: &RegistryOptions) -> Result<(), ImageError> {
+    let mut cmd = Command::new("skopeo");
+    cmd.arg("copy").arg("--quiet");
+    if let Some(authfile) = &opts.authfile {
+        cmd.arg("--src-authfile").arg(authfile);
+    }
+    if let Some(cert_dir) = &opts.cert_dir {
+        cmd.arg("--src-cert-dir").arg(cert_dir);
+    }
+    if opts.insecure {
+        cmd.arg("--src-tls-verify=false");
+    }
+    cmd.arg(source).arg(format!("oci:{}:{tag}", dir.display()));
+    run_skopeo(cmd, source)
+}
+
+fn run_skopeo(mut cmd: Command, what: &str) -> Result<(), ImageError> {
+    let out = cmd.output().map_err(|source| ImageError::Io {
+        path: PathBuf::from("skopeo"),
+        source,
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ImageError::Invalid {
+            path: PathBuf::from(what),
+            problem: format!(
+                "skopeo copy failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
 /// Copies the image tagged `tag` in the OCI layout `dir` to `dest`; returns the
 /// manifest digest skopeo wrote.
 pub fn push(

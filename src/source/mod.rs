@@ -1,6 +1,7 @@
 //! Sources: where a build's files come from. Each source yields the same list of
 //! [`Entry`] values, so everything downstream is source-agnostic.
 
+pub mod image;
 pub mod rootfs;
 
 use std::path::PathBuf;

@@ -28,7 +28,7 @@ pub enum Command {
     Plan(PlanArgs),
     /// Encapsulate a root filesystem as a layered OCI image laid out by the planner.
     #[command(after_help = build::EXAMPLES)]
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Show what clients of one image download to get another.
     #[command(after_help = diff::EXAMPLES)]
     Diff(DiffArgs),
@@ -247,7 +247,7 @@ pub struct ReplayArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Plan(args) => plan::run(args),
-        Command::Build(args) => build::run(args),
+        Command::Build(args) => build::run(*args),
         Command::Diff(args) => diff::run(args),
         Command::Bench(BenchCommand::Replay(args)) => bench::replay(args),
         Command::Bench(BenchCommand::Plan(args)) => bench::plan(args),

@@ -12,6 +12,7 @@ pub mod history;
 pub mod image;
 pub mod input;
 pub mod layers;
+pub mod operator;
 pub mod output;
 pub mod plan;
 pub mod source;

@@ -32,6 +32,8 @@ pub enum Command {
     /// Show what clients of one image download to get another.
     #[command(after_help = diff::EXAMPLES)]
     Diff(DiffArgs),
+    /// Print the EncapsulationJob CRD (YAML), e.g. `strata crd | kubectl apply -f -`.
+    Crd,
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -249,6 +251,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(args) => plan::run(args),
         Command::Build(args) => build::run(*args),
         Command::Diff(args) => diff::run(args),
+        Command::Crd => {
+            print!("{}", crate::operator::crd::crd_yaml());
+            Ok(())
+        }
         Command::Bench(BenchCommand::Replay(args)) => bench::replay(args),
         Command::Bench(BenchCommand::Plan(args)) => bench::plan(args),
         Command::Bench(BenchCommand::Build(args)) => bench::build(args),

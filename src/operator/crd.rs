@@ -1,0 +1,353 @@
+//! The `EncapsulationJob` custom resource (`encapsulationjobs.strata.dev/v1alpha1`).
+//!
+//! The Rust types are the source of truth: `strata crd` prints the CRD derived from
+//! them, and `crds/` holds that output (a test fails when it drifts). Status stays
+//! small; the full plan and diff live in the report ConfigMap named by `reportRef`.
+
+// Each printcolumn(...) repeats the same keys, which this lint mistakes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Encapsulate an OS build into a layered OCI image, planned against the stream's
+/// earlier builds.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "strata.dev",
+    version = "v1alpha1",
+    kind = "EncapsulationJob",
+    namespaced,
+    shortname = "ej",
+    status = "EncapsulationJobStatus",
+    printcolumn(name = "Stream", type_ = "string", json_path = ".spec.stream"),
+    printcolumn(
+        name = "Succeeded",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Succeeded\")].status"
+    ),
+    printcolumn(
+        name = "Layers",
+        type_ = "integer",
+        json_path = ".status.plan.layerCount"
+    ),
+    printcolumn(
+        name = "Reused %",
+        type_ = "number",
+        json_path = ".status.diff[0].reusedPercent"
+    ),
+    printcolumn(
+        name = "Download",
+        type_ = "integer",
+        json_path = ".status.diff[0].downloadBytes"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EncapsulationJobSpec {
+    /// What to encapsulate: exactly one of ostree, rootfs or image.
+    pub source: Source,
+    /// The stream this build belongs to; jobs of one stream run one at a time.
+    #[x_kube(validation = Rule::new("self != ''").message("stream must not be empty"))]
+    pub stream: String,
+    /// Earlier images of the stream, newest first. When empty, the outputs of the
+    /// newest `priorFromStream` succeeded jobs of the stream are used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prior_builds: Vec<String>,
+    #[serde(default = "default_prior_from_stream")]
+    #[schemars(range(min = 0, max = 16))]
+    pub prior_from_stream: u32,
+    pub output: Output,
+    #[serde(default)]
+    pub planner: PlannerSpec,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Set to true to stop the job: running pods are deleted.
+    #[serde(default)]
+    pub cancel: bool,
+    /// Failed attempts retried, with exponential backoff.
+    #[serde(default = "default_retries")]
+    #[schemars(range(min = 0, max = 10))]
+    pub retries: u32,
+    /// The job fails with DeadlineExceeded after this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeout_seconds: Option<i64>,
+    /// The image running `strata worker`; defaults to the controller's setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_template: Option<PodTemplate>,
+}
+
+fn default_prior_from_stream() -> u32 {
+    2
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+/// Exactly one source.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("[has(self.ostree), has(self.rootfs), has(self.image)].filter(x, x).size() == 1").message("set exactly one of source.ostree, source.rootfs and source.image"))]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ostree: Option<OstreeSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<RootfsSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSource>,
+}
+
+/// An ostree commit: `repo` is an HTTP(S) URL of an archive-mode repository or a path
+/// on a mounted volume; name a `ref` or a `commit`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OstreeSource {
+    pub repo: String,
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// A root filesystem on a volume of the pod template.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RootfsSource {
+    /// The name of a volume in `podTemplate.volumes`.
+    pub volume: String,
+    /// The tree's path inside that volume.
+    #[serde(default)]
+    pub path: String,
+}
+
+/// An existing image to rechunk.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageSource {
+    #[serde(rename = "ref")]
+    pub reference: String,
+}
+
+/// Where the image goes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Output {
+    /// An image reference, e.g. `docker://registry.example.com/os/fedora:41.1`.
+    pub image: String,
+    #[serde(default)]
+    pub compression: Compression,
+    /// A Secret of type kubernetes.io/dockerconfigjson used to push.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_secret_ref: Option<SecretRef>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SecretRef {
+    pub name: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+/// Planner settings.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannerSpec {
+    #[serde(default = "default_max_layers")]
+    #[schemars(range(min = 2, max = 127))]
+    pub max_layers: u32,
+    #[serde(default)]
+    pub repack: Repack,
+}
+
+impl Default for PlannerSpec {
+    fn default() -> Self {
+        PlannerSpec {
+            max_layers: default_max_layers(),
+            repack: Repack::default(),
+        }
+    }
+}
+
+fn default_max_layers() -> u32 {
+    crate::plan::DEFAULT_MAX_LAYERS as u32
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Repack {
+    #[default]
+    Auto,
+    Never,
+    Always,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Build,
+    PlanOnly,
+}
+
+/// The parts of a pod template a job may set.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<k8s_openapi::api::core::v1::Toleration>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Volumes the source may live on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<k8s_openapi::api::core::v1::Volume>>,
+}
+
+/// What the controller observed and decided.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EncapsulationJobStatus {
+    /// `Planned`, `Built` and `Succeeded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<PlanStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diff: Vec<DiffStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_ref: Option<ReportRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// A standard condition.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    pub last_transition_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// A bounded summary of the plan.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanStatus {
+    pub layer_count: u32,
+    pub layers: Vec<LayerStatus>,
+    pub decisions: DecisionCounts,
+    /// The first decisions that are not "kept", with their reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_decisions: Vec<DecisionStatus>,
+    pub repack_reason: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerStatus {
+    pub index: u32,
+    pub components: u32,
+    pub size: u64,
+    /// Formatted with four decimals: CRDs have no float type that every client reads alike.
+    pub change_probability: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct DecisionCounts {
+    pub kept: u32,
+    pub updated: u32,
+    pub placed: u32,
+    pub moved: u32,
+    pub removed: u32,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct DecisionStatus {
+    pub component: String,
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layer: Option<u32>,
+    pub reason: String,
+}
+
+/// What clients of one prior download.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DiffStatus {
+    pub image: String,
+    pub reused_layers: u32,
+    pub added_layers: u32,
+    pub removed_layers: u32,
+    pub download_bytes: u64,
+    pub reused_percent: f64,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct OutputStatus {
+    pub image: String,
+    pub digest: String,
+    pub size: u64,
+}
+
+/// The ConfigMap (owned by the job) holding the full report.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct ReportRef {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    pub reason: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// The exact `kubectl logs …` command that shows what went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs_command: Option<String>,
+}
+
+/// The CRD as YAML, as `strata crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> String {
+    serde_saphyr::to_string(&EncapsulationJob::crd()).expect("the CRD serialises")
+}

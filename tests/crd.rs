@@ -1,0 +1,77 @@
+//! The checked-in CRD matches what the Rust types generate, and its schema carries the
+//! validation the operator relies on.
+
+use std::process::Command;
+
+const CHECKED_IN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/crds/encapsulationjobs.strata.dev.yaml"
+);
+
+#[test]
+fn the_checked_in_crd_has_not_drifted() {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("crd")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let checked_in = std::fs::read_to_string(CHECKED_IN).unwrap();
+    assert!(
+        generated == checked_in,
+        "crds/ is stale: run `cargo run -- crd > crds/encapsulationjobs.strata.dev.yaml`"
+    );
+}
+
+#[test]
+fn the_schema_validates_ranges_enums_and_the_source_one_of() {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(strata::operator::crd::EncapsulationJob::crd()).unwrap();
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(
+        version["subresources"]["status"].is_object(),
+        "status is a subresource"
+    );
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let max_layers = &spec["properties"]["planner"]["properties"]["maxLayers"];
+    assert_eq!(
+        (
+            max_layers["minimum"].as_f64(),
+            max_layers["maximum"].as_f64()
+        ),
+        (Some(2.0), Some(127.0))
+    );
+    assert_eq!(max_layers["default"], 64);
+    assert_eq!(
+        spec["properties"]["mode"]["enum"],
+        serde_json::json!(["Build", "PlanOnly"])
+    );
+    let rules = spec["properties"]["source"]["x-kubernetes-validations"].to_string();
+    assert!(rules.contains("size() == 1"), "{rules}");
+    let required = spec["required"].as_array().unwrap();
+    for field in ["source", "stream", "output"] {
+        assert!(required.iter().any(|r| r == field), "{field} is required");
+    }
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "Stream",
+            "Succeeded",
+            "Layers",
+            "Reused %",
+            "Download",
+            "Age"
+        ]
+    );
+    assert_eq!(
+        crd["spec"]["names"]["shortNames"],
+        serde_json::json!(["ej"])
+    );
+}

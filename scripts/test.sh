@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/fixtures.sh
+scripts/control-plane.sh build
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 cargo test --release

@@ -33,7 +33,7 @@ pub enum Command {
     #[command(after_help = diff::EXAMPLES)]
     Diff(DiffArgs),
     /// Print the EncapsulationJob CRD (YAML), e.g. `strata crd | kubectl apply -f -`.
-    Crd,
+    Crd(CrdArgs),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -183,6 +183,14 @@ pub struct DiffArgs {
     pub registry: RegistryArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct CrdArgs {
+    /// The cluster's Kubernetes minor version: before 25, CEL validation rules are left
+    /// out (older apiservers refuse them; the controller checks them too).
+    #[arg(long, value_name = "MINOR")]
+    pub kube_minor: Option<u32>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Replay a stream's real build history and measure what clients download.
@@ -251,8 +259,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plan(args) => plan::run(args),
         Command::Build(args) => build::run(*args),
         Command::Diff(args) => diff::run(args),
-        Command::Crd => {
-            print!("{}", crate::operator::crd::crd_yaml());
+        Command::Crd(args) => {
+            print!("{}", crate::operator::crd::crd_yaml(args.kube_minor));
             Ok(())
         }
         Command::Bench(BenchCommand::Replay(args)) => bench::replay(args),

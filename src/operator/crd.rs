@@ -124,8 +124,7 @@ pub struct OstreeSource {
 pub struct RootfsSource {
     /// The name of a volume in `podTemplate.volumes`.
     pub volume: String,
-    /// The tree's path inside that volume.
-    #[serde(default)]
+    /// The tree's path inside that volume (`.` for its root).
     pub path: String,
 }
 
@@ -257,7 +256,6 @@ pub struct Condition {
     /// True, False or Unknown.
     pub status: String,
     pub reason: String,
-    #[serde(default)]
     pub message: String,
     pub last_transition_time: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -347,7 +345,40 @@ pub struct Failure {
     pub logs_command: Option<String>,
 }
 
+/// CEL validation rules are on by default from Kubernetes 1.25; older apiservers
+/// refuse the `x-kubernetes-validations` field outright.
+pub const FIRST_MINOR_WITH_CEL: u32 = 25;
+
+/// The CRD for an apiserver of version 1.`minor`: without CEL rules before 1.25 (the
+/// controller checks the same rules itself, so nothing goes unvalidated).
+pub fn crd_for(
+    minor: u32,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    let crd = EncapsulationJob::crd();
+    if minor >= FIRST_MINOR_WITH_CEL {
+        return crd;
+    }
+    let mut value = serde_json::to_value(&crd).expect("the CRD serialises");
+    strip_key(&mut value, "x-kubernetes-validations");
+    serde_json::from_value(value).expect("removing a key keeps a valid CRD")
+}
+
+fn strip_key(value: &mut serde_json::Value, key: &str) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove(key);
+            map.values_mut().for_each(|v| strip_key(v, key));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|v| strip_key(v, key)),
+        _ => {}
+    }
+}
+
 /// The CRD as YAML, as `strata crd` prints it and `crds/` holds it.
-pub fn crd_yaml() -> String {
-    serde_saphyr::to_string(&EncapsulationJob::crd()).expect("the CRD serialises")
+pub fn crd_yaml(minor: Option<u32>) -> String {
+    let crd = match minor {
+        Some(m) => crd_for(m),
+        None => EncapsulationJob::crd(),
+    };
+    serde_saphyr::to_string(&crd).expect("the CRD serialises")
 }

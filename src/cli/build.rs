@@ -64,6 +64,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         report.image.layers,
         crate::bytes::human_bytes(report.image.size)
     );
+    if args.show_plan {
+        print!("{}", super::plan::table(&report.plan));
+    }
     for d in &report.diffs {
         print!("{}", super::diff::table(d));
     }

@@ -159,6 +159,9 @@ pub struct BuildArgs {
     /// Write the full report (plan, image, diffs) here as JSON, atomically.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Print the plan as a table before the diff.
+    #[arg(long)]
+    pub show_plan: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

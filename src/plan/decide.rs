@@ -12,6 +12,7 @@ pub(super) fn decide(
     ctx: &Ctx,
     prior: Option<&Layout>,
     layers: &[&[usize]],
+    reused: &[bool],
     dirty: &BTreeMap<usize, Dirty>,
     repacked: bool,
 ) -> Vec<Decision> {
@@ -35,18 +36,17 @@ pub(super) fn decide(
                         format!("updated {old} → {}", c.version),
                     )
                 }
-                Some((pl, _)) => match dirty.get(pl) {
-                    None => (
-                        Action::Kept,
-                        Some(*pl),
-                        "its layer is unchanged since the prior build".into(),
-                    ),
-                    Some(why) => (
-                        Action::Moved,
-                        Some(*pl),
-                        moved_reason(ctx, *pl, why, repacked),
-                    ),
-                },
+                // A layer identical to one of the prior's is kept, whichever step made it.
+                Some((pl, _)) if reused[layer] => (
+                    Action::Kept,
+                    Some(*pl),
+                    "its layer is unchanged since the prior build".into(),
+                ),
+                Some((pl, _)) => (
+                    Action::Moved,
+                    Some(*pl),
+                    moved_reason(ctx, *pl, dirty.get(pl), repacked),
+                ),
             };
             Decision {
                 component: c.name.clone(),
@@ -121,7 +121,10 @@ fn placed_reason(ctx: &Ctx, i: usize, layer: &LayerPrice) -> String {
     )
 }
 
-fn moved_reason(ctx: &Ctx, prior_layer: usize, why: &Dirty, repacked: bool) -> String {
+fn moved_reason(ctx: &Ctx, prior_layer: usize, why: Option<&Dirty>, repacked: bool) -> String {
+    let Some(why) = why else {
+        return format!("regrouped from unchanged prior layer {prior_layer}");
+    };
     match (why, repacked) {
         (_, true) => "moved by the re-plan (see repack)".into(),
         (Dirty::OverCap, _) => format!(

@@ -560,10 +560,12 @@ fn assemble(ctx: &Ctx, prior: Option<&Layout>, outcome: Outcome, opts: &PlanOpti
         })
         .collect();
     let member_layers: Vec<&[usize]> = layers.iter().map(|l| l.2.as_slice()).collect();
+    let reused: Vec<bool> = planned.iter().map(|l| l.reused).collect();
     let decisions = decide::decide(
         ctx,
         prior,
         &member_layers,
+        &reused,
         &outcome.dirty,
         outcome.repack.performed,
     );

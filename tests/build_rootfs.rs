@@ -2,32 +2,19 @@
 //! with a dpkg database, and (when present) a debootstrapped Debian minbase. Layers are
 //! unpacked with GNU tar, not with Strata's own code, and compared with the source.
 
+mod common;
+use common::*;
+
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use strata::source::rootfs::{walk, WalkOptions};
 use strata::source::{Entry, EntryKind};
 
 /// Where `.ci/run` leaves a debootstrapped bookworm minbase.
 const MINBASE: &str = "/var/cache/strata-test/bookworm-minbase";
-
-fn strata(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .output()
-        .expect("run strata")
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn write(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();

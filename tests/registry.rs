@@ -1,10 +1,13 @@
 //! Pushing to and reading priors from a real registry: Debian's `docker-registry` on
 //! loopback, with skopeo doing the copies and the image proxy reading manifests.
 
+mod common;
+use common::*;
+
 use std::fs;
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Registry {
@@ -57,23 +60,6 @@ fn start_registry(dir: &Path) -> Registry {
     Registry { child, port }
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg("command -v \"$1\"")
-        .arg("sh")
-        .arg(tool)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-fn strata(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .output()
-        .expect("run strata")
-}
-
 fn tree(root: &Path, version: &str) {
     for (path, text) in [
         ("usr/bin/stable", "never changes\n".to_string()),
@@ -100,12 +86,7 @@ fn tree(root: &Path, version: &str) {
 
 #[test]
 fn push_then_build_on_a_registry_prior() {
-    if !(have("docker-registry") && have("skopeo")) {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "docker-registry and skopeo must be installed by .ci/run"
-        );
-        println!("skipped: docker-registry or skopeo is not installed");
+    if !real_parts(&["docker-registry", "skopeo"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

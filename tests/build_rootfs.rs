@@ -392,3 +392,38 @@ fn the_xattr_and_the_components_map_override_the_package_database() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("[0].glob"));
     assert!(!t.join("bad").exists());
 }
+
+#[test]
+fn an_unreadable_file_is_a_clear_error() {
+    use std::os::unix::fs::PermissionsExt;
+    // Root reads any file, so the build runs as `nobody` (uid 65534) via setpriv.
+    if !real_parts(&["setpriv"]) || unsafe { libc::geteuid() } != 0 {
+        println!("skipped: needs root and setpriv to drop privileges");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    fs::set_permissions(t, fs::Permissions::from_mode(0o777)).unwrap();
+    write(&t.join("root/usr/locked"), "secret");
+    fs::set_permissions(t.join("root"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(t.join("root/usr"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(t.join("root/usr/locked"), fs::Permissions::from_mode(0o000)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_strata"),
+            "build",
+            "--rootfs",
+        ])
+        .arg(t.join("root"))
+        .arg("--output")
+        .arg(format!("oci:{}", t.join("out").display()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("root/usr/locked: Permission denied"), "{err}");
+    assert!(!t.join("out").exists());
+}

@@ -14,5 +14,6 @@ pub mod input;
 pub mod layers;
 pub mod operator;
 pub mod output;
+pub mod parallel;
 pub mod plan;
 pub mod source;

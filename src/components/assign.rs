@@ -102,8 +102,19 @@ pub fn assign(
         date,
         components: Vec::new(),
     };
+    let groups: Vec<(String, (ComponentKind, Option<usize>, Vec<usize>))> =
+        groups.into_iter().collect();
+    // Content digests read every unowned byte: spread them over all cores.
+    let digests = crate::parallel::try_map(
+        &groups,
+        |_, (_, (_, pkg, idx))| match pkg {
+            Some(_) => Ok(None),
+            None => content_version(root, entries, idx).map(Some),
+        },
+        |_, _| {},
+    )?;
     let mut members = Vec::new();
-    for (name, (kind, pkg, idx)) in groups {
+    for ((name, (kind, pkg, idx)), digest) in groups.into_iter().zip(digests) {
         let size = idx.iter().map(|&i| entries[i].size).sum();
         let (version, source, changelog) = match pkg {
             Some(p) => (
@@ -114,7 +125,7 @@ pub fn assign(
                     .or(Some(packages[p].name.clone())),
                 packages[p].changelog.clone(),
             ),
-            None => (content_version(root, entries, &idx)?, None, Vec::new()),
+            None => (digest.unwrap_or_default(), None, Vec::new()),
         };
         build.components.push(Component {
             name,

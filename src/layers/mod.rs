@@ -10,8 +10,6 @@ pub mod tar;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use ocidir::{Layer, OciDir};
 
@@ -86,42 +84,7 @@ pub fn write_all(
     layers: &[Vec<usize>],
     progress: impl Fn(usize, usize) + Sync,
 ) -> Result<Vec<Layer>, LayerError> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(layers.len().max(1));
-    let next = AtomicUsize::new(0);
-    let done = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<Layer, LayerError>>>> =
-        Mutex::new((0..layers.len()).map(|_| None).collect());
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= layers.len() {
-                    break;
-                }
-                let r = write_one(job, i, &layers[i]);
-                let failed = r.is_err();
-                results
-                    .lock()
-                    .expect("no worker panics while holding the lock")[i] = Some(r);
-                progress(done.fetch_add(1, Ordering::SeqCst) + 1, layers.len());
-                if failed {
-                    // Let the other workers stop early: nothing after a failure is used.
-                    next.store(layers.len(), Ordering::SeqCst);
-                }
-            });
-        }
-    });
-    let results = results.into_inner().expect("workers finished");
-    let mut out = Vec::with_capacity(layers.len());
-    for r in results {
-        match r {
-            Some(r) => out.push(r?),
-            None => break,
-        }
-    }
-    Ok(out)
+    crate::parallel::try_map(layers, |i, members| write_one(job, i, members), progress)
 }
 
 fn write_one(job: &LayerJob, index: usize, members: &[usize]) -> Result<Layer, LayerError> {

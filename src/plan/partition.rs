@@ -368,13 +368,9 @@ fn best_cuts(runs: &[Run], k: usize) -> Vec<usize> {
             from[j][i] = arg;
         }
     }
-    // Fewer groups win ties: a layer that saves nothing is not worth its overhead.
-    let mut groups = 1;
-    for j in 1..k {
-        if best[j][m] < best[groups - 1][m] - 1e-9 * best[groups - 1][m].max(1.0) {
-            groups = j + 1;
-        }
-    }
+    // Every slot is used: splitting never costs more, and separate layers keep later
+    // regrouping cheap and let layers compress in parallel.
+    let groups = k;
     let mut cuts = Vec::with_capacity(groups);
     let mut end = m;
     for j in (0..groups).rev() {

@@ -45,6 +45,14 @@ pub enum AssignError {
     Invalid { path: PathBuf, problem: String },
 }
 
+/// Entries gathered under one component name while walking.
+struct Group {
+    kind: ComponentKind,
+    /// Index into the packages, for package components.
+    package: Option<usize>,
+    members: Vec<usize>,
+}
+
 /// A build's components, and which entries each one holds.
 #[derive(Debug, Clone)]
 pub struct Assigned {
@@ -71,7 +79,7 @@ pub fn assign(
             owner.entry(f.as_path()).or_insert(p);
         }
     }
-    let mut groups: BTreeMap<String, (ComponentKind, Option<usize>, Vec<usize>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     let mut group_of: HashMap<&Path, String> = HashMap::new();
     for (i, e) in entries.iter().enumerate() {
         let (name, kind, pkg) = match &e.kind {
@@ -86,35 +94,49 @@ pub fn assign(
                         ),
                     }
                 })?;
-                let (kind, pkg, _) = &groups[&name];
-                (name, *kind, *pkg)
+                let g = &groups[&name];
+                (name, g.kind, g.package)
             }
             _ => classify(e, map, owner.get(e.path.as_path()).copied(), &packages),
         };
         group_of.insert(e.path.as_path(), name.clone());
         groups
             .entry(name)
-            .or_insert((kind, pkg, Vec::new()))
-            .2
+            .or_insert(Group {
+                kind,
+                package: pkg,
+                members: Vec::new(),
+            })
+            .members
             .push(i);
     }
     let mut build = Build {
         date,
         components: Vec::new(),
     };
-    let groups: Vec<(String, (ComponentKind, Option<usize>, Vec<usize>))> =
-        groups.into_iter().collect();
+    let groups: Vec<(String, Group)> = groups.into_iter().collect();
     // Content digests read every unowned byte: spread them over all cores.
     let digests = crate::parallel::try_map(
         &groups,
-        |_, (_, (_, pkg, idx))| match pkg {
+        |_, (_, g)| match g.package {
             Some(_) => Ok(None),
-            None => content_version(root, entries, idx).map(Some),
+            None => content_version(root, entries, &g.members).map(Some),
         },
         |_, _| {},
     )?;
     let mut members = Vec::new();
-    for ((name, (kind, pkg, idx)), digest) in groups.into_iter().zip(digests) {
+    for (
+        (
+            name,
+            Group {
+                kind,
+                package: pkg,
+                members: idx,
+            },
+        ),
+        digest,
+    ) in groups.into_iter().zip(digests)
+    {
         let size = idx.iter().map(|&i| entries[i].size).sum();
         let (version, source, changelog) = match pkg {
             Some(p) => (

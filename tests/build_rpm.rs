@@ -60,18 +60,21 @@ fn rpm_install(root: &Path, mode: &str, rpms: &[&Path]) {
         .args(rpms));
 }
 
-fn report(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+/// A scratch directory with an rpmbuild tree and the `hello` package built in it.
+struct Fixture {
+    tmp: tempfile::TempDir,
+    top: std::path::PathBuf,
+    root: std::path::PathBuf,
+    hello: std::path::PathBuf,
 }
 
-#[test]
-fn an_rpm_root_builds_and_an_upgrade_keeps_unchanged_layers() {
+/// `None` (the test is skipped) when rpm and rpmbuild are not installed.
+fn fixture() -> Option<Fixture> {
     if !real_parts(&["rpmbuild", "rpm"]) {
-        return;
+        return None;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (t, root) = (tmp.path(), tmp.path().join("root"));
-    let top = t.join("rpmbuild");
+    let (top, root) = (tmp.path().join("rpmbuild"), tmp.path().join("root"));
     fs::create_dir_all(&top).unwrap();
     let hello = rpm_package(
         &top,
@@ -79,6 +82,27 @@ fn an_rpm_root_builds_and_an_upgrade_keeps_unchanged_layers() {
         "1.0",
         "hello",
         &[("/usr/bin/hello", "hello")],
+    );
+    Some(Fixture {
+        tmp,
+        top,
+        root,
+        hello,
+    })
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn an_rpm_root_builds_and_an_upgrade_keeps_unchanged_layers() {
+    let Some(fx) = fixture() else { return };
+    let (t, root, top, hello) = (
+        fx.tmp.path(),
+        fx.root.clone(),
+        fx.top.clone(),
+        fx.hello.clone(),
     );
     let world = rpm_package(
         &top,
@@ -170,21 +194,9 @@ fn an_rpm_root_builds_and_an_upgrade_keeps_unchanged_layers() {
 
 #[test]
 fn a_corrupt_rpmdb_blob_is_a_clear_error() {
-    if !real_parts(&["rpmbuild", "rpm"]) {
-        return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let (t, root) = (tmp.path(), tmp.path().join("root"));
-    let top = t.join("rpmbuild");
-    fs::create_dir_all(&top).unwrap();
-    let hello = rpm_package(
-        &top,
-        "hello",
-        "1.0",
-        "hello",
-        &[("/usr/bin/hello", "hello")],
-    );
-    rpm_install(&root, "-i", &[&hello]);
+    let Some(fx) = fixture() else { return };
+    let (t, root) = (fx.tmp.path(), fx.root.clone());
+    rpm_install(&root, "-i", &[&fx.hello]);
     let db = root.join("usr/lib/sysimage/rpm/rpmdb.sqlite");
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute("UPDATE Packages SET blob = x'0000000100000010'", [])

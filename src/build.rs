@@ -237,6 +237,12 @@ fn build_into(
         .source_date_epoch
         .and_then(|s| jiff::Timestamp::from_second(s).ok())
         .map(|t| t.to_string());
+    if entries.is_empty() {
+        return Err(BuildError::Source(SourceError::Invalid {
+            path: root.to_path_buf(),
+            problem: "the tree is empty: there is nothing to encapsulate".into(),
+        }));
+    }
     let assigned = assign(root, &entries, date, &opts.components_map)?;
     progress(&format!(
         "{} files in {} components",

@@ -234,6 +234,8 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     let out_dir = t.join("out");
     let existing = t.join("existing");
     fs::create_dir(&existing).unwrap();
+    let empty = t.join("empty-root");
+    fs::create_dir(&empty).unwrap();
     let r = root.to_str().unwrap();
     let cases: Vec<(Vec<String>, String)> = vec![
         (
@@ -251,6 +253,10 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
         (
             vec!["--rootfs".into(), corrupt.display().to_string()],
             "var/lib/dpkg/status: record 1 has no Version field".into(),
+        ),
+        (
+            vec!["--rootfs".into(), empty.display().to_string()],
+            "the tree is empty".into(),
         ),
     ];
     for (args, expected) in cases {

@@ -14,7 +14,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::components::{parse_date, validate_date, Build, ComponentKind};
+use crate::components::{check_total_size, parse_date, validate_date, Build, ComponentKind};
 use crate::input::{self, InputError};
 
 /// One component as a prior build's layer recorded it.
@@ -93,6 +93,11 @@ impl Layout {
     /// Checks that every component sits in one layer only and the date parses.
     pub fn validate(&self, path: &Path) -> Result<(), InputError> {
         validate_date(path, self.date.as_deref())?;
+        let sizes = self
+            .layers
+            .iter()
+            .flat_map(|l| l.components.iter().map(|c| c.size));
+        check_total_size(path, "layers", sizes)?;
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, layer) in self.layers.iter().enumerate() {
             for (j, c) in layer.components.iter().enumerate() {

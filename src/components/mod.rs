@@ -88,6 +88,7 @@ impl Build {
         if self.components.is_empty() {
             return Err(InputError::invalid(path, "components", "the list is empty"));
         }
+        check_total_size(path, "components", self.components.iter().map(|c| c.size))?;
         let mut seen = BTreeSet::new();
         for (i, c) in self.components.iter().enumerate() {
             let field = |f: &str| format!("components[{i}].{f}");
@@ -120,6 +121,30 @@ impl Build {
         }
         Ok(())
     }
+}
+
+/// Sizes beyond this total are refused: no OS image is an exbibyte, and sums of
+/// untrusted sizes must not overflow.
+pub const MAX_TOTAL_SIZE: u64 = 1 << 60;
+
+/// Checks that `sizes` add up to at most [`MAX_TOTAL_SIZE`].
+pub fn check_total_size(
+    path: &Path,
+    field: &str,
+    sizes: impl Iterator<Item = u64>,
+) -> Result<(), InputError> {
+    let mut total: u64 = 0;
+    for s in sizes {
+        total = total.saturating_add(s);
+        if total > MAX_TOTAL_SIZE {
+            return Err(InputError::invalid(
+                path,
+                field,
+                "sizes add up to more than 1 EiB",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks the optional `date` field of a file.
@@ -179,6 +204,11 @@ mod tests {
                 "not valid JSON for a components file",
             ),
             (r#"{"date": "soon", "components": []}"#, "date: 'soon'"),
+            (
+                r#"{"components": [{"name": "a", "version": "1", "size": 18446744073709551615},
+                                   {"name": "b", "version": "1", "size": 5}]}"#,
+                "components: sizes add up to more than 1 EiB",
+            ),
             ("", "the file is empty"),
         ];
         for (text, expected) in cases {

@@ -327,11 +327,7 @@ fn build_into(
 fn image_meta(opts: &BuildOptions, plan: &Plan, tag: Option<&str>) -> ImageMeta {
     use sha2::Digest;
     let plan_json = serde_json::to_vec(plan).expect("plans serialise");
-    let hex: String = sha2::Sha256::digest(&plan_json)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let digest = format!("sha256:{hex}");
+    let digest = crate::bytes::sha256_label(&sha2::Sha256::digest(&plan_json));
     let mut annotations = BTreeMap::from([(image::PLAN_DIGEST.to_string(), digest)]);
     if let Some(date) = &plan.date {
         annotations.insert(image::BUILD_DATE.into(), date.clone());

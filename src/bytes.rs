@@ -1,4 +1,4 @@
-//! Byte counts for people.
+//! Byte counts and digests, written for people and for annotations.
 
 /// Formats `n` bytes with a binary unit, e.g. `1.5 MiB`.
 pub fn human_bytes(n: u64) -> String {
@@ -16,6 +16,12 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// `sha256:` followed by the lowercase hex of `digest` (the whole of it or a prefix).
+pub fn sha256_label(digest: &[u8]) -> String {
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -23,5 +29,6 @@ mod tests {
         assert_eq!(super::human_bytes(512), "512 B");
         assert_eq!(super::human_bytes(1536), "1.5 KiB");
         assert_eq!(super::human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(super::sha256_label(&[0, 171]), "sha256:00ab");
     }
 }

@@ -65,9 +65,7 @@ pub fn content_key<'a>(sorted_pairs: impl IntoIterator<Item = (&'a str, &'a str)
         hasher.update(version.as_bytes());
         hasher.update([b'\n']);
     }
-    let digest = hasher.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+    crate::bytes::sha256_label(&hasher.finalize())
 }
 
 /// The layout of one prior build: its layers in order, and its date when known.

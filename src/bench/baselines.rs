@@ -167,16 +167,8 @@ fn change_days(build: &Build, priors: &[Layout]) -> HashMap<String, Vec<i64>> {
 }
 
 fn median_and_mad(values: &[f64]) -> (f64, f64) {
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => 0.0,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
-    };
-    let m = med(&mut values.to_vec());
-    let mad = med(&mut values.iter().map(|v| (v - m).abs()).collect());
+    let m = super::median(&mut values.to_vec());
+    let mad = super::median(&mut values.iter().map(|v| (v - m).abs()).collect::<Vec<_>>());
     (m, mad)
 }
 

@@ -28,6 +28,16 @@ pub fn read_history(path: &Path) -> Result<Vec<Build>, InputError> {
     Ok(builds)
 }
 
+/// The median of `values`, sorting them in place; 0 for none.
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
 /// The process's peak resident memory in bytes, from `/proc/self/status`.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

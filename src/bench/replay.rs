@@ -103,15 +103,14 @@ fn summarise(
     let mean = |f: fn(&Transition) -> u64| measured.iter().map(|t| f(t) as f64).sum::<f64>() / n;
     let mean_download = mean(|t| t.download_bytes);
     let mean_lower = mean(|t| t.lower_bound_bytes);
-    let mut downloads: Vec<u64> = measured.iter().map(|t| t.download_bytes).collect();
-    downloads.sort_unstable();
+    let mut downloads: Vec<f64> = measured.iter().map(|t| t.download_bytes as f64).collect();
     let ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
     ReplayResult {
         strategy: strategy.to_string(),
         builds,
         warmup,
         mean_download_bytes: mean_download,
-        median_download_bytes: median(&downloads),
+        median_download_bytes: super::median(&mut downloads),
         mean_lower_bound_bytes: mean_lower,
         ratio_to_lower_bound: if mean_lower > 0.0 {
             mean_download / mean_lower
@@ -121,13 +120,5 @@ fn summarise(
         mean_plan_ms: ms.iter().sum::<f64>() / ms.len().max(1) as f64,
         max_plan_ms: ms.iter().copied().fold(0.0, f64::max),
         transitions,
-    }
-}
-
-fn median(sorted: &[u64]) -> f64 {
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2] as f64,
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) as f64 / 2.0,
     }
 }

@@ -239,11 +239,5 @@ fn content_version(
             }
         }
     }
-    let hex: String = h
-        .finalize()
-        .iter()
-        .take(10)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok(format!("sha256:{hex}"))
+    Ok(crate::bytes::sha256_label(&h.finalize()[..10]))
 }

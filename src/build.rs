@@ -53,6 +53,8 @@ pub struct BuildOptions {
     pub components_map: ComponentMap,
     /// Seconds since the epoch: the build date, and the clamp for file mtimes.
     pub source_date_epoch: Option<i64>,
+    /// Lay the image out by this plan instead of planning (it must match the source).
+    pub fixed_plan: Option<Plan>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +71,11 @@ pub enum BuildError {
     Image(#[from] ImageError),
     #[error("{path}: {problem}")]
     Output { path: PathBuf, problem: String },
+    #[error(
+        "the given plan does not match the source (component {component:?} differs); \
+         the source changed after it was planned"
+    )]
+    PlanMismatch { component: String },
 }
 
 /// The written image and what it cost clients.
@@ -89,6 +96,9 @@ pub struct BuiltImage {
     /// Compressed bytes of all layers.
     pub size: u64,
     pub layers: usize,
+    /// Each layer's digest, in manifest order.
+    #[serde(default)]
+    pub layer_digests: Vec<String>,
 }
 
 /// The tag the image gets in a staging layout that is pushed elsewhere.
@@ -202,16 +212,53 @@ fn temp_staging(output: &ImageRef) -> Result<PathBuf, BuildError> {
     Ok(dir.keep())
 }
 
-fn build_into(
+/// The source read and planned: everything the layers are written from.
+struct Prepared {
+    /// Holds a flattened image's tree until the layers are written.
+    _scratch: Option<tempfile::TempDir>,
+    root: PathBuf,
+    entries: Vec<crate::source::Entry>,
+    assigned: crate::components::assign::Assigned,
+    priors: Vec<(String, Layout)>,
+    warnings: Vec<String>,
+    plan: Plan,
+}
+
+/// What `strata worker plan` reports: the plan and what was learnt on the way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanReport {
+    pub schema: String,
+    pub plan: Plan,
+    /// The priors that could be read, newest first.
+    pub priors: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// The version tag of the plan report format.
+pub const PLAN_REPORT_SCHEMA: &str = "strata.plan-report/v1";
+
+/// Reads the source and plans it, writing nothing.
+pub fn plan_only(
     opts: &BuildOptions,
-    staging: &Path,
-    tag: Option<&str>,
     progress: &(dyn Fn(&str) + Sync),
-) -> Result<BuildReport, BuildError> {
-    // Kept alive until the layers are written: the flattened tree lives in it.
-    let mut _flattened = None;
-    let root_dir: PathBuf = match &opts.source {
-        BuildSource::Rootfs(dir) => dir.clone(),
+) -> Result<PlanReport, BuildError> {
+    opts.plan.validate()?;
+    let prepared = prepare(opts, progress)?;
+    Ok(PlanReport {
+        schema: PLAN_REPORT_SCHEMA.into(),
+        priors: prepared.priors.iter().map(|(n, _)| n.clone()).collect(),
+        plan: prepared.plan,
+        warnings: prepared.warnings,
+    })
+}
+
+/// The tree to encapsulate; a flattened image lives in the returned scratch directory.
+fn source_tree(
+    opts: &BuildOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(PathBuf, Option<tempfile::TempDir>), BuildError> {
+    match &opts.source {
+        BuildSource::Rootfs(dir) => Ok((dir.clone(), None)),
         BuildSource::Image(r) => {
             progress(&format!("flattening {r}"));
             let scratch = tempfile::Builder::new()
@@ -221,14 +268,19 @@ fn build_into(
             let tree = scratch.path().join("rootfs");
             std::fs::create_dir(&tree).map_err(|e| output_error(&tree, e))?;
             crate::source::image::flatten(r, &opts.registry, scratch.path(), &tree)?;
-            _flattened = Some(scratch);
-            tree
+            Ok((tree, Some(scratch)))
         }
-    };
-    let root = root_dir.as_path();
+    }
+}
+
+fn prepare(
+    opts: &BuildOptions,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Prepared, BuildError> {
+    let (root, scratch) = source_tree(opts, progress)?;
     progress(&format!("reading {}", root.display()));
     let entries = walk(
-        root,
+        &root,
         WalkOptions {
             allow_special_files: opts.allow_special_files,
         },
@@ -239,11 +291,11 @@ fn build_into(
         .map(|t| t.to_string());
     if entries.is_empty() {
         return Err(BuildError::Source(SourceError::Invalid {
-            path: root.to_path_buf(),
+            path: root,
             problem: "the tree is empty: there is nothing to encapsulate".into(),
         }));
     }
-    let assigned = assign(root, &entries, date, &opts.components_map)?;
+    let assigned = assign(&root, &entries, date, &opts.components_map)?;
     progress(&format!(
         "{} files in {} components",
         entries.len(),
@@ -255,14 +307,76 @@ fn build_into(
     for w in &warnings {
         progress(&format!("warning: {w}"));
     }
-    let layouts: Vec<Layout> = priors.iter().map(|(_, l)| l.clone()).collect();
-    let plan = plan::plan(&assigned.build, &layouts, &opts.plan)?;
+    let plan = match &opts.fixed_plan {
+        Some(fixed) => {
+            check_fixed_plan(fixed, &assigned.build)?;
+            fixed.clone()
+        }
+        None => {
+            let layouts: Vec<Layout> = priors.iter().map(|(_, l)| l.clone()).collect();
+            plan::plan(&assigned.build, &layouts, &opts.plan)?
+        }
+    };
     progress(&format!(
         "planned {} layers; {}",
         plan.layers.len(),
         plan.repack.reason
     ));
+    Ok(Prepared {
+        _scratch: scratch,
+        root,
+        entries,
+        assigned,
+        priors,
+        warnings,
+        plan,
+    })
+}
 
+/// A plan made earlier must place exactly the components the tree has now, at the
+/// same versions; anything else means the source changed in between.
+fn check_fixed_plan(fixed: &Plan, build: &crate::components::Build) -> Result<(), BuildError> {
+    let planned: BTreeMap<&str, Option<&str>> = fixed
+        .layers
+        .iter()
+        .flat_map(|l| &l.components)
+        .map(|c| (c.name.as_str(), c.version.as_deref()))
+        .collect();
+    let actual: BTreeMap<&str, Option<&str>> = build
+        .components
+        .iter()
+        .map(|c| (c.name.as_str(), Some(c.version.as_str())))
+        .collect();
+    if planned == actual {
+        return Ok(());
+    }
+    let differs = actual
+        .iter()
+        .find(|(name, version)| planned.get(*name) != Some(*version))
+        .map(|(name, _)| *name)
+        .or_else(|| planned.keys().find(|n| !actual.contains_key(*n)).copied())
+        .unwrap_or_default();
+    Err(BuildError::PlanMismatch {
+        component: differs.to_string(),
+    })
+}
+
+fn build_into(
+    opts: &BuildOptions,
+    staging: &Path,
+    tag: Option<&str>,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<BuildReport, BuildError> {
+    let Prepared {
+        _scratch,
+        root,
+        entries,
+        assigned,
+        priors,
+        warnings,
+        plan,
+    } = prepare(opts, progress)?;
+    let root = root.as_path();
     let members_of: std::collections::HashMap<&str, &Vec<usize>> = assigned
         .build
         .components
@@ -317,6 +431,12 @@ fn build_into(
             manifest_digest: desc.digest().to_string(),
             size: built.manifest.layers().iter().map(|l| l.size()).sum(),
             layers: built.manifest.layers().len(),
+            layer_digests: built
+                .manifest
+                .layers()
+                .iter()
+                .map(|l| l.digest().to_string())
+                .collect(),
         },
         plan,
         diffs,

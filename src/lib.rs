@@ -1,6 +1,7 @@
 //! Strata turns OS builds into layered OCI images whose layers stay stable from build
 //! to build. The modules follow the data flow:
-//! components → history → plan → diff, with `bench` replaying real streams.
+//! source → components → history → plan → layers → image → diff, with `build` running
+//! them in order, `operator` running builds for Kubernetes, and `bench` measuring.
 
 pub mod bench;
 pub mod build;
@@ -17,3 +18,19 @@ pub mod output;
 pub mod parallel;
 pub mod plan;
 pub mod source;
+
+/// An error and its causes on one line, leaving out a cause its parent's message
+/// already quotes.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !text.contains(&c_text) {
+            text.push_str(": ");
+            text.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    text
+}

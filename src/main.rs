@@ -10,21 +10,8 @@ fn main() -> ExitCode {
     match strata::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("strata: error: {}", message(&err));
+            eprintln!("strata: error: {}", strata::error_chain(err.as_ref()));
             ExitCode::from(2)
         }
     }
-}
-
-/// The error and its causes, leaving out a cause its parent's message already quotes.
-fn message(err: &anyhow::Error) -> String {
-    let mut text = err.to_string();
-    for cause in err.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-    }
-    text
 }

@@ -89,6 +89,7 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
             registry: Default::default(),
             components_map: Default::default(),
             source_date_epoch: None,
+            fixed_plan: None,
         };
         let started = Instant::now();
         let report = crate::build::build(&build_opts, &|_| {})?;

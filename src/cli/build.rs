@@ -50,6 +50,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             None => Default::default(),
         },
         source_date_epoch,
+        fixed_plan: None,
     };
     let report = build(&opts, &|line| eprintln!("strata: {line}"))?;
     if let Some(path) = &args.report {

@@ -4,6 +4,7 @@
 mod bench;
 mod build;
 mod diff;
+mod operator;
 mod plan;
 
 use std::path::PathBuf;
@@ -34,6 +35,12 @@ pub enum Command {
     Diff(DiffArgs),
     /// Print the EncapsulationJob CRD (YAML), e.g. `strata crd | kubectl apply -f -`.
     Crd(CrdArgs),
+    /// Run the operator: reconcile EncapsulationJobs by running worker pods.
+    #[command(after_help = operator::CONTROLLER_EXAMPLES)]
+    Controller(ControllerArgs),
+    /// One step of an EncapsulationJob, inside its pod (the controller writes these
+    /// arguments; you rarely type them).
+    Worker(Box<WorkerArgs>),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -194,6 +201,89 @@ pub struct CrdArgs {
     pub kube_minor: Option<u32>,
 }
 
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Watch jobs in this namespace only (default: all namespaces).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Image of worker pods, unless a job sets spec.workerImage.
+    #[arg(long, env = "STRATA_WORKER_IMAGE", default_value = concat!("ghcr.io/strata-dev/strata:", env!("CARGO_PKG_VERSION")))]
+    pub worker_image: String,
+    /// The worker image's path to the strata binary.
+    #[arg(long, default_value = "strata")]
+    pub worker_command: String,
+    /// Service account of worker pods, unless a job's pod template names one. It
+    /// needs to create and patch ConfigMaps in the job's namespace, nothing more.
+    #[arg(long, default_value = "strata-worker")]
+    pub worker_service_account: String,
+    /// Seconds to wait after a first failed attempt; doubles with each failure.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub backoff_base: f64,
+    /// A registry (host[:port]) to reach over plain HTTP. Repeatable.
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub health_addr: std::net::SocketAddr,
+    /// The Lease that elects one active replica.
+    #[arg(long, default_value = "strata-controller")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's name in the Lease (default: host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Seconds a leader may go without renewing before another replica takes over.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    pub lease_duration: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkerStep {
+    Plan,
+    Build,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Which step of the attempt to run.
+    #[arg(value_enum)]
+    pub step: WorkerStep,
+    #[arg(long)]
+    pub namespace: String,
+    /// The EncapsulationJob's name.
+    #[arg(long)]
+    pub job: String,
+    #[arg(long)]
+    pub job_uid: String,
+    #[arg(long)]
+    pub attempt: u32,
+    /// The plan step writes the plan here; the build step lays the image out by it.
+    #[arg(long, value_name = "FILE")]
+    pub plan_file: PathBuf,
+    /// Where the summary for the controller goes.
+    #[arg(long, value_name = "FILE", default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    #[arg(long, value_name = "REF")]
+    pub from_image: Option<crate::image::ImageRef>,
+    #[arg(long, value_name = "REF")]
+    pub prior: Vec<crate::image::ImageRef>,
+    /// Required by the build step.
+    #[arg(long, value_name = "REF")]
+    pub output: Option<crate::image::ImageRef>,
+    #[arg(long, value_enum, default_value_t = crate::layers::Compression::Gzip)]
+    pub compression: crate::layers::Compression,
+    #[arg(long)]
+    pub stream: Option<String>,
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Replay a stream's real build history and measure what clients download.
@@ -266,6 +356,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::operator::crd::crd_yaml(args.kube_minor));
             Ok(())
         }
+        Command::Controller(args) => operator::controller(args),
+        Command::Worker(args) => operator::worker(*args),
         Command::Bench(BenchCommand::Replay(args)) => bench::replay(args),
         Command::Bench(BenchCommand::Plan(args)) => bench::plan(args),
         Command::Bench(BenchCommand::Build(args)) => bench::build(args),

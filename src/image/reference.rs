@@ -65,6 +65,25 @@ impl std::str::FromStr for ImageRef {
     }
 }
 
+impl ImageRef {
+    /// A registry reference pinned to `digest` (any tag dropped), so a later read gets
+    /// exactly the image that was written; `None` for local transports.
+    pub fn pinned(&self, digest: &str) -> Option<ImageRef> {
+        let ImageRef::Docker(name) = self else {
+            return None;
+        };
+        let name = name.split_once('@').map_or(name.as_str(), |(n, _)| n);
+        let (path, last) = name.rsplit_once('/').unwrap_or(("", name));
+        let repo = last.split_once(':').map_or(last, |(r, _)| r);
+        let repo = if path.is_empty() {
+            repo.to_string()
+        } else {
+            format!("{path}/{repo}")
+        };
+        Some(ImageRef::Docker(format!("{repo}@{digest}")))
+    }
+}
+
 impl fmt::Display for ImageRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let with_tag =
@@ -85,6 +104,25 @@ impl fmt::Display for ImageRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_references_pin_to_a_digest() {
+        let pin = |s: &str| {
+            s.parse::<ImageRef>()
+                .unwrap()
+                .pinned("sha256:ab")
+                .map(|r| r.to_string())
+        };
+        assert_eq!(
+            pin("docker://127.0.0.1:5000/os/fcos:41").as_deref(),
+            Some("docker://127.0.0.1:5000/os/fcos@sha256:ab")
+        );
+        assert_eq!(
+            pin("docker://quay.io/os@sha256:cd").as_deref(),
+            Some("docker://quay.io/os@sha256:ab")
+        );
+        assert_eq!(pin("oci:/tmp/x:1"), None);
+    }
 
     #[test]
     fn parses_every_transport() {

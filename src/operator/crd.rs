@@ -343,6 +343,12 @@ pub struct Failure {
     /// The exact `kubectl logs …` command that shows what went wrong.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logs_command: Option<String>,
+    /// The attempt that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// When the failure was noticed; retries back off from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
 }
 
 /// CEL validation rules are on by default from Kubernetes 1.25; older apiservers

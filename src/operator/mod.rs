@@ -1,11 +1,53 @@
-//! The Kubernetes operator: the `EncapsulationJob` custom resource, and (to come) the
-//! controller that runs `strata worker` pods and folds their reports into status.
+//! The Kubernetes operator: the `EncapsulationJob` custom resource, the controller that
+//! runs `strata worker` pods for it, and the worker side of their contract.
+//!
+//! Data flow: `controller` watches jobs and pods and hands what it observed to
+//! `reconcile::decide`, a pure function that returns the new status and the pods to
+//! create or delete. `pod` builds worker pods, `report` is the worker ↔ controller
+//! contract, `status` folds reports into status, and `worker` is what runs in the pod.
 
+pub mod controller;
 pub mod crd;
+pub mod health;
+pub mod lease;
+pub mod metrics;
+pub mod pod;
+pub mod reconcile;
+pub mod report;
+pub mod status;
+pub mod validate;
+pub mod worker;
+
+use std::time::Duration;
 
 /// Selects rustls' crypto provider for the Kubernetes client. Several providers are
 /// compiled in through dependencies, so rustls cannot pick one by itself.
 pub fn install_crypto_provider() {
     // An error means a provider is already installed, which is all we need.
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// How the controller runs workers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The image of worker pods, unless a job names its own.
+    pub worker_image: String,
+    /// The worker's command before `worker …` (the image's `strata`).
+    pub worker_command: Vec<String>,
+    /// Service account of worker pods, unless a job names its own.
+    pub service_account: String,
+    /// The wait after a first failed attempt; it doubles with each further failure.
+    pub backoff_base: Duration,
+    /// Registries (`host[:port]`) reached over plain HTTP or unverified TLS.
+    pub insecure_registries: Vec<String>,
+}
+
+impl Settings {
+    /// Whether `reference` (`docker://host/…`) names an insecure registry.
+    pub fn is_insecure(&self, reference: &str) -> bool {
+        reference
+            .strip_prefix("docker://")
+            .and_then(|r| r.split('/').next())
+            .is_some_and(|host| self.insecure_registries.iter().any(|h| h == host))
+    }
 }

@@ -1,0 +1,116 @@
+//! `strata controller` and `strata worker`: argument handling around `operator`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use super::{ControllerArgs, WorkerArgs, WorkerStep};
+use crate::build::{BuildOptions, BuildSource};
+use crate::operator::{self, controller, health, lease, report::Step, worker, Settings};
+
+pub const CONTROLLER_EXAMPLES: &str = "\
+Examples:
+  # Install the CRD, then run the controller against the current kubeconfig
+  strata crd | kubectl apply --server-side -f -
+  strata controller --namespace builds --worker-image registry.example.com/strata:0.1.0
+
+  # A loopback registry for development
+  strata controller --insecure-registry 127.0.0.1:5000 --backoff-base 1
+
+Jobs of one stream run one at a time, oldest first. Probes: /healthz, /readyz;
+Prometheus metrics on /metrics (see --health-addr).";
+
+pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    init_tracing();
+    if !(args.backoff_base.is_finite() && args.backoff_base >= 0.0) {
+        bail!("--backoff-base {}: must be a number of seconds", args.backoff_base);
+    }
+    if args.lease_duration < 3 {
+        bail!("--lease-duration {}: must be at least 3 seconds", args.lease_duration);
+    }
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let opts = controller::Options {
+        settings: Settings {
+            worker_image: args.worker_image,
+            worker_command: vec![args.worker_command],
+            service_account: args.worker_service_account,
+            backoff_base: Duration::from_secs_f64(args.backoff_base),
+            insecure_registries: args.insecure_registry,
+        },
+        namespace: args.namespace,
+        lease: lease::LeaseSettings {
+            name: args.lease_name,
+            namespace: args.lease_namespace.unwrap_or_else(|| "default".into()),
+            identity,
+            duration: Duration::from_secs(args.lease_duration),
+        },
+    };
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        operator::install_crypto_provider();
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot configure the Kubernetes client (kubeconfig or in-cluster)")?;
+        let health = Arc::new(health::Health::default());
+        let bound = health::serve(args.health_addr, health.clone())
+            .await
+            .with_context(|| format!("--health-addr {}: cannot listen", args.health_addr))?;
+        tracing::info!(%bound, "serving /healthz, /readyz and /metrics");
+        controller::run(client, opts, health)
+            .await
+            .map_err(anyhow::Error::msg)
+    })
+}
+
+pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    let source = match (&args.rootfs, &args.from_image) {
+        (Some(dir), None) => BuildSource::Rootfs(dir.clone()),
+        (None, Some(r)) => BuildSource::Image(r.clone()),
+        _ => bail!("name exactly one source: --rootfs DIR or --from-image REF"),
+    };
+    let step = match args.step {
+        WorkerStep::Plan => Step::Plan,
+        WorkerStep::Build => Step::Build,
+    };
+    let output = match (&args.output, step) {
+        (Some(o), _) => o.clone(),
+        // The plan step writes no image; this output is never opened.
+        (None, Step::Plan) => "oci:/nonexistent".parse().expect("a valid reference"),
+        (None, Step::Build) => bail!("the build step needs --output"),
+    };
+    let task = worker::Task {
+        step,
+        namespace: args.namespace,
+        job: args.job,
+        job_uid: args.job_uid,
+        attempt: args.attempt,
+        plan_file: args.plan_file,
+        termination_log: args.termination_log,
+        build: BuildOptions {
+            source,
+            output,
+            priors: args.prior,
+            plan: args.planner.options(),
+            compression: args.compression,
+            labels: Default::default(),
+            stream: args.stream,
+            allow_special_files: true,
+            registry: args.registry.options(),
+            components_map: Default::default(),
+            source_date_epoch: None,
+            fixed_plan: None,
+        },
+    };
+    worker::run(&task, &|line| eprintln!("strata worker: {line}"))?;
+    Ok(())
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}

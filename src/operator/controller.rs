@@ -1,0 +1,337 @@
+//! `strata controller`: the I/O around `reconcile::decide`. It watches jobs and their
+//! pods, gathers what `decide` needs (pods and reports straight from the API server,
+//! stream peers from the watch cache), carries out the actions, publishes an Event per
+//! transition and writes status with server-side apply.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+
+use super::crd::{EncapsulationJob, EncapsulationJobStatus};
+use super::health::Health;
+use super::lease::{self, LeaseSettings};
+use super::reconcile::{self, Action, Observed, Reports};
+use super::report::{self, ReportError, Step, Termination};
+use super::status::{finished, SUCCEEDED};
+use super::Settings;
+
+/// The field manager of the controller's status writes.
+pub const MANAGER: &str = "strata-controller";
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub settings: Settings,
+    /// Watch one namespace only; all when `None`.
+    pub namespace: Option<String>,
+    pub lease: LeaseSettings,
+}
+
+/// Why a reconcile failed; it is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
+    let what = what.into();
+    move |source| ReconcileError::Kube { what, source }
+}
+
+struct Context {
+    client: Client,
+    settings: Settings,
+    jobs: Store<EncapsulationJob>,
+    health: Arc<Health>,
+    recorder: Recorder,
+}
+
+/// Runs until a shutdown signal, or until leadership is lost.
+pub async fn run(client: Client, opts: Options, health: Arc<Health>) -> Result<(), String> {
+    lease::acquire(&client, &opts.lease)
+        .await
+        .map_err(|e| format!("cannot take the lease {}: {e}", opts.lease.name))?;
+    let lost = tokio::spawn(lease::hold(client.clone(), opts.lease.clone()));
+    let jobs: Api<EncapsulationJob> = match &opts.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let pods: Api<Pod> = match &opts.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let controller = Controller::new(jobs.clone(), watcher::Config::default());
+    let store = controller.store();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings: opts.settings.clone(),
+        jobs: store.clone(),
+        health: health.clone(),
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: MANAGER.into(),
+                instance: Some(opts.lease.identity.clone()),
+            },
+        ),
+    });
+    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=strata");
+    let run = controller
+        .owns(pods, managed)
+        .watches(jobs, watcher::Config::default(), move |changed| {
+            waiting_peers(&store, &changed)
+        })
+        .shutdown_on_signal()
+        .run(reconcile_job, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile");
+            }
+        });
+    health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::select! {
+        () = run => Ok(()),
+        why = lost => Err(why.unwrap_or_else(|e| format!("the lease task ended: {e}"))),
+    }
+}
+
+/// When a job changes, the unfinished jobs of its stream may now be free to start.
+fn waiting_peers(
+    store: &Store<EncapsulationJob>,
+    changed: &EncapsulationJob,
+) -> Vec<ObjectRef<EncapsulationJob>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|j| j.namespace() == changed.namespace() && j.spec.stream == changed.spec.stream)
+        .filter(|j| j.uid() != changed.uid())
+        .filter(|j| !j.status.as_ref().is_some_and(finished))
+        .map(|j| ObjectRef::from_obj(&*j))
+        .collect()
+}
+
+fn error_policy(_job: Arc<EncapsulationJob>, error: &ReconcileError, ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(error = %crate::error_chain(error), "reconcile failed; retrying");
+    ctx.health
+        .metrics
+        .reconcile_errors
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile_job(
+    job: Arc<EncapsulationJob>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ReconcileError> {
+    let started = Instant::now();
+    let metrics = &ctx.health.metrics;
+    metrics
+        .reconciles
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if job.status.as_ref().is_some_and(finished) {
+        return Ok(Requeue::await_change());
+    }
+    let ns = job.namespace().unwrap_or_default();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = format!("{}={}", report::JOB_UID_LABEL, job.uid().unwrap_or_default());
+    let pods = pods_api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_err(format!("listing the pods of {ns}/{}", job.name_any())))?
+        .items;
+    let stream: Vec<EncapsulationJob> = ctx
+        .jobs
+        .state()
+        .iter()
+        .filter(|j| j.namespace() == job.namespace() && j.spec.stream == job.spec.stream)
+        .map(|j| (**j).clone())
+        .collect();
+    let reports = fetch_reports(&ctx.client, &job, &pods).await?;
+    let outcome = reconcile::decide(&Observed {
+        job: &job,
+        pods: &pods,
+        stream: &stream,
+        reports: &reports,
+        now: jiff::Timestamp::now(),
+        settings: &ctx.settings,
+    });
+    for action in &outcome.actions {
+        act(&pods_api, action, &ctx).await?;
+    }
+    let old = job.status.clone().unwrap_or_default();
+    if old != outcome.status {
+        write_status(&ctx.client, &job, &outcome.status).await?;
+        publish_transitions(&ctx, &job, &old, &outcome.status).await;
+        record_metrics(&ctx, &old, &outcome);
+    }
+    metrics.reconcile_duration.observe(started.elapsed());
+    Ok(match outcome.requeue {
+        Some(after) => Requeue::requeue(after),
+        None => Requeue::await_change(),
+    })
+}
+
+/// Reads the reports the current attempt's pod vouched for.
+async fn fetch_reports(
+    client: &Client,
+    job: &EncapsulationJob,
+    pods: &[Pod],
+) -> Result<Reports, ReconcileError> {
+    let mut reports = Reports::default();
+    let wanted = reconcile::reports_to_fetch(job, pods);
+    if wanted.is_empty() {
+        return Ok(reports);
+    }
+    let ns = job.namespace().unwrap_or_default();
+    let name = report::report_name(&job.name_any());
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("reading the report ConfigMap {ns}/{name}")))?;
+    for (step, termination) in wanted {
+        let read = termination.and_then(|t| report_bytes(cm.as_ref(), &name, step, &t));
+        match step {
+            Step::Plan => {
+                reports.plan = Some(read.and_then(|(b, d)| report::decode(&name, &b, &d)));
+            }
+            Step::Build => {
+                reports.build = Some(read.and_then(|(b, d)| report::decode(&name, &b, &d)));
+            }
+        }
+    }
+    Ok(reports)
+}
+
+/// A step's report bytes and the digest its termination message vouched for.
+fn report_bytes(
+    cm: Option<&ConfigMap>,
+    name: &str,
+    step: Step,
+    t: &Termination,
+) -> Result<(Vec<u8>, String), ReportError> {
+    let digest = t.report_sha256.clone().ok_or(ReportError::NoDigest {
+        step: step.name(),
+    })?;
+    let cm = cm.ok_or_else(|| ReportError::Missing(name.into()))?;
+    let bytes = cm
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(step.key()))
+        .ok_or_else(|| ReportError::MissingKey {
+            name: name.into(),
+            key: step.key(),
+        })?;
+    Ok((bytes.0.clone(), digest))
+}
+
+/// Carries out one action. Creating a pod that exists, or deleting one that is gone,
+/// means an earlier reconcile (perhaps before a restart) already did it.
+async fn act(pods: &Api<Pod>, action: &Action, ctx: &Context) -> Result<(), ReconcileError> {
+    match action {
+        Action::Create(pod) => match pods.create(&PostParams::default(), pod).await {
+            Ok(_) => {
+                ctx.health
+                    .metrics
+                    .pods_created
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(kube_err(format!("creating pod {}", pod.name_any()))(e)),
+        },
+        Action::Delete(name) => match pods.delete(name, &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(kube_err(format!("deleting pod {name}"))(e)),
+        },
+    }
+}
+
+async fn write_status(
+    client: &Client,
+    job: &EncapsulationJob,
+    status: &EncapsulationJobStatus,
+) -> Result<(), ReconcileError> {
+    let ns = job.namespace().unwrap_or_default();
+    let api: Api<EncapsulationJob> = Api::namespaced(client.clone(), &ns);
+    let patch = serde_json::json!({
+        "apiVersion": EncapsulationJob::api_version(&()),
+        "kind": EncapsulationJob::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &job.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(kube_err(format!("writing the status of {ns}/{}", job.name_any())))?;
+    Ok(())
+}
+
+/// One Event per condition whose status or reason changed.
+async fn publish_transitions(
+    ctx: &Context,
+    job: &EncapsulationJob,
+    old: &EncapsulationJobStatus,
+    new: &EncapsulationJobStatus,
+) {
+    let reference = job.object_ref(&());
+    for c in &new.conditions {
+        let before = old.conditions.iter().find(|o| o.type_ == c.type_);
+        if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
+            continue;
+        }
+        let warning = c.status == "False" || c.reason == "BackOff";
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: c.reason.clone(),
+            note: Some(c.message.chars().take(1000).collect()),
+            action: c.type_.clone(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, job = %job.name_any(), "cannot publish an event");
+        }
+    }
+}
+
+fn record_metrics(ctx: &Context, old: &EncapsulationJobStatus, outcome: &reconcile::Outcome) {
+    let metrics = &ctx.health.metrics;
+    let now = jiff::Timestamp::now();
+    for exited in &outcome.reported {
+        let latency = now.duration_since(*exited);
+        metrics
+            .report_latency
+            .observe(latency.try_into().unwrap_or_default());
+    }
+    let new = &outcome.status;
+    if finished(new) && !finished(old) {
+        let reason = super::status::condition(new, SUCCEEDED).map_or("", |c| c.reason.as_str());
+        metrics.job_finished(reason);
+        let parse = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        if let (Some(start), Some(end)) = (parse(&new.start_time), parse(&new.completion_time)) {
+            let took = end.duration_since(start);
+            metrics
+                .job_duration
+                .observe(took.try_into().unwrap_or_default());
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! A small HTTP endpoint for probes and scraping: `/healthz` (the process serves),
+//! `/readyz` (this replica leads and its watches are running) and `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::metrics::Metrics;
+
+/// Shared by the server and the controller.
+#[derive(Debug, Default)]
+pub struct Health {
+    pub ready: AtomicBool,
+    pub metrics: Metrics,
+}
+
+/// Binds `addr` and serves until the process ends; returns the bound address.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let health = health.clone();
+            tokio::spawn(async move {
+                let _ = answer(stream, &health).await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+async fn answer(mut stream: tokio::net::TcpStream, health: &Health) -> std::io::Result<()> {
+    // A request line fits in the first read; probes send nothing else that matters.
+    let mut buf = [0u8; 1024];
+    let n = stream.read(&mut buf).await?;
+    let request = String::from_utf8_lossy(&buf[..n]);
+    let path = request.split_whitespace().nth(1).unwrap_or("");
+    let (code, body) = match path {
+        "/healthz" => (200, "ok\n".to_string()),
+        "/readyz" if health.ready.load(Ordering::Relaxed) => (200, "ready\n".to_string()),
+        "/readyz" => (503, "not leading yet\n".to_string()),
+        "/metrics" => (200, health.metrics.render()),
+        _ => (404, "not found\n".to_string()),
+    };
+    let status = match code {
+        200 => "200 OK",
+        503 => "503 Service Unavailable",
+        _ => "404 Not Found",
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}

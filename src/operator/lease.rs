@@ -1,0 +1,106 @@
+//! Leader election on a `coordination.k8s.io` Lease, so two controller replicas never
+//! reconcile at once. Updates carry the resourceVersion they read, so two replicas
+//! racing for an expired lease cannot both win.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::{Api, PostParams};
+
+/// Which lease, and who is asking.
+#[derive(Debug, Clone)]
+pub struct LeaseSettings {
+    pub name: String,
+    pub namespace: String,
+    /// Unique per replica (the pod name, plus a random suffix).
+    pub identity: String,
+    /// A holder that has not renewed for this long has lost the lease.
+    pub duration: Duration,
+}
+
+/// Waits until this replica holds the lease.
+pub async fn acquire(client: &kube::Client, s: &LeaseSettings) -> Result<(), kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &s.namespace);
+    let mut announced = false;
+    loop {
+        if try_take(&api, s).await? {
+            tracing::info!(lease = %s.name, identity = %s.identity, "leading");
+            return Ok(());
+        }
+        if !announced {
+            tracing::info!(lease = %s.name, "another replica leads; waiting");
+            announced = true;
+        }
+        tokio::time::sleep(s.duration / 3).await;
+    }
+}
+
+/// Renews the lease until it cannot; returns when leadership is lost.
+pub async fn hold(client: kube::Client, s: LeaseSettings) -> String {
+    let api: Api<Lease> = Api::namespaced(client, &s.namespace);
+    let mut last_renewal = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(s.duration / 3).await;
+        match try_take(&api, &s).await {
+            Ok(true) => last_renewal = tokio::time::Instant::now(),
+            Ok(false) => return "another replica took the lease".into(),
+            // A passing API error is survivable while the lease has not run out.
+            Err(e) if last_renewal.elapsed() < s.duration => {
+                tracing::warn!(error = %e, "lease renewal failed; retrying")
+            }
+            Err(e) => return format!("the lease could not be renewed: {e}"),
+        }
+    }
+}
+
+/// Takes or renews the lease if it is free, expired or ours.
+async fn try_take(api: &Api<Lease>, s: &LeaseSettings) -> Result<bool, kube::Error> {
+    let now = jiff::Timestamp::now();
+    let Some(mut lease) = api.get_opt(&s.name).await? else {
+        let lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(s.name.clone()),
+                ..Default::default()
+            },
+            spec: Some(held(s, now, None)),
+        };
+        return conflict_is_false(api.create(&PostParams::default(), &lease).await);
+    };
+    let spec = lease.spec.clone().unwrap_or_default();
+    let holder = spec.holder_identity.as_deref().unwrap_or("");
+    let ours = holder == s.identity;
+    let expired = spec.renew_time.as_ref().is_none_or(|t| {
+        let secs = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+        t.0 + jiff::SignedDuration::from_secs(secs) < now
+    });
+    if !(ours || holder.is_empty() || expired) {
+        return Ok(false);
+    }
+    let mut next = held(s, now, Some(&spec));
+    if ours {
+        next.acquire_time = spec.acquire_time;
+        next.lease_transitions = spec.lease_transitions;
+    }
+    lease.spec = Some(next);
+    conflict_is_false(api.replace(&s.name, &PostParams::default(), &lease).await)
+}
+
+fn held(s: &LeaseSettings, now: jiff::Timestamp, before: Option<&LeaseSpec>) -> LeaseSpec {
+    LeaseSpec {
+        holder_identity: Some(s.identity.clone()),
+        lease_duration_seconds: Some(s.duration.as_secs().max(1) as i32),
+        acquire_time: Some(MicroTime(now)),
+        renew_time: Some(MicroTime(now)),
+        lease_transitions: Some(before.and_then(|b| b.lease_transitions).unwrap_or(0) + 1),
+        ..Default::default()
+    }
+}
+
+fn conflict_is_false(result: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Err(e) => Err(e),
+    }
+}

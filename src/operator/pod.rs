@@ -1,0 +1,256 @@
+//! The worker pod of one attempt: a `plan` container, then (unless PlanOnly) a `build`
+//! container that lays the image out by that plan. Arguments are an argv list, never a
+//! shell line, so nothing a user writes in a spec is ever interpreted by a shell.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, Pod, PodSecurityContext,
+    PodSpec, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::ResourceExt;
+
+use super::crd::{Compression, EncapsulationJob, Mode, Repack, Source};
+use super::report::{self, Step};
+use super::Settings;
+
+/// Where the plan container leaves the plan for the build container.
+pub const WORK_DIR: &str = "/work";
+const SOURCES_DIR: &str = "/sources";
+const PUSH_AUTH_DIR: &str = "/var/run/strata/push-auth";
+/// An unprivileged user for steps that need no special file access.
+const NOBODY: i64 = 65532;
+
+/// Everything an attempt's pod depends on besides the job.
+pub struct Attempt<'a> {
+    pub number: u32,
+    /// Prior images, newest first, as resolved when the attempt started.
+    pub priors: &'a [String],
+    pub settings: &'a Settings,
+}
+
+/// The pod for `attempt` of `job`.
+pub fn worker_pod(job: &EncapsulationJob, attempt: &Attempt) -> Pod {
+    let spec = &job.spec;
+    let plan = container(job, attempt, Step::Plan);
+    let (init, main) = match spec.mode {
+        Mode::PlanOnly => (None, vec![plan]),
+        Mode::Build => (Some(vec![plan]), vec![container(job, attempt, Step::Build)]),
+    };
+    let template = spec.pod_template.clone().unwrap_or_default();
+    let mut volumes = vec![Volume {
+        name: "work".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    volumes.extend(template.volumes.unwrap_or_default());
+    if let Some(secret) = &spec.output.push_secret_ref {
+        volumes.push(Volume {
+            name: "push-auth".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: ".dockerconfigjson".into(),
+                    path: "auth.json".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(report::pod_name(&job.name_any(), attempt.number)),
+            namespace: job.namespace(),
+            labels: Some(labels(job, attempt.number)),
+            owner_references: Some(vec![owner(job)]),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            init_containers: init,
+            containers: main,
+            volumes: Some(volumes),
+            restart_policy: Some("Never".into()),
+            service_account_name: Some(
+                template
+                    .service_account_name
+                    .unwrap_or_else(|| attempt.settings.service_account.clone()),
+            ),
+            node_selector: template.node_selector,
+            tolerations: template.tolerations,
+            security_context: Some(PodSecurityContext {
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Labels on the pod: who owns it and which attempt it is.
+pub fn labels(job: &EncapsulationJob, attempt: u32) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            report::MANAGED_BY.to_string(),
+        ),
+        (report::JOB_UID_LABEL.into(), job.uid().unwrap_or_default()),
+        (report::ATTEMPT_LABEL.into(), attempt.to_string()),
+    ]);
+    let name = job.name_any();
+    if name.len() <= 63 {
+        labels.insert(report::JOB_NAME_LABEL.into(), name);
+    }
+    labels
+}
+
+/// The owner reference that makes the job own (and garbage-collect) a child.
+pub fn owner(job: &EncapsulationJob) -> OwnerReference {
+    OwnerReference {
+        api_version: "strata.dev/v1alpha1".into(),
+        kind: "EncapsulationJob".into(),
+        name: job.name_any(),
+        uid: job.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn container(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Container {
+    let spec = &job.spec;
+    let mut mounts = vec![VolumeMount {
+        name: "work".into(),
+        mount_path: WORK_DIR.into(),
+        ..Default::default()
+    }];
+    if let Some(r) = &spec.source.rootfs {
+        mounts.push(VolumeMount {
+            name: r.volume.clone(),
+            mount_path: format!("{SOURCES_DIR}/{}", r.volume),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    if spec.output.push_secret_ref.is_some() {
+        mounts.push(VolumeMount {
+            name: "push-auth".into(),
+            mount_path: PUSH_AUTH_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    let settings = attempt.settings;
+    let mut command = settings.worker_command.clone();
+    command.extend(args(job, attempt, step));
+    Container {
+        name: step.name().into(),
+        image: Some(
+            spec.worker_image
+                .clone()
+                .unwrap_or_else(|| settings.worker_image.clone()),
+        ),
+        command: Some(command),
+        env: Some(vec![EnvVar {
+            name: "TMPDIR".into(),
+            value: Some(WORK_DIR.into()),
+            ..Default::default()
+        }]),
+        volume_mounts: Some(mounts),
+        resources: spec
+            .pod_template
+            .as_ref()
+            .and_then(|t| t.resources.clone()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(security(spec.source.rootfs.is_some())),
+        ..Default::default()
+    }
+}
+
+/// Reading someone else's root filesystem needs to bypass file modes, and nothing
+/// more; every other step runs as an unprivileged user.
+fn security(reads_rootfs: bool) -> SecurityContext {
+    let (user, add) = if reads_rootfs {
+        (0, Some(vec!["DAC_READ_SEARCH".to_string()]))
+    } else {
+        (NOBODY, None)
+    };
+    SecurityContext {
+        run_as_user: Some(user),
+        run_as_non_root: Some(!reads_rootfs),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add,
+        }),
+        ..Default::default()
+    }
+}
+
+fn args(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Vec<String> {
+    let spec = &job.spec;
+    let mut a: Vec<String> = vec![
+        "worker".into(),
+        step.name().into(),
+        "--namespace".into(),
+        job.namespace().unwrap_or_default(),
+        "--job".into(),
+        job.name_any(),
+        "--job-uid".into(),
+        job.uid().unwrap_or_default(),
+        "--attempt".into(),
+        attempt.number.to_string(),
+        "--plan-file".into(),
+        format!("{WORK_DIR}/plan.json"),
+        "--stream".into(),
+        spec.stream.clone(),
+        "--max-layers".into(),
+        spec.planner.max_layers.to_string(),
+        "--repack".into(),
+        match spec.planner.repack {
+            Repack::Auto => "auto",
+            Repack::Never => "never",
+            Repack::Always => "always",
+        }
+        .into(),
+    ];
+    let Source { rootfs, image, .. } = &spec.source;
+    if let Some(r) = rootfs {
+        a.push("--rootfs".into());
+        a.push(format!("{SOURCES_DIR}/{}/{}", r.volume, r.path));
+    }
+    if let Some(i) = image {
+        a.push("--from-image".into());
+        a.push(i.reference.clone());
+    }
+    for p in attempt.priors {
+        a.push("--prior".into());
+        a.push(p.clone());
+    }
+    if step == Step::Build {
+        a.push("--output".into());
+        a.push(spec.output.image.clone());
+        a.push("--compression".into());
+        a.push(match spec.output.compression {
+            Compression::Gzip => "gzip".into(),
+            Compression::Zstd => "zstd".into(),
+        });
+    }
+    if spec.output.push_secret_ref.is_some() {
+        a.push("--authfile".into());
+        a.push(format!("{PUSH_AUTH_DIR}/auth.json"));
+    }
+    let mut refs = attempt.priors.iter().chain([&spec.output.image]);
+    if refs.any(|r| attempt.settings.is_insecure(r))
+        || image.as_ref().is_some_and(|i| attempt.settings.is_insecure(&i.reference))
+    {
+        a.push("--tls-verify=false".into());
+    }
+    a
+}

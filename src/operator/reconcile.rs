@@ -1,0 +1,513 @@
+//! The controller's decisions, as a pure function of what it observed: the job, its
+//! pods, the other jobs of its stream, the verified worker reports and the time. It
+//! returns the status to write and the pods to create or delete; `controller` does the
+//! I/O. Everything it needs to resume after a restart is in the API server: the pods
+//! (deterministic names, one per attempt) and the status.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use kube::ResourceExt;
+
+use crate::build::{BuildReport, PlanReport};
+use crate::image::ImageRef;
+
+use super::crd::{EncapsulationJob, EncapsulationJobStatus, Failure, Mode};
+use super::pod::{worker_pod, Attempt};
+use super::report::{self, ReportError, Step, Termination};
+use super::status::{
+    self, condition, finished, set_condition, succeeded, Truth, BUILT, PLANNED, SUCCEEDED,
+};
+use super::validate::validate;
+use super::Settings;
+
+/// The longest wait between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// A waiting or running job is looked at again this often even without events.
+const RESYNC: Duration = Duration::from_secs(300);
+
+/// What the controller saw, gathered before deciding.
+pub struct Observed<'a> {
+    pub job: &'a EncapsulationJob,
+    /// The job's pods, of any attempt, read from the API server (not a cache).
+    pub pods: &'a [Pod],
+    /// The jobs of the job's namespace and stream, the job included.
+    pub stream: &'a [EncapsulationJob],
+    /// The current attempt's reports whose pods vouched for them, fetched by step.
+    pub reports: &'a Reports,
+    pub now: jiff::Timestamp,
+    pub settings: &'a Settings,
+}
+
+/// Reports of the current attempt, each as read and verified (or why not).
+#[derive(Debug, Default)]
+pub struct Reports {
+    pub plan: Option<Result<PlanReport, ReportError>>,
+    pub build: Option<Result<BuildReport, ReportError>>,
+}
+
+/// Something to do in the cluster.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// Create this pod; "already exists" means an earlier reconcile did.
+    Create(Box<Pod>),
+    /// Delete the named pod of the job.
+    Delete(String),
+}
+
+/// The decision.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: EncapsulationJobStatus,
+    pub actions: Vec<Action>,
+    /// Look again after this long, events or not.
+    pub requeue: Option<Duration>,
+    /// When the workers whose reports were folded in just now exited.
+    pub reported: Vec<jiff::Timestamp>,
+}
+
+/// The attempt in progress: the newest the status or the pods know of.
+pub fn current_attempt(job: &EncapsulationJob, pods: &[Pod]) -> u32 {
+    let recorded = job.status.as_ref().map_or(0, |s| s.attempts);
+    pods.iter()
+        .filter_map(attempt_of)
+        .chain([recorded])
+        .max()
+        .unwrap_or(0)
+}
+
+fn attempt_of(pod: &Pod) -> Option<u32> {
+    pod.labels().get(report::ATTEMPT_LABEL)?.parse().ok()
+}
+
+/// The termination messages of the current attempt's finished, successful steps:
+/// the reports the controller must fetch before deciding.
+pub fn reports_to_fetch(
+    job: &EncapsulationJob,
+    pods: &[Pod],
+) -> Vec<(Step, Result<Termination, ReportError>)> {
+    let attempt = current_attempt(job, pods);
+    let Some(pod) = pods.iter().find(|p| attempt_of(p) == Some(attempt)) else {
+        return Vec::new();
+    };
+    let uid = job.uid().unwrap_or_default();
+    [Step::Plan, Step::Build]
+        .into_iter()
+        .filter_map(|step| {
+            let (code, message, _) = terminated(pod, step)?;
+            (code == 0).then(|| {
+                let t = report::parse_termination(message.as_deref().unwrap_or(""), &uid, attempt);
+                (step, t)
+            })
+        })
+        .collect()
+}
+
+/// A step's container state once it has ended: exit code, message, finish time.
+fn terminated(pod: &Pod, step: Step) -> Option<(i32, Option<String>, Option<jiff::Timestamp>)> {
+    let status = pod.status.as_ref()?;
+    let all: Vec<&ContainerStatus> = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .collect();
+    let t = all
+        .into_iter()
+        .find(|c| c.name == step.name())?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?;
+    Some((
+        t.exit_code,
+        t.message.clone(),
+        t.finished_at.as_ref().map(|f| f.0),
+    ))
+}
+
+/// Decides what to do next for the observed job.
+pub fn decide(o: &Observed) -> Outcome {
+    let mut d = Decider {
+        o,
+        now: o.now.to_string(),
+        generation: o.job.metadata.generation,
+        out: Outcome {
+            status: o.job.status.clone().unwrap_or_default(),
+            actions: Vec::new(),
+            requeue: None,
+            reported: Vec::new(),
+        },
+    };
+    d.out.status.observed_generation = d.generation;
+    if !finished(&d.out.status) {
+        d.step();
+    }
+    d.out
+}
+
+struct Decider<'a> {
+    o: &'a Observed<'a>,
+    now: String,
+    generation: Option<i64>,
+    out: Outcome,
+}
+
+impl Decider<'_> {
+    fn step(&mut self) {
+        let spec = &self.o.job.spec;
+        if let Err(invalid) = validate(spec) {
+            return self.finish(Truth::False, invalid.reason, invalid.message);
+        }
+        if spec.cancel {
+            self.delete_running();
+            return self.finish(Truth::False, "Cancelled", "cancelled by spec.cancel");
+        }
+        if let Some(left) = self.time_left() {
+            if left.is_zero() {
+                self.delete_running();
+                let secs = spec.timeout_seconds.unwrap_or_default();
+                return self.finish(
+                    Truth::False,
+                    "DeadlineExceeded",
+                    format!("the job ran longer than spec.timeoutSeconds ({secs}s)"),
+                );
+            }
+            self.requeue(left);
+        }
+        let attempt = current_attempt(self.o.job, self.o.pods);
+        if attempt == 0 {
+            match self.blocker() {
+                Some(name) => {
+                    let message = format!(
+                        "waiting for job {name} of stream {:?} to finish",
+                        spec.stream
+                    );
+                    self.running("WaitingForStream", message);
+                    self.requeue(RESYNC);
+                }
+                None => self.start(1),
+            }
+            return;
+        }
+        self.progress(attempt);
+    }
+
+    /// Time until the deadline, if the job has one and has started.
+    fn time_left(&self) -> Option<Duration> {
+        let timeout = self.o.job.spec.timeout_seconds?;
+        let start: jiff::Timestamp = self.out.status.start_time.as_deref()?.parse().ok()?;
+        let deadline = start + jiff::SignedDuration::from_secs(timeout);
+        Some(
+            deadline
+                .duration_since(self.o.now)
+                .try_into()
+                .unwrap_or(Duration::ZERO),
+        )
+    }
+
+    /// An unfinished job of the stream that must run first: an older one, or one that
+    /// has already started. Jobs of a stream run one at a time, oldest first.
+    fn blocker(&self) -> Option<String> {
+        let me = self.o.job;
+        let key = |j: &EncapsulationJob| (j.creation_timestamp().map(|t| t.0), j.name_any());
+        self.o
+            .stream
+            .iter()
+            .filter(|j| j.uid() != me.uid() && j.spec.stream == me.spec.stream)
+            .filter(|j| !j.status.as_ref().is_some_and(finished))
+            .find(|j| {
+                key(j) < key(me) || j.status.as_ref().is_some_and(|s| s.attempts > 0)
+            })
+            .map(|j| j.name_any())
+    }
+
+    /// The images to plan against: the spec's, or the newest succeeded outputs of
+    /// the stream, pinned to their digests.
+    fn priors(&self) -> Vec<String> {
+        let spec = &self.o.job.spec;
+        if !spec.prior_builds.is_empty() {
+            return spec.prior_builds.clone();
+        }
+        let mut done: Vec<&EncapsulationJob> = self
+            .o
+            .stream
+            .iter()
+            .filter(|j| j.uid() != self.o.job.uid() && j.spec.stream == spec.stream)
+            .filter(|j| j.status.as_ref().is_some_and(succeeded))
+            .filter(|j| j.status.as_ref().is_some_and(|s| s.output.is_some()))
+            .collect();
+        done.sort_by_key(|j| {
+            let s = j.status.as_ref();
+            std::cmp::Reverse((
+                s.and_then(|s| s.completion_time.clone()),
+                j.creation_timestamp().map(|t| t.0),
+            ))
+        });
+        done.iter()
+            .take(spec.prior_from_stream as usize)
+            .filter_map(|j| j.status.as_ref()?.output.as_ref())
+            .map(|out| match out.image.parse::<ImageRef>() {
+                Ok(r) => r.pinned(&out.digest).unwrap_or(r).to_string(),
+                Err(_) => out.image.clone(),
+            })
+            .collect()
+    }
+
+    fn start(&mut self, attempt: u32) {
+        let priors = self.priors();
+        let pod = worker_pod(
+            self.o.job,
+            &Attempt {
+                number: attempt,
+                priors: &priors,
+                settings: self.o.settings,
+            },
+        );
+        let name = pod.name_any();
+        self.out.actions.push(Action::Create(Box::new(pod)));
+        let status = &mut self.out.status;
+        status.attempts = attempt;
+        status.start_time.get_or_insert_with(|| self.now.clone());
+        if !status.pod_names.contains(&name) {
+            status.pod_names.push(name);
+        }
+        let total = self.o.job.spec.retries + 1;
+        let prior_note = match priors.len() {
+            0 => "no prior builds".to_string(),
+            n => format!("{n} prior build(s)"),
+        };
+        self.running(
+            "Running",
+            format!("attempt {attempt} of {total}: planning against {prior_note}"),
+        );
+    }
+
+    fn progress(&mut self, attempt: u32) {
+        let pods = self.o.pods;
+        let Some(pod) = pods.iter().find(|p| attempt_of(p) == Some(attempt)) else {
+            let name = report::pod_name(&self.o.job.name_any(), attempt);
+            return self.attempt_failed(
+                attempt,
+                "PodDeleted",
+                format!("pod {name} was deleted before it finished"),
+                Some(name),
+                None,
+            );
+        };
+        let name = pod.name_any();
+        if pod.metadata.deletion_timestamp.is_some() && !terminal(pod) {
+            return self.attempt_failed(
+                attempt,
+                "PodDeleted",
+                format!("pod {name} is being deleted before it finished"),
+                Some(name),
+                None,
+            );
+        }
+        if !self.step_done(attempt, pod, Step::Plan) {
+            return;
+        }
+        if self.o.job.spec.mode == Mode::PlanOnly {
+            return self.finish(Truth::True, "Succeeded", "planned (PlanOnly)");
+        }
+        if self.step_done(attempt, pod, Step::Build) {
+            let message = self.out.status.output.as_ref().map_or_else(String::new, |o| {
+                format!("{} {}", o.image, o.digest)
+            });
+            self.finish(Truth::True, "Succeeded", message);
+        }
+    }
+
+    /// Folds a step's outcome in; true once the step has ended well.
+    fn step_done(&mut self, attempt: u32, pod: &Pod, step: Step) -> bool {
+        let name = pod.name_any();
+        let Some((code, message, finished_at)) = terminated(pod, step) else {
+            if pod_failed(pod) {
+                let why = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.reason.clone().or(s.message.clone()))
+                    .unwrap_or_else(|| "the pod failed".into());
+                let reason = if why == "Evicted" { "Evicted" } else { "PodFailed" };
+                self.attempt_failed(attempt, reason, why, Some(name), Some(step));
+            } else {
+                let doing = match step {
+                    Step::Plan => "planning",
+                    Step::Build => "building",
+                };
+                let total = self.o.job.spec.retries + 1;
+                self.running("Running", format!("attempt {attempt} of {total}: {doing}"));
+            }
+            return false;
+        };
+        if code != 0 {
+            let why = worker_error(message.as_deref())
+                .unwrap_or_else(|| format!("the {} step exited with code {code}", step.name()));
+            self.attempt_failed(attempt, "WorkerFailed", why, Some(name), Some(step));
+            return false;
+        }
+        match self.fold(step) {
+            Ok(newly) => {
+                if newly {
+                    self.out.reported.extend(finished_at);
+                }
+                true
+            }
+            Err(e) => {
+                let why = format!("the {} report was refused: {e}", step.name());
+                self.attempt_failed(attempt, "ReportRejected", why, Some(name), Some(step));
+                false
+            }
+        }
+    }
+
+    /// Folds a verified report into status; true when its condition just turned True.
+    fn fold(&mut self, step: Step) -> Result<bool, ReportError> {
+        let reports = self.o.reports;
+        let missing = || ReportError::Missing(report::report_name(&self.o.job.name_any()));
+        let (type_, reason, message) = match step {
+            Step::Plan => {
+                let r = reports.plan.as_ref().ok_or_else(missing)?.as_ref().map_err(Clone::clone)?;
+                let plan = status::plan_status(r);
+                let message = format!("{} layers; {}", plan.layer_count, plan.repack_reason);
+                self.out.status.plan = Some(plan);
+                (PLANNED, "Planned", message)
+            }
+            Step::Build => {
+                let r = reports.build.as_ref().ok_or_else(missing)?.as_ref().map_err(Clone::clone)?;
+                status::fold_build(&mut self.out.status, r);
+                let message = format!("{} layers written", r.image.layers);
+                (BUILT, "Built", message)
+            }
+        };
+        let was = condition(&self.out.status, type_).is_some_and(|c| c.status == "True");
+        self.set(type_, Truth::True, reason, message);
+        Ok(!was)
+    }
+
+    /// Records attempt `n`'s failure (once), then retries or gives up.
+    fn attempt_failed(
+        &mut self,
+        n: u32,
+        reason: &str,
+        message: String,
+        pod: Option<String>,
+        step: Option<Step>,
+    ) {
+        let namespace = self.o.job.namespace().unwrap_or_default();
+        let recorded = self.out.status.failure.as_ref().and_then(|f| f.attempt) == Some(n);
+        if !recorded {
+            let logs_command = pod.as_ref().map(|p| match step {
+                Some(s) => format!("kubectl logs -n {namespace} {p} -c {}", s.name()),
+                None => format!("kubectl logs -n {namespace} {p} --all-containers"),
+            });
+            self.out.status.failure = Some(Failure {
+                reason: reason.into(),
+                message,
+                pod,
+                container: step.map(|s| s.name().to_string()),
+                logs_command,
+                attempt: Some(n),
+                time: Some(self.now.clone()),
+            });
+        }
+        self.retry_or_fail(n);
+    }
+
+    fn retry_or_fail(&mut self, n: u32) {
+        let spec = &self.o.job.spec;
+        let failure = self.out.status.failure.clone().unwrap_or_default();
+        if n > spec.retries {
+            let message = format!("attempt {n} of {n} failed: {}", failure.message);
+            return self.finish(Truth::False, "Failed", message);
+        }
+        let wait = backoff(self.o.settings.backoff_base, n);
+        let since: jiff::Timestamp = failure
+            .time
+            .as_deref()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(self.o.now);
+        let elapsed: Duration = self.o.now.duration_since(since).try_into().unwrap_or_default();
+        match wait.checked_sub(elapsed).filter(|left| !left.is_zero()) {
+            None => self.start(n + 1),
+            Some(left) => {
+                let message = format!(
+                    "attempt {n} failed ({}); attempt {} starts in {}s",
+                    failure.message,
+                    n + 1,
+                    left.as_secs().max(1)
+                );
+                self.running("BackOff", message);
+                self.requeue(left);
+            }
+        }
+    }
+
+    fn delete_running(&mut self) {
+        let running = self.o.pods.iter().filter(|p| !terminal(p));
+        let names: Vec<String> = running.map(|p| p.name_any()).collect();
+        self.out
+            .actions
+            .extend(names.into_iter().map(Action::Delete));
+    }
+
+    fn running(&mut self, reason: &str, message: String) {
+        self.set(SUCCEEDED, Truth::Unknown, reason, message);
+    }
+
+    fn finish(&mut self, truth: Truth, reason: &str, message: impl Into<String>) {
+        self.set(SUCCEEDED, truth, reason, message);
+        self.out.status.completion_time = Some(self.now.clone());
+        self.out.requeue = None;
+    }
+
+    fn set(&mut self, type_: &str, truth: Truth, reason: &str, message: impl Into<String>) {
+        set_condition(
+            &mut self.out.status,
+            type_,
+            truth,
+            reason,
+            message,
+            &self.now,
+            self.generation,
+        );
+    }
+
+    fn requeue(&mut self, after: Duration) {
+        let after = after.min(RESYNC);
+        self.out.requeue = Some(self.out.requeue.map_or(after, |r| r.min(after)));
+    }
+}
+
+/// The wait before attempt `n + 1`: base × 2^(n−1), capped.
+pub fn backoff(base: Duration, n: u32) -> Duration {
+    base.saturating_mul(1 << n.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF)
+}
+
+fn terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+fn pod_failed(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+}
+
+/// The worker's own account of a failure, or the log tail the kubelet put there.
+fn worker_error(message: Option<&str>) -> Option<String> {
+    let message = message?.trim();
+    if message.is_empty() {
+        return None;
+    }
+    match serde_json::from_str::<Termination>(message) {
+        Ok(t) => t.error,
+        Err(_) => Some(message.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

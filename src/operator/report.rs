@@ -1,0 +1,258 @@
+//! The contract between a worker pod and the controller: names, the report ConfigMap,
+//! and the termination message that vouches for it.
+//!
+//! A worker writes its full report (gzipped JSON) into the job's report ConfigMap, and
+//! ends with a termination message naming the job UID, the attempt and the report's
+//! SHA-256. The controller folds a report into status only when all three match what it
+//! expects for the job's current attempt and its own pod: a worker can write
+//! ConfigMaps, but only the job's own pod's termination message unlocks that job's
+//! status.
+
+use std::io::{Read, Write};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+/// Label on every pod and ConfigMap the operator makes: the owning job's UID.
+pub const JOB_UID_LABEL: &str = "strata.dev/job-uid";
+/// Label: the owning job's name (truncated values never matter; the UID decides).
+pub const JOB_NAME_LABEL: &str = "strata.dev/job";
+/// Label on pods: the attempt number.
+pub const ATTEMPT_LABEL: &str = "strata.dev/attempt";
+/// Annotation on the report ConfigMap: the attempt whose worker last wrote it.
+pub const ATTEMPT_ANNOTATION: &str = "strata.dev/attempt";
+/// The `app.kubernetes.io/managed-by` value on everything the operator makes.
+pub const MANAGED_BY: &str = "strata";
+
+/// The two steps of an attempt, in order; each runs as one container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Step {
+    Plan,
+    Build,
+}
+
+impl Step {
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Plan => "plan",
+            Step::Build => "build",
+        }
+    }
+
+    /// The ConfigMap key holding this step's report.
+    pub fn key(self) -> &'static str {
+        match self {
+            Step::Plan => "plan.json.gz",
+            Step::Build => "report.json.gz",
+        }
+    }
+}
+
+/// What a worker container leaves in its termination message (at most 4 KiB).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Termination {
+    pub job_uid: String,
+    pub attempt: u32,
+    pub step: Step,
+    /// `sha256:…` of the gzipped report in the ConfigMap; absent when the step failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_sha256: Option<String>,
+    /// Why the step failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Kubernetes caps termination messages at 4096 bytes.
+pub const TERMINATION_LIMIT: usize = 4096;
+
+impl Termination {
+    /// The message as written, with an overlong error shortened to fit.
+    pub fn to_message(&self) -> String {
+        let mut t = self.clone();
+        loop {
+            let text = serde_json::to_string(&t).expect("termination messages serialise");
+            if text.len() <= TERMINATION_LIMIT {
+                return text;
+            }
+            let error = t.error.get_or_insert_with(String::new);
+            let keep = error.len().saturating_sub(text.len() - TERMINATION_LIMIT + 4);
+            let mut cut = keep;
+            while !error.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            error.truncate(cut);
+            error.push('…');
+        }
+    }
+}
+
+/// Why a report was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReportError {
+    #[error("the termination message is not a Strata worker's: {0}")]
+    Message(String),
+    #[error("the termination message names job {found}, not this job ({expected})")]
+    WrongJob { expected: String, found: String },
+    #[error("the termination message is for attempt {found}, not {expected}")]
+    WrongAttempt { expected: u32, found: u32 },
+    #[error("the {step} step reported success without a report digest")]
+    NoDigest { step: &'static str },
+    #[error("the report ConfigMap {0} is missing")]
+    Missing(String),
+    #[error("the report ConfigMap {name} has no {key}")]
+    MissingKey { name: String, key: &'static str },
+    #[error("the report in {name} does not match the digest its pod vouched for")]
+    DigestMismatch { name: String },
+    #[error("the report in {name} cannot be read: {problem}")]
+    Corrupt { name: String, problem: String },
+}
+
+/// Parses and checks a termination message against the job and attempt expected.
+pub fn parse_termination(
+    message: &str,
+    job_uid: &str,
+    attempt: u32,
+) -> Result<Termination, ReportError> {
+    let t: Termination =
+        serde_json::from_str(message).map_err(|e| ReportError::Message(e.to_string()))?;
+    if t.job_uid != job_uid {
+        return Err(ReportError::WrongJob {
+            expected: job_uid.into(),
+            found: t.job_uid,
+        });
+    }
+    if t.attempt != attempt {
+        return Err(ReportError::WrongAttempt {
+            expected: attempt,
+            found: t.attempt,
+        });
+    }
+    Ok(t)
+}
+
+/// Gzips a report and returns it with its `sha256:` digest.
+pub fn encode<T: Serialize>(report: &T) -> (Vec<u8>, String) {
+    let json = serde_json::to_vec(report).expect("reports serialise");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&json).expect("writing to memory");
+    let bytes = gz.finish().expect("writing to memory");
+    let digest = crate::bytes::sha256_label(&sha2::Sha256::digest(&bytes));
+    (bytes, digest)
+}
+
+/// Reports are small; anything past this is refused rather than inflated.
+const MAX_REPORT_BYTES: u64 = 64 << 20;
+
+/// Checks `bytes` against the vouched digest, then decodes them.
+pub fn decode<T: for<'de> Deserialize<'de>>(
+    name: &str,
+    bytes: &[u8],
+    vouched: &str,
+) -> Result<T, ReportError> {
+    let digest = crate::bytes::sha256_label(&sha2::Sha256::digest(bytes));
+    if digest != vouched {
+        return Err(ReportError::DigestMismatch { name: name.into() });
+    }
+    let corrupt = |problem: String| ReportError::Corrupt {
+        name: name.into(),
+        problem,
+    };
+    let mut json = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .take(MAX_REPORT_BYTES)
+        .read_to_end(&mut json)
+        .map_err(|e| corrupt(e.to_string()))?;
+    serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Kubernetes names of things a job owns: `<job>-<suffix>`, kept within 63 characters
+/// (a DNS label) by shortening the job name and adding a hash of it.
+pub fn child_name(job: &str, suffix: &str) -> String {
+    const LIMIT: usize = 63;
+    let full = format!("{job}-{suffix}");
+    if full.len() <= LIMIT {
+        return full;
+    }
+    let hash = crate::bytes::sha256_label(&sha2::Sha256::digest(job.as_bytes()));
+    let hash = &hash["sha256:".len().."sha256:".len() + 8];
+    let keep = LIMIT - suffix.len() - hash.len() - 2;
+    let prefix = job[..keep].trim_end_matches(['-', '.']);
+    format!("{prefix}-{hash}-{suffix}")
+}
+
+/// The report ConfigMap of a job.
+pub fn report_name(job: &str) -> String {
+    child_name(job, "report")
+}
+
+/// The pod of a job's attempt.
+pub fn pod_name(job: &str, attempt: u32) -> String {
+    child_name(job, &format!("a{attempt}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn child_names_fit_a_dns_label_and_stay_distinct() {
+        assert_eq!(pod_name("fcos", 1), "fcos-a1");
+        let long = "x".repeat(240);
+        let other = format!("{}y", "x".repeat(239));
+        let a = pod_name(&long, 3);
+        assert!(a.len() <= 63 && a.ends_with("-a3"), "{a}");
+        assert_ne!(a, pod_name(&other, 3));
+    }
+
+    #[test]
+    fn reports_round_trip_and_a_changed_byte_is_refused() {
+        let (bytes, digest) = encode(&serde_json::json!({"layers": 3}));
+        let back: serde_json::Value = decode("cm", &bytes, &digest).unwrap();
+        assert_eq!(back["layers"], 3);
+        let mut forged = bytes.clone();
+        *forged.last_mut().unwrap() ^= 1;
+        assert!(matches!(
+            decode::<serde_json::Value>("cm", &forged, &digest),
+            Err(ReportError::DigestMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn termination_messages_name_their_job_and_attempt() {
+        let t = Termination {
+            job_uid: "u1".into(),
+            attempt: 2,
+            step: Step::Plan,
+            report_sha256: Some("sha256:00".into()),
+            error: None,
+        };
+        let text = t.to_message();
+        assert_eq!(parse_termination(&text, "u1", 2).unwrap(), t);
+        assert!(matches!(
+            parse_termination(&text, "u2", 2),
+            Err(ReportError::WrongJob { .. })
+        ));
+        assert!(matches!(
+            parse_termination(&text, "u1", 1),
+            Err(ReportError::WrongAttempt { .. })
+        ));
+        assert!(parse_termination("oops", "u1", 2).is_err());
+    }
+
+    #[test]
+    fn long_errors_are_cut_to_the_termination_limit() {
+        let t = Termination {
+            job_uid: "u".into(),
+            attempt: 1,
+            step: Step::Build,
+            report_sha256: None,
+            error: Some("é".repeat(5000)),
+        };
+        let text = t.to_message();
+        assert!(text.len() <= TERMINATION_LIMIT);
+        let back: Termination = serde_json::from_str(&text).unwrap();
+        assert!(back.error.unwrap().ends_with('…'));
+    }
+}

@@ -1,0 +1,180 @@
+//! Status: conditions that change their transition time only on a real transition, and
+//! the bounded summaries folded in from worker reports.
+
+use crate::build::{BuildReport, PlanReport};
+use crate::plan::Action;
+
+use super::crd::{
+    Condition, DecisionCounts, DecisionStatus, DiffStatus, EncapsulationJobStatus, LayerStatus,
+    OutputStatus, PlanStatus,
+};
+
+pub const PLANNED: &str = "Planned";
+pub const BUILT: &str = "Built";
+pub const SUCCEEDED: &str = "Succeeded";
+
+/// How many non-"kept" decisions status lists; the report ConfigMap has all of them.
+pub const FIRST_DECISIONS: usize = 20;
+
+/// True, False or Unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Truth {
+    True,
+    False,
+    Unknown,
+}
+
+impl Truth {
+    fn as_str(self) -> &'static str {
+        match self {
+            Truth::True => "True",
+            Truth::False => "False",
+            Truth::Unknown => "Unknown",
+        }
+    }
+}
+
+/// Sets a condition. Its `lastTransitionTime` moves only when its status changes.
+pub fn set_condition(
+    status: &mut EncapsulationJobStatus,
+    type_: &str,
+    truth: Truth,
+    reason: &str,
+    message: impl Into<String>,
+    now: &str,
+    generation: Option<i64>,
+) {
+    let message = message.into();
+    let existing = status.conditions.iter_mut().find(|c| c.type_ == type_);
+    match existing {
+        Some(c) => {
+            if c.status != truth.as_str() {
+                c.last_transition_time = now.to_string();
+            }
+            c.status = truth.as_str().into();
+            c.reason = reason.into();
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => status.conditions.push(Condition {
+            type_: type_.into(),
+            status: truth.as_str().into(),
+            reason: reason.into(),
+            message,
+            last_transition_time: now.to_string(),
+            observed_generation: generation,
+        }),
+    }
+}
+
+/// A condition by type.
+pub fn condition<'a>(status: &'a EncapsulationJobStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether the job has ended, one way or the other.
+pub fn finished(status: &EncapsulationJobStatus) -> bool {
+    condition(status, SUCCEEDED).is_some_and(|c| c.status != "Unknown")
+}
+
+/// Whether the job ended well.
+pub fn succeeded(status: &EncapsulationJobStatus) -> bool {
+    condition(status, SUCCEEDED).is_some_and(|c| c.status == "True")
+}
+
+/// The bounded plan summary of a plan report.
+pub fn plan_status(report: &PlanReport) -> PlanStatus {
+    let plan = &report.plan;
+    let mut decisions = DecisionCounts::default();
+    for d in &plan.decisions {
+        let counter = match d.action {
+            Action::Kept => &mut decisions.kept,
+            Action::Updated => &mut decisions.updated,
+            Action::Placed => &mut decisions.placed,
+            Action::Moved => &mut decisions.moved,
+            Action::Removed => &mut decisions.removed,
+        };
+        *counter += 1;
+    }
+    PlanStatus {
+        layer_count: plan.layers.len() as u32,
+        layers: plan
+            .layers
+            .iter()
+            .map(|l| LayerStatus {
+                index: l.index as u32,
+                components: l.components.len() as u32,
+                size: l.size,
+                change_probability: format!("{:.4}", l.change_probability),
+                digest: None,
+            })
+            .collect(),
+        decisions,
+        first_decisions: plan
+            .decisions
+            .iter()
+            .filter(|d| d.action != Action::Kept)
+            .take(FIRST_DECISIONS)
+            .map(|d| DecisionStatus {
+                component: d.component.clone(),
+                action: serde_json::to_value(d.action)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                layer: d.layer.map(|l| l as u32),
+                reason: d.reason.clone(),
+            })
+            .collect(),
+        repack_reason: plan.repack.reason.clone(),
+    }
+}
+
+/// Folds a build report into status: layer digests, diffs and the output.
+pub fn fold_build(status: &mut EncapsulationJobStatus, report: &BuildReport) {
+    let plan = status.plan.get_or_insert_with(|| {
+        plan_status(&PlanReport {
+            schema: String::new(),
+            plan: report.plan.clone(),
+            priors: Vec::new(),
+            warnings: Vec::new(),
+        })
+    });
+    for (layer, digest) in plan.layers.iter_mut().zip(&report.image.layer_digests) {
+        layer.digest = Some(digest.clone());
+    }
+    status.diff = report
+        .diffs
+        .iter()
+        .map(|d| DiffStatus {
+            image: d.old.clone(),
+            reused_layers: d.reused.len() as u32,
+            added_layers: d.added.len() as u32,
+            removed_layers: d.removed.len() as u32,
+            download_bytes: d.download_bytes,
+            reused_percent: (d.reused_percent * 10.0).round() / 10.0,
+        })
+        .collect();
+    status.output = Some(OutputStatus {
+        image: report.image.reference.clone(),
+        digest: report.image.manifest_digest.clone(),
+        size: report.image.size,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transition_time_moves_only_on_a_real_transition() {
+        let mut s = EncapsulationJobStatus::default();
+        set_condition(&mut s, SUCCEEDED, Truth::Unknown, "Waiting", "a", "t1", Some(1));
+        set_condition(&mut s, SUCCEEDED, Truth::Unknown, "Running", "b", "t2", Some(1));
+        let c = condition(&s, SUCCEEDED).unwrap();
+        assert_eq!((c.reason.as_str(), c.last_transition_time.as_str()), ("Running", "t1"));
+        assert!(!finished(&s));
+        set_condition(&mut s, SUCCEEDED, Truth::True, "Succeeded", "c", "t3", Some(1));
+        assert_eq!(condition(&s, SUCCEEDED).unwrap().last_transition_time, "t3");
+        assert!(finished(&s) && succeeded(&s));
+    }
+}

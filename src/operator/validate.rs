@@ -1,0 +1,163 @@
+//! Spec checks the controller makes before it creates anything. They repeat the CRD's
+//! CEL rules (older apiservers drop those) and add what a schema cannot say: that a
+//! rootfs volume exists, that image references parse.
+
+use std::path::{Component, Path};
+
+use crate::image::ImageRef;
+
+use super::crd::{EncapsulationJobSpec, Source};
+
+/// Why a spec cannot run: the condition reason and a message naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+fn invalid(message: impl Into<String>) -> Invalid {
+    Invalid {
+        reason: "InvalidSpec",
+        message: message.into(),
+    }
+}
+
+/// Checks a job's spec.
+pub fn validate(spec: &EncapsulationJobSpec) -> Result<(), Invalid> {
+    if spec.stream.trim().is_empty() {
+        return Err(invalid("spec.stream must not be empty"));
+    }
+    validate_source(spec)?;
+    let output = parse_ref("spec.output.image", &spec.output.image)?;
+    if !matches!(output, ImageRef::Docker(_)) {
+        return Err(invalid(format!(
+            "spec.output.image {:?}: must be a docker:// reference (anything else would \
+             vanish with the worker pod)",
+            spec.output.image
+        )));
+    }
+    for (i, prior) in spec.prior_builds.iter().enumerate() {
+        parse_ref(&format!("spec.priorBuilds[{i}]"), prior)?;
+    }
+    let max = spec.planner.max_layers;
+    if !(2..=crate::plan::REGISTRY_LAYER_LIMIT as u32).contains(&max) {
+        return Err(invalid(format!(
+            "spec.planner.maxLayers {max}: must be between 2 and {}",
+            crate::plan::REGISTRY_LAYER_LIMIT
+        )));
+    }
+    if let Some(t) = spec.timeout_seconds.filter(|t| *t < 1) {
+        return Err(invalid(format!("spec.timeoutSeconds {t}: must be at least 1")));
+    }
+    Ok(())
+}
+
+fn validate_source(spec: &EncapsulationJobSpec) -> Result<(), Invalid> {
+    let Source {
+        ostree,
+        rootfs,
+        image,
+    } = &spec.source;
+    let set = [ostree.is_some(), rootfs.is_some(), image.is_some()];
+    if set.iter().filter(|s| **s).count() != 1 {
+        return Err(invalid(
+            "set exactly one of spec.source.ostree, spec.source.rootfs and spec.source.image",
+        ));
+    }
+    if ostree.is_some() {
+        return Err(Invalid {
+            reason: "UnsupportedSource",
+            message: "spec.source.ostree: ostree sources are not supported by this \
+                      controller yet; check the commit out onto a volume and use \
+                      spec.source.rootfs"
+                .into(),
+        });
+    }
+    if let Some(r) = rootfs {
+        let volumes = spec
+            .pod_template
+            .as_ref()
+            .and_then(|t| t.volumes.as_ref())
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if !volumes.iter().any(|v| v.name == r.volume) {
+            return Err(invalid(format!(
+                "spec.source.rootfs.volume {:?}: no volume of that name in \
+                 spec.podTemplate.volumes",
+                r.volume
+            )));
+        }
+        let path = Path::new(&r.path);
+        if path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
+            return Err(invalid(format!(
+                "spec.source.rootfs.path {:?}: must be relative to the volume, without '..'",
+                r.path
+            )));
+        }
+    }
+    if let Some(i) = image {
+        parse_ref("spec.source.image.ref", &i.reference)?;
+    }
+    Ok(())
+}
+
+fn parse_ref(field: &str, value: &str) -> Result<ImageRef, Invalid> {
+    value
+        .parse::<ImageRef>()
+        .map_err(|e| invalid(format!("{field}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(source: serde_json::Value) -> EncapsulationJobSpec {
+        serde_json::from_value(serde_json::json!({
+            "source": source,
+            "stream": "s",
+            "output": {"image": "docker://r.example/os:1"},
+            "podTemplate": {"volumes": [{"name": "trees", "emptyDir": {}}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn good_specs_pass() {
+        validate(&spec(serde_json::json!({"image": {"ref": "docker://r/os:0"}}))).unwrap();
+        validate(&spec(
+            serde_json::json!({"rootfs": {"volume": "trees", "path": "fcos/41"}}),
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn bad_specs_name_the_field() {
+        let cases = [
+            (serde_json::json!({}), "exactly one"),
+            (
+                serde_json::json!({"image": {"ref": "docker://r/os:0"},
+                                   "rootfs": {"volume": "trees", "path": "."}}),
+                "exactly one",
+            ),
+            (
+                serde_json::json!({"rootfs": {"volume": "nope", "path": "."}}),
+                "spec.source.rootfs.volume",
+            ),
+            (
+                serde_json::json!({"rootfs": {"volume": "trees", "path": "../etc"}}),
+                "spec.source.rootfs.path",
+            ),
+            (
+                serde_json::json!({"image": {"ref": "ftp://x"}}),
+                "spec.source.image.ref",
+            ),
+        ];
+        for (source, field) in cases {
+            let err = validate(&spec(source.clone())).unwrap_err();
+            assert!(err.message.contains(field), "{source}: {}", err.message);
+        }
+        let mut s = spec(serde_json::json!({"image": {"ref": "docker://r/os:0"}}));
+        s.output.image = "oci:/tmp/out".into();
+        assert!(validate(&s).unwrap_err().message.contains("spec.output.image"));
+    }
+}

@@ -1,0 +1,165 @@
+//! `strata worker`: one step of an attempt, inside the job's pod. The plan step plans
+//! and leaves the plan for the build step; the build step lays the image out by that
+//! plan and pushes it. Each writes its full report into the job's report ConfigMap and
+//! vouches for it in its termination message (see `report`).
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::ByteString;
+use kube::api::{Api, Patch, PatchParams};
+
+use crate::build::{self, BuildError, BuildOptions, PlanReport};
+use crate::output::write_atomic;
+
+use super::report::{self, Step, Termination};
+
+/// One step for one attempt of one job.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub step: Step,
+    pub namespace: String,
+    pub job: String,
+    pub job_uid: String,
+    pub attempt: u32,
+    /// Written by the plan step, read by the build step.
+    pub plan_file: PathBuf,
+    pub termination_log: PathBuf,
+    pub build: BuildOptions,
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("{path}: {problem}")]
+    PlanFile { path: PathBuf, problem: String },
+    #[error("the report is {0} bytes gzipped; a ConfigMap holds at most 1 MiB")]
+    ReportTooLarge(usize),
+    #[error("cannot write the report ConfigMap {name}: {source}")]
+    ConfigMap {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot reach the API server: {0}")]
+    Client(String),
+    #[error("{path}: cannot write the termination message: {source}")]
+    Termination {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// ConfigMaps hold 1 MiB including their metadata; leave room for it.
+const MAX_REPORT: usize = 1_000_000;
+
+/// Runs the step and leaves a termination message either way.
+pub fn run(task: &Task, progress: &(dyn Fn(&str) + Sync)) -> Result<(), WorkerError> {
+    let result = step(task, progress).and_then(|(bytes, digest)| {
+        progress(&format!("writing the report ({} bytes gzipped)", bytes.len()));
+        write_report(task, bytes)?;
+        Ok(digest)
+    });
+    let (digest, error) = match &result {
+        Ok(d) => (Some(d.clone()), None),
+        Err(e) => (None, Some(crate::error_chain(e))),
+    };
+    let message = Termination {
+        job_uid: task.job_uid.clone(),
+        attempt: task.attempt,
+        step: task.step,
+        report_sha256: digest,
+        error,
+    }
+    .to_message();
+    std::fs::write(&task.termination_log, message).map_err(|source| {
+        WorkerError::Termination {
+            path: task.termination_log.clone(),
+            source,
+        }
+    })?;
+    result.map(|_| ())
+}
+
+/// The step itself: its report, gzipped, and the report's digest.
+fn step(task: &Task, progress: &(dyn Fn(&str) + Sync)) -> Result<(Vec<u8>, String), WorkerError> {
+    let plan_error = |problem: String| WorkerError::PlanFile {
+        path: task.plan_file.clone(),
+        problem,
+    };
+    let (bytes, digest) = match task.step {
+        Step::Plan => {
+            let report = build::plan_only(&task.build, progress)?;
+            let json = serde_json::to_vec_pretty(&report).expect("plans serialise");
+            write_atomic(&task.plan_file, &json).map_err(|e| plan_error(e.to_string()))?;
+            report::encode(&report)
+        }
+        Step::Build => {
+            let text = std::fs::read(&task.plan_file)
+                .map_err(|e| plan_error(format!("cannot read the plan step's plan: {e}")))?;
+            let planned: PlanReport = serde_json::from_slice(&text)
+                .map_err(|e| plan_error(format!("not a plan report: {e}")))?;
+            let mut opts = task.build.clone();
+            opts.fixed_plan = Some(planned.plan);
+            let built = build::build(&opts, progress)?;
+            report::encode(&built)
+        }
+    };
+    if bytes.len() > MAX_REPORT {
+        return Err(WorkerError::ReportTooLarge(bytes.len()));
+    }
+    Ok((bytes, digest))
+}
+
+fn write_report(task: &Task, bytes: Vec<u8>) -> Result<(), WorkerError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| WorkerError::Client(e.to_string()))?;
+    runtime.block_on(apply_report(task, bytes))
+}
+
+async fn apply_report(task: &Task, bytes: Vec<u8>) -> Result<(), WorkerError> {
+    super::install_crypto_provider();
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| WorkerError::Client(e.to_string()))?;
+    let name = report::report_name(&task.job);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(task.namespace.clone()),
+            labels: Some(
+                [
+                    ("app.kubernetes.io/managed-by", report::MANAGED_BY),
+                    (report::JOB_UID_LABEL, task.job_uid.as_str()),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "strata.dev/v1alpha1".into(),
+                kind: "EncapsulationJob".into(),
+                name: task.job.clone(),
+                uid: task.job_uid.clone(),
+                controller: Some(true),
+                block_owner_deletion: None,
+            }]),
+            ..Default::default()
+        },
+        binary_data: Some([(task.step.key().to_string(), ByteString(bytes))].into()),
+        ..Default::default()
+    };
+    let api: Api<ConfigMap> = Api::namespaced(client, &task.namespace);
+    // One field manager per step, so the plan and build reports sit side by side.
+    let manager = format!("strata-worker-{}", task.step.name());
+    api.patch(&name, &PatchParams::apply(&manager).force(), &Patch::Apply(&cm))
+        .await
+        .map_err(|source| WorkerError::ConfigMap { name, source })?;
+    Ok(())
+}

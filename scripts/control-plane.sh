@@ -4,7 +4,9 @@
 #
 #   scripts/control-plane.sh build         build (once) and cache the apiserver binary
 #   scripts/control-plane.sh start DIR     start etcd + apiserver with state in DIR;
-#                                          writes DIR/kubeconfig (admin) and DIR/env
+#                                          writes DIR/kubeconfig (admin), DIR/env and
+#                                          DIR/kubeconfig-strata-{controller,worker}
+#                                          (users with no rights until RBAC binds some)
 #   scripts/control-plane.sh stop DIR      stop them
 set -euo pipefail
 
@@ -63,6 +65,27 @@ build() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# kubeconfig FILE PORT USER TOKEN
+kubeconfig() {
+    cat >"$1" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster:
+    server: https://127.0.0.1:$2
+    insecure-skip-tls-verify: true
+users:
+- name: $3
+  user:
+    token: $4
+contexts:
+- name: test
+  context: {cluster: test, user: $3}
+current-context: test
+KC
+}
+
 start() {
     local dir=$1
     build
@@ -71,6 +94,12 @@ start() {
     etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
     token=$(openssl rand -hex 16)
     echo "$token,admin,admin,system:masters" >"$dir/tokens.csv"
+    # Unprivileged users for the controller and its workers: they get only what RBAC
+    # bindings grant them (the Helm chart's rules, in the tests).
+    local user
+    for user in strata-controller strata-worker; do
+        echo "$(openssl rand -hex 16),$user,$user" >>"$dir/tokens.csv"
+    done
     openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
     openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
     etcd --data-dir "$dir/etcd" \
@@ -86,23 +115,10 @@ start() {
         --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
         --disable-admission-plugins ServiceAccount >"$dir/apiserver.log" 2>&1 &
     echo $! >"$dir/apiserver.pid"
-    cat >"$dir/kubeconfig" <<KC
-apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster:
-    server: https://127.0.0.1:$api_port
-    insecure-skip-tls-verify: true
-users:
-- name: admin
-  user:
-    token: $token
-contexts:
-- name: test
-  context: {cluster: test, user: admin}
-current-context: test
-KC
+    kubeconfig "$dir/kubeconfig" "$api_port" admin "$token"
+    for user in strata-controller strata-worker; do
+        kubeconfig "$dir/kubeconfig-$user" "$api_port" "$user" "$(grep ",$user,$user\$" "$dir/tokens.csv" | cut -d, -f1)"
+    done
     echo "KUBECONFIG=$dir/kubeconfig" >"$dir/env"
     for _ in $(seq 1 120); do
         if curl -fsk -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then

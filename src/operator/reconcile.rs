@@ -350,7 +350,7 @@ impl Decider<'_> {
         match self.fold(step) {
             Ok(newly) => {
                 if newly {
-                    self.out.reported.extend(finished_at);
+                    self.out.reported.extend(exit_time(message.as_deref()).or(finished_at));
                 }
                 true
             }
@@ -495,6 +495,12 @@ fn terminal(pod: &Pod) -> bool {
 
 fn pod_failed(pod: &Pod) -> bool {
     pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+}
+
+/// When the worker says it exited (finer than the pod status's whole seconds).
+fn exit_time(message: Option<&str>) -> Option<jiff::Timestamp> {
+    let t: Termination = serde_json::from_str(message?).ok()?;
+    t.finished?.parse().ok()
 }
 
 /// The worker's own account of a failure, or the log tail the kubelet put there.

@@ -62,6 +62,9 @@ pub struct Termination {
     /// Why the step failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When the step ended, to the nanosecond (pod status keeps whole seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
 }
 
 /// Kubernetes caps termination messages at 4096 bytes.
@@ -227,6 +230,7 @@ mod tests {
             step: Step::Plan,
             report_sha256: Some("sha256:00".into()),
             error: None,
+            finished: None,
         };
         let text = t.to_message();
         assert_eq!(parse_termination(&text, "u1", 2).unwrap(), t);
@@ -249,6 +253,7 @@ mod tests {
             step: Step::Build,
             report_sha256: None,
             error: Some("é".repeat(5000)),
+            finished: None,
         };
         let text = t.to_message();
         assert!(text.len() <= TERMINATION_LIMIT);

@@ -74,6 +74,7 @@ pub fn run(task: &Task, progress: &(dyn Fn(&str) + Sync)) -> Result<(), WorkerEr
         step: task.step,
         report_sha256: digest,
         error,
+        finished: Some(jiff::Timestamp::now().to_string()),
     }
     .to_message();
     std::fs::write(&task.termination_log, message).map_err(|source| {

@@ -47,3 +47,7 @@ pub fn real_parts(tools: &[&str]) -> bool {
     println!("skipped: {missing:?} not installed");
     false
 }
+
+pub mod agent;
+pub mod cluster;
+pub mod registry;

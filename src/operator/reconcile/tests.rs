@@ -1,0 +1,231 @@
+use super::*;
+use crate::operator::crd::{EncapsulationJob, OutputStatus};
+use serde_json::json;
+
+fn settings() -> Settings {
+    Settings {
+        worker_image: "strata:test".into(),
+        worker_command: vec!["strata".into()],
+        service_account: "strata-worker".into(),
+        backoff_base: Duration::from_secs(10),
+        insecure_registries: vec!["127.0.0.1:5000".into()],
+    }
+}
+
+fn job(name: &str, stream: &str, created: &str, extra: serde_json::Value) -> EncapsulationJob {
+    let mut spec = json!({
+        "source": {"image": {"ref": "docker://127.0.0.1:5000/src:1"}},
+        "stream": stream,
+        "output": {"image": format!("docker://127.0.0.1:5000/os:{name}")},
+        "retries": 1,
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "strata.dev/v1alpha1", "kind": "EncapsulationJob",
+        "metadata": {"name": name, "namespace": "ns", "uid": format!("uid-{name}"),
+                     "generation": 1, "creationTimestamp": created},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn at(t: &str) -> jiff::Timestamp {
+    t.parse().unwrap()
+}
+
+fn decide_at(job: &EncapsulationJob, pods: &[Pod], stream: &[EncapsulationJob], now: &str) -> Outcome {
+    decide(&Observed {
+        job,
+        pods,
+        stream,
+        reports: &Reports::default(),
+        now: at(now),
+        settings: &settings(),
+    })
+}
+
+fn reason(o: &Outcome) -> String {
+    condition(&o.status, SUCCEEDED).unwrap().reason.clone()
+}
+
+fn created(o: &Outcome) -> Vec<Pod> {
+    o.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Create(p) => Some((**p).clone()),
+            Action::Delete(_) => None,
+        })
+        .collect()
+}
+
+/// The pod of `attempt` with the plan container ended by `code`.
+fn pod(job: &EncapsulationJob, attempt: u32, phase: &str, plan_exit: Option<i32>) -> Pod {
+    let mut p = worker_pod(
+        job,
+        &Attempt {
+            number: attempt,
+            priors: &[],
+            settings: &settings(),
+        },
+    );
+    let state = match plan_exit {
+        Some(code) => json!({"terminated": {"exitCode": code, "message": "{\"jobUid\":\"x\",\"attempt\":1,\"step\":\"plan\",\"error\":\"no such tree\"}"}}),
+        None => json!({"running": {}}),
+    };
+    p.status = Some(
+        serde_json::from_value(json!({
+            "phase": phase,
+            "initContainerStatuses": [{"name": "plan", "ready": false, "restartCount": 0,
+                "image": "", "imageID": "", "state": state}],
+        }))
+        .unwrap(),
+    );
+    p
+}
+
+#[test]
+fn a_new_job_starts_its_first_attempt() {
+    let j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
+    let o = decide_at(&j, &[], std::slice::from_ref(&j), "2026-01-01T00:00:01Z");
+    let pods = created(&o);
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].name_any(), "a-a1");
+    assert_eq!(o.status.attempts, 1);
+    assert_eq!(reason(&o), "Running");
+    let args = pods[0].spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0]
+        .command
+        .clone()
+        .unwrap();
+    assert!(args.contains(&"--tls-verify=false".to_string()), "{args:?}");
+}
+
+#[test]
+fn same_stream_jobs_wait_in_creation_order_and_other_streams_do_not() {
+    let older = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
+    let newer = job("b", "s", "2026-01-01T00:00:05Z", json!({}));
+    let other = job("c", "t", "2026-01-01T00:00:09Z", json!({}));
+    let all = [older.clone(), newer.clone(), other.clone()];
+    let o = decide_at(&newer, &[], &all, "2026-01-01T00:00:10Z");
+    assert_eq!(reason(&o), "WaitingForStream");
+    assert!(o.actions.is_empty());
+    assert!(o.status.conditions[0].message.contains("job a"));
+    assert_eq!(created(&decide_at(&older, &[], &all, "2026-01-01T00:00:10Z")).len(), 1);
+    assert_eq!(created(&decide_at(&other, &[], &all, "2026-01-01T00:00:10Z")).len(), 1);
+}
+
+#[test]
+fn the_next_job_plans_against_the_newest_succeeded_outputs_pinned() {
+    let mut done = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
+    let mut status = EncapsulationJobStatus::default();
+    set_condition(&mut status, SUCCEEDED, Truth::True, "Succeeded", "", "t", None);
+    status.output = Some(OutputStatus {
+        image: "docker://127.0.0.1:5000/os:a".into(),
+        digest: "sha256:aa".into(),
+        size: 1,
+    });
+    done.status = Some(status);
+    let next = job("b", "s", "2026-01-01T00:00:05Z", json!({}));
+    let o = decide_at(&next, &[], &[done, next.clone()], "2026-01-01T00:01:00Z");
+    let pod = &created(&o)[0];
+    let args = pod.spec.as_ref().unwrap().containers[0].command.clone().unwrap();
+    let i = args.iter().position(|a| a == "--prior").expect("a prior");
+    assert_eq!(args[i + 1], "docker://127.0.0.1:5000/os@sha256:aa");
+}
+
+#[test]
+fn an_invalid_spec_fails_without_a_pod() {
+    let j = job("a", "s", "2026-01-01T00:00:00Z", json!({"output": {"image": "oci:/x"}}));
+    let o = decide_at(&j, &[], std::slice::from_ref(&j), "2026-01-01T00:00:01Z");
+    assert!(o.actions.is_empty());
+    assert_eq!(reason(&o), "InvalidSpec");
+    assert!(finished(&o.status));
+}
+
+#[test]
+fn a_failed_attempt_backs_off_then_retries_then_gives_up() {
+    let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
+    j.status = Some(EncapsulationJobStatus {
+        attempts: 1,
+        ..Default::default()
+    });
+    let p1 = pod(&j, 1, "Failed", Some(2));
+    let o = decide_at(&j, std::slice::from_ref(&p1), &[], "2026-01-01T00:01:00Z");
+    assert_eq!(reason(&o), "BackOff");
+    assert_eq!(o.requeue, Some(Duration::from_secs(10)));
+    let failure = o.status.failure.clone().unwrap();
+    assert_eq!(failure.message, "no such tree");
+    assert_eq!(failure.logs_command.as_deref(), Some("kubectl logs -n ns a-a1 -c plan"));
+
+    j.status = Some(o.status);
+    let o = decide_at(&j, std::slice::from_ref(&p1), &[], "2026-01-01T00:01:05Z");
+    assert!(created(&o).is_empty(), "still backing off");
+    assert_eq!(o.status.failure.as_ref().unwrap().time, failure.time, "recorded once");
+    let o = decide_at(&j, std::slice::from_ref(&p1), &[], "2026-01-01T00:01:11Z");
+    assert_eq!(created(&o)[0].name_any(), "a-a2");
+
+    j.status = Some(o.status);
+    let p2 = pod(&j, 2, "Failed", Some(1));
+    let o = decide_at(&j, &[p1, p2], &[], "2026-01-01T00:02:00Z");
+    assert_eq!(reason(&o), "Failed");
+    assert!(o.status.completion_time.is_some());
+}
+
+#[test]
+fn a_deleted_pod_counts_as_a_failed_attempt() {
+    let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
+    j.status = Some(EncapsulationJobStatus {
+        attempts: 1,
+        ..Default::default()
+    });
+    let o = decide_at(&j, &[], &[], "2026-01-01T00:01:00Z");
+    assert_eq!(o.status.failure.as_ref().unwrap().reason, "PodDeleted");
+    assert_eq!(reason(&o), "BackOff");
+}
+
+#[test]
+fn an_existing_pod_is_never_created_twice_after_a_restart() {
+    // The controller died after creating the pod and before writing status.
+    let j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
+    let p1 = pod(&j, 1, "Running", None);
+    let o = decide_at(&j, &[p1], std::slice::from_ref(&j), "2026-01-01T00:00:02Z");
+    assert!(o.actions.is_empty(), "{:?}", o.actions);
+    assert_eq!(reason(&o), "Running");
+}
+
+#[test]
+fn cancelling_deletes_the_running_pod() {
+    let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({"cancel": true}));
+    j.status = Some(EncapsulationJobStatus {
+        attempts: 1,
+        ..Default::default()
+    });
+    let o = decide_at(&j, &[pod(&j, 1, "Running", None)], &[], "2026-01-01T00:00:02Z");
+    assert!(matches!(&o.actions[..], [Action::Delete(n)] if n == "a-a1"));
+    assert_eq!(reason(&o), "Cancelled");
+}
+
+#[test]
+fn the_deadline_ends_a_running_job() {
+    let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({"timeoutSeconds": 60}));
+    j.status = Some(EncapsulationJobStatus {
+        attempts: 1,
+        start_time: Some("2026-01-01T00:00:00Z".into()),
+        ..Default::default()
+    });
+    let running = [pod(&j, 1, "Running", None)];
+    let o = decide_at(&j, &running, &[], "2026-01-01T00:00:30Z");
+    assert_eq!(o.requeue, Some(Duration::from_secs(30)));
+    let o = decide_at(&j, &running, &[], "2026-01-01T00:01:01Z");
+    assert_eq!(reason(&o), "DeadlineExceeded");
+    assert_eq!(o.actions.len(), 1);
+}
+
+#[test]
+fn backoff_doubles_and_is_capped() {
+    let base = Duration::from_secs(10);
+    assert_eq!(backoff(base, 1), Duration::from_secs(10));
+    assert_eq!(backoff(base, 3), Duration::from_secs(40));
+    assert_eq!(backoff(base, 30), MAX_BACKOFF);
+}

@@ -5,33 +5,7 @@ mod common;
 use common::registry::start_registry;
 use common::*;
 
-use std::fs;
-use std::path::Path;
 use std::process::Command;
-
-fn tree(root: &Path, version: &str) {
-    for (path, text) in [
-        ("usr/bin/stable", "never changes\n".to_string()),
-        ("usr/bin/busy", format!("busy {version}\n")),
-        ("etc/os-release", "ID=strata-test\n".to_string()),
-    ] {
-        let p = root.join(path);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, text).unwrap();
-    }
-    let status = format!(
-        "Package: stable\nStatus: install ok installed\nVersion: 1\n\n\
-         Package: busy\nStatus: install ok installed\nVersion: {version}\n"
-    );
-    fs::create_dir_all(root.join("var/lib/dpkg/info")).unwrap();
-    fs::write(root.join("var/lib/dpkg/status"), status).unwrap();
-    fs::write(
-        root.join("var/lib/dpkg/info/stable.list"),
-        "/usr/bin/stable\n",
-    )
-    .unwrap();
-    fs::write(root.join("var/lib/dpkg/info/busy.list"), "/usr/bin/busy\n").unwrap();
-}
 
 #[test]
 fn push_then_build_on_a_registry_prior() {
@@ -43,7 +17,7 @@ fn push_then_build_on_a_registry_prior() {
     let root = tmp.path().join("root");
     let image = |tag: &str| format!("docker://127.0.0.1:{}/strata/test:{tag}", registry.port);
 
-    tree(&root, "1");
+    dpkg_tree(&root, "1");
     let out = strata(&[
         "build",
         "--rootfs",
@@ -74,7 +48,7 @@ fn push_then_build_on_a_registry_prior() {
         "the reported digest is the registry's"
     );
 
-    tree(&root, "2");
+    dpkg_tree(&root, "2");
     let out = strata(&[
         "build",
         "--rootfs",

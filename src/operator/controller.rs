@@ -145,6 +145,20 @@ async fn reconcile_job(
         return Ok(Requeue::await_change());
     }
     let ns = job.namespace().unwrap_or_default();
+    // The watch cache may lag behind this controller's own last status write; deciding
+    // from a stale status would forget what that write recorded.
+    let jobs_api: Api<EncapsulationJob> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(job) = jobs_api
+        .get_opt(&job.name_any())
+        .await
+        .map_err(kube_err(format!("reading job {ns}/{}", job.name_any())))?
+        .filter(|fresh| fresh.uid() == job.uid())
+    else {
+        return Ok(Requeue::await_change()); // deleted meanwhile
+    };
+    if job.status.as_ref().is_some_and(finished) {
+        return Ok(Requeue::await_change());
+    }
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let selector = format!("{}={}", report::JOB_UID_LABEL, job.uid().unwrap_or_default());
     let pods = pods_api

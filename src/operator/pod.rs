@@ -17,6 +17,7 @@ use super::Settings;
 
 /// Where the plan container leaves the plan for the build container.
 pub const WORK_DIR: &str = "/work";
+const TERMINATION_LOG: &str = "/dev/termination-log";
 const SOURCES_DIR: &str = "/sources";
 const PUSH_AUTH_DIR: &str = "/var/run/strata/push-auth";
 /// An unprivileged user for steps that need no special file access.
@@ -166,6 +167,7 @@ fn container(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Container
             .pod_template
             .as_ref()
             .and_then(|t| t.resources.clone()),
+        termination_message_path: Some(TERMINATION_LOG.into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         security_context: Some(security(spec.source.rootfs.is_some())),
         ..Default::default()
@@ -208,6 +210,9 @@ fn args(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Vec<String> {
         attempt.number.to_string(),
         "--plan-file".into(),
         format!("{WORK_DIR}/plan.json"),
+        // Explicit, though it is the default: the path is the container's contract.
+        "--termination-log".into(),
+        TERMINATION_LOG.into(),
         "--stream".into(),
         spec.stream.clone(),
         "--max-layers".into(),

@@ -12,7 +12,7 @@ use kube::ResourceExt;
 use crate::build::{BuildReport, PlanReport};
 use crate::image::ImageRef;
 
-use super::crd::{EncapsulationJob, EncapsulationJobStatus, Failure, Mode};
+use super::crd::{EncapsulationJob, EncapsulationJobStatus, Failure, Mode, ReportRef};
 use super::pod::{worker_pod, Attempt};
 use super::report::{self, ReportError, Step, Termination};
 use super::status::{
@@ -381,6 +381,10 @@ impl Decider<'_> {
                 (BUILT, "Built", message)
             }
         };
+        self.out.status.report_ref = Some(ReportRef {
+            name: report::report_name(&self.o.job.name_any()),
+            key: step.key().into(),
+        });
         let was = condition(&self.out.status, type_).is_some_and(|c| c.status == "True");
         self.set(type_, Truth::True, reason, message);
         Ok(!was)

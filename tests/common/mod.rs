@@ -48,6 +48,31 @@ pub fn real_parts(tools: &[&str]) -> bool {
     false
 }
 
+/// A small dpkg-managed tree: package `stable` never changes, `busy` is at `version`.
+pub fn dpkg_tree(root: &std::path::Path, version: &str) {
+    for (path, text) in [
+        ("usr/bin/stable", "never changes\n".to_string()),
+        ("usr/bin/busy", format!("busy {version}\n")),
+        ("etc/os-release", "ID=strata-test\n".to_string()),
+    ] {
+        let p = root.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let status = format!(
+        "Package: stable\nStatus: install ok installed\nVersion: 1\n\n\
+         Package: busy\nStatus: install ok installed\nVersion: {version}\n"
+    );
+    std::fs::create_dir_all(root.join("var/lib/dpkg/info")).unwrap();
+    std::fs::write(root.join("var/lib/dpkg/status"), status).unwrap();
+    std::fs::write(
+        root.join("var/lib/dpkg/info/stable.list"),
+        "/usr/bin/stable\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("var/lib/dpkg/info/busy.list"), "/usr/bin/busy\n").unwrap();
+}
+
 pub mod agent;
 pub mod cluster;
 pub mod registry;

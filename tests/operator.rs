@@ -1,0 +1,435 @@
+//! The operator end to end, against real parts: kube-apiserver 1.20 with etcd, the
+//! `strata controller` binary running as a user bound to exactly the Helm chart's
+//! RBAC rules, worker pods run by the test node agent (`common::agent`) as the
+//! chart's worker user, and a real registry on loopback.
+//!
+//! One control plane serves every scenario; they run side by side in their own
+//! namespaces and streams, which also shows that different streams run in parallel.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::agent::{self, AgentConfig};
+use common::cluster::{self, ControlPlane};
+use common::registry::{free_port, start_registry, Registry};
+use common::{dpkg_tree, real_parts};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use strata::operator::crd::EncapsulationJob;
+
+struct Env {
+    cp: ControlPlane,
+    admin: Client,
+    registry: Registry,
+    _agent: agent::Agent,
+    controller: Mutex<Option<Child>>,
+    health_port: u16,
+    log: PathBuf,
+    trees: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.controller.lock().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Env {
+    fn start_controller(&self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["controller", "--backoff-base", "0.5", "--lease-duration", "3"])
+            .args(["--insecure-registry", &format!("127.0.0.1:{}", self.registry.port)])
+            .args(["--health-addr", &format!("127.0.0.1:{}", self.health_port)])
+            .args(["--lease-namespace", "strata-system", "--identity", "test-controller"])
+            .env("KUBECONFIG", self.cp.kubeconfig("strata-controller"))
+            .env("RUST_LOG", "info,strata=debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        *self.controller.lock().unwrap() = Some(child);
+    }
+
+    fn kill_controller(&self) {
+        let mut c = self.controller.lock().unwrap().take().expect("a running controller");
+        c.kill().unwrap();
+        c.wait().unwrap();
+    }
+
+    fn image(&self, name: &str) -> String {
+        format!("docker://127.0.0.1:{}/strata/{name}", self.registry.port)
+    }
+
+    fn jobs(&self, ns: &str) -> Api<EncapsulationJob> {
+        Api::namespaced(self.admin.clone(), ns)
+    }
+
+    /// A job encapsulating `trees/<tree>` (a hostPath volume).
+    async fn create(&self, ns: &str, name: &str, stream: &str, tree: &str, extra: serde_json::Value) -> EncapsulationJob {
+        let mut spec = json!({
+            "source": {"rootfs": {"volume": "trees", "path": tree}},
+            "stream": stream,
+            "output": {"image": self.image(&format!("{stream}:{name}"))},
+            "planner": {"maxLayers": 4},
+            "podTemplate": {"volumes": [{"name": "trees", "hostPath": {"path": self.trees.display().to_string()}}]},
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        let job: EncapsulationJob = serde_json::from_value(json!({
+            "apiVersion": "strata.dev/v1alpha1", "kind": "EncapsulationJob",
+            "metadata": {"name": name}, "spec": spec,
+        }))
+        .unwrap();
+        self.jobs(ns).create(&PostParams::default(), &job).await.unwrap()
+    }
+
+    /// Waits until the job's Succeeded condition has `status`.
+    async fn finished(&self, ns: &str, name: &str, within: Duration) -> EncapsulationJob {
+        wait_for(&self.jobs(ns), name, within, |j| {
+            j.status.as_ref().is_some_and(strata::operator::status::finished)
+        })
+        .await
+    }
+
+    async fn pods(&self, ns: &str, job: &EncapsulationJob) -> Vec<Pod> {
+        let selector = format!("strata.dev/job-uid={}", job.uid().unwrap());
+        Api::<Pod>::namespaced(self.admin.clone(), ns)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .unwrap()
+            .items
+    }
+
+    fn controller_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+async fn wait_for(
+    api: &Api<EncapsulationJob>,
+    name: &str,
+    within: Duration,
+    done: impl Fn(&EncapsulationJob) -> bool,
+) -> EncapsulationJob {
+    let deadline = Instant::now() + within;
+    loop {
+        let job = api.get(name).await.unwrap();
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {name} did not get there within {within:?}; status: {}",
+            serde_json::to_string_pretty(&job.status).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Asserts the job's `type_` condition has `status` and, if given, `reason`.
+fn expect(job: &EncapsulationJob, type_: &str, status: &str, reason: Option<&str>) {
+    let c = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
+    let ok = c.is_some_and(|c| c.status == status && reason.is_none_or(|r| c.reason == r));
+    assert!(
+        ok,
+        "{}: expected {type_}={status} ({reason:?}); status: {}",
+        job.name_any(),
+        serde_json::to_string_pretty(&job.status).unwrap()
+    );
+}
+
+fn time(t: &Option<String>) -> jiff::Timestamp {
+    t.as_deref().expect("a time").parse().unwrap()
+
+}
+
+async fn setup() -> Option<Env> {
+    if !real_parts(&["docker-registry", "skopeo", "etcd"]) {
+        return None;
+    }
+    let cp = cluster::start()?;
+    let admin = cp.client("admin").await;
+    cluster::install_crd(&admin).await;
+    cluster::grant_chart_rbac(&admin, "strata-system", &["e2e", "load"]).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = start_registry(tmp.path());
+    let trees = tmp.path().join("trees");
+    dpkg_tree(&trees.join("v1"), "1");
+    dpkg_tree(&trees.join("v2"), "2");
+    let agent = agent::start(
+        admin.clone(),
+        AgentConfig {
+            strata: PathBuf::from(env!("CARGO_BIN_EXE_strata")),
+            kubeconfig: cp.kubeconfig("strata-worker"),
+            root: tmp.path().join("agent"),
+        },
+    );
+    let env = Env {
+        log: tmp.path().join("controller.log"),
+        health_port: free_port(),
+        cp,
+        admin,
+        registry,
+        _agent: agent,
+        controller: Mutex::new(None),
+        trees,
+        _tmp: tmp,
+    };
+    env.start_controller();
+    Some(env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_runs_jobs_end_to_end() {
+    let Some(env) = setup().await else { return };
+    tokio::join!(
+        happy_path_and_stream_history(&env),
+        plan_only(&env),
+        failure_is_retried_then_reported(&env),
+        cancellation(&env),
+        deadline(&env),
+        invalid_spec(&env),
+    );
+    restart_safety(&env).await;
+    load(&env).await;
+    observability(&env).await;
+    let log = env.controller_log();
+    assert!(
+        !log.contains("Forbidden") && !log.contains("forbidden"),
+        "the chart's RBAC rules must cover everything the controller does:\n{log}"
+    );
+}
+
+async fn happy_path_and_stream_history(env: &Env) {
+    let first = env.create("e2e", "happy-1", "happy", "v1", json!({})).await;
+    let second = env.create("e2e", "happy-2", "happy", "v2", json!({})).await;
+    let one = env.finished("e2e", "happy-1", Duration::from_secs(120)).await;
+    expect(&one, "Succeeded", "True", Some("Succeeded"));
+    expect(&one, "Planned", "True", None);
+    expect(&one, "Built", "True", None);
+    let status = one.status.clone().unwrap();
+    let plan = status.plan.as_ref().expect("a plan in status");
+    assert!(plan.layer_count >= 2);
+    assert!(plan.layers.iter().all(|l| l.digest.is_some()), "built layers have digests");
+    let output = status.output.as_ref().expect("an output in status");
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &output.image])
+        .output()
+        .unwrap();
+    assert!(inspect.status.success(), "the image is really in the registry");
+    let pushed: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(pushed["Digest"], output.digest.as_str());
+    let report_ref = status.report_ref.as_ref().expect("a report reference");
+    assert_eq!(report_ref.name, "happy-1-report");
+
+    let two = env.finished("e2e", "happy-2", Duration::from_secs(120)).await;
+    expect(&two, "Succeeded", "True", None);
+    let s2 = two.status.clone().unwrap();
+    assert!(
+        time(&s2.start_time) >= time(&status.completion_time),
+        "same-stream jobs run one at a time"
+    );
+    let diff = s2.diff.first().expect("a diff against the stream's previous output");
+    assert!(diff.image.ends_with(&format!("@{}", output.digest)), "{}", diff.image);
+    assert!(diff.reused_layers > 0, "the stable layer is reused: {diff:?}");
+    assert!(diff.download_bytes < s2.output.unwrap().size);
+    assert_eq!(env.pods("e2e", &first).await.len(), 1);
+    assert_eq!(env.pods("e2e", &second).await.len(), 1);
+}
+
+async fn plan_only(env: &Env) {
+    let job = env.create("e2e", "plan", "plan-only", "v1", json!({"mode": "PlanOnly"})).await;
+    let done = env.finished("e2e", "plan", Duration::from_secs(120)).await;
+    expect(&done, "Succeeded", "True", None);
+    let status = done.status.unwrap();
+    assert!(status.plan.is_some() && status.output.is_none());
+    assert!(status.conditions.iter().all(|c| c.type_ != "Built"));
+    let pods = env.pods("e2e", &job).await;
+    let spec = pods[0].spec.as_ref().unwrap();
+    assert_eq!(spec.containers.len(), 1, "PlanOnly runs no build step");
+    assert!(spec.init_containers.is_none());
+}
+
+async fn failure_is_retried_then_reported(env: &Env) {
+    let job = env.create("e2e", "fail", "fail", "no-such-tree", json!({"retries": 1})).await;
+    let done = env.finished("e2e", "fail", Duration::from_secs(120)).await;
+    expect(&done, "Succeeded", "False", Some("Failed"));
+    let status = done.status.unwrap();
+    assert_eq!(status.attempts, 2);
+    let failure = status.failure.expect("failure details");
+    assert_eq!(failure.reason, "WorkerFailed");
+    assert_eq!(failure.pod.as_deref(), Some("fail-a2"));
+    assert_eq!(failure.logs_command.as_deref(), Some("kubectl logs -n e2e fail-a2 -c plan"));
+    assert!(failure.message.contains("no-such-tree"), "{}", failure.message);
+    assert_eq!(env.pods("e2e", &job).await.len(), 2);
+}
+
+/// A TCP port that accepts connections and never answers: a source that hangs.
+fn black_hole() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    port
+}
+
+async fn cancellation(env: &Env) {
+    let hang = json!({"source": {"image": {"ref": format!("docker://127.0.0.1:{}/never:1", black_hole())}}});
+    let job = env.create("e2e", "cancel", "cancel", "v1", hang).await;
+    wait_for(&env.jobs("e2e"), "cancel", Duration::from_secs(60), |j| {
+        j.status.as_ref().is_some_and(|s| s.attempts == 1)
+    })
+    .await;
+    env.jobs("e2e")
+        .patch("cancel", &PatchParams::default(), &Patch::Merge(json!({"spec": {"cancel": true}})))
+        .await
+        .unwrap();
+    let done = env.finished("e2e", "cancel", Duration::from_secs(60)).await;
+    expect(&done, "Succeeded", "False", Some("Cancelled"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !env.pods("e2e", &job).await.is_empty() {
+        assert!(Instant::now() < deadline, "the running pod was deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn deadline(env: &Env) {
+    let hang = json!({
+        "source": {"image": {"ref": format!("docker://127.0.0.1:{}/never:1", black_hole())}},
+        "timeoutSeconds": 3,
+    });
+    env.create("e2e", "slow", "slow", "v1", hang).await;
+    let done = env.finished("e2e", "slow", Duration::from_secs(60)).await;
+    expect(&done, "Succeeded", "False", Some("DeadlineExceeded"));
+}
+
+async fn invalid_spec(env: &Env) {
+    let bad = json!({"source": {"rootfs": {"volume": "not-declared", "path": "v1"}}});
+    let job = env.create("e2e", "invalid", "invalid", "v1", bad).await;
+    let done = env.finished("e2e", "invalid", Duration::from_secs(60)).await;
+    expect(&done, "Succeeded", "False", Some("InvalidSpec"));
+    let c = &done.status.as_ref().unwrap().conditions[0];
+    assert!(c.message.contains("spec.source.rootfs.volume"), "{}", c.message);
+    assert!(env.pods("e2e", &job).await.is_empty(), "no pod for an invalid spec");
+}
+
+/// The controller dies right after creating a pod and comes back after the worker
+/// ended: it finishes the job from what the API server holds, with no second pod.
+async fn restart_safety(env: &Env) {
+    let job = env.create("e2e", "restart", "restart", "v1", json!({})).await;
+    let pods: Api<Pod> = Api::namespaced(env.admin.clone(), "e2e");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pods.get_opt("restart-a1").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the first pod was created");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.kill_controller();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pod = pods.get("restart-a1").await.unwrap();
+        let phase = pod.status.and_then(|s| s.phase).unwrap_or_default();
+        if phase == "Succeeded" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker finished without the controller");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.start_controller();
+    let done = env.finished("e2e", "restart", Duration::from_secs(120)).await;
+    expect(&done, "Succeeded", "True", None);
+    assert_eq!(env.pods("e2e", &job).await.len(), 1, "no duplicate pods");
+    assert_eq!(done.status.unwrap().attempts, 1);
+}
+
+/// 50 jobs across 5 streams: all finish, each stream one at a time in creation order.
+async fn load(env: &Env) {
+    let mut names = Vec::new();
+    for i in 0..50 {
+        let stream = format!("load-{}", i % 5);
+        let name = format!("job-{i:02}");
+        env.create("load", &name, &stream, "v1", json!({"mode": "PlanOnly"})).await;
+        names.push((stream, name));
+    }
+    let mut by_stream: BTreeMap<String, Vec<EncapsulationJob>> = BTreeMap::new();
+    for (stream, name) in &names {
+        let job = env.finished("load", name, Duration::from_secs(600)).await;
+        expect(&job, "Succeeded", "True", None);
+        assert_eq!(env.pods("load", &job).await.len(), 1, "{name}: one pod");
+        by_stream.entry(stream.clone()).or_default().push(job);
+    }
+    let interval = |j: &EncapsulationJob| {
+        let s = j.status.as_ref().unwrap();
+        (time(&s.start_time), time(&s.completion_time))
+    };
+    for jobs in by_stream.values() {
+        for pair in jobs.windows(2) {
+            let (_, end) = interval(&pair[0]);
+            let (start, _) = interval(&pair[1]);
+            assert!(start >= end, "{} started before {} ended", pair[1].name_any(), pair[0].name_any());
+        }
+    }
+    let all: Vec<(jiff::Timestamp, jiff::Timestamp, &str)> = by_stream
+        .iter()
+        .flat_map(|(s, jobs)| jobs.iter().map(move |j| (interval(j).0, interval(j).1, s.as_str())))
+        .collect();
+    let overlap = all.iter().any(|a| {
+        all.iter()
+            .any(|b| a.2 != b.2 && a.0 < b.1 && b.0 < a.1)
+    });
+    assert!(overlap, "different streams run in parallel");
+}
+
+async fn observability(env: &Env) {
+    let log = env.controller_log();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.admin.clone(), "e2e");
+    let list = events.list(&ListParams::default()).await.unwrap();
+    let about = |name: &str, reason: &str| {
+        list.items.iter().any(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
+    };
+    assert!(about("happy-1", "Planned") && about("happy-1", "Succeeded"));
+    assert!(about("happy-2", "WaitingForStream"), "happy-2 waited for happy-1");
+    assert!(about("fail", "BackOff") && about("fail", "Failed"));
+    let body = http_get(env.health_port, "/metrics");
+    assert!(body.contains("strata_jobs_finished_total{outcome=\"Succeeded\"}"), "{body}\n{log}");
+    assert!(!body.contains("happy-1"), "no per-object labels");
+    assert!(http_get(env.health_port, "/healthz").contains("ok"));
+    assert!(http_get(env.health_port, "/readyz").contains("ready"));
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("the controller serves on port {port}: {e}"));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

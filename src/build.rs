@@ -273,10 +273,7 @@ fn source_tree(
     }
 }
 
-fn prepare(
-    opts: &BuildOptions,
-    progress: &(dyn Fn(&str) + Sync),
-) -> Result<Prepared, BuildError> {
+fn prepare(opts: &BuildOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Prepared, BuildError> {
     let (root, scratch) = source_tree(opts, progress)?;
     progress(&format!("reading {}", root.display()));
     let entries = walk(

@@ -53,10 +53,24 @@ impl Env {
             .open(&self.log)
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["controller", "--backoff-base", "0.5", "--lease-duration", "3"])
-            .args(["--insecure-registry", &format!("127.0.0.1:{}", self.registry.port)])
+            .args([
+                "controller",
+                "--backoff-base",
+                "0.5",
+                "--lease-duration",
+                "3",
+            ])
+            .args([
+                "--insecure-registry",
+                &format!("127.0.0.1:{}", self.registry.port),
+            ])
             .args(["--health-addr", &format!("127.0.0.1:{}", self.health_port)])
-            .args(["--lease-namespace", "strata-system", "--identity", "test-controller"])
+            .args([
+                "--lease-namespace",
+                "strata-system",
+                "--identity",
+                "test-controller",
+            ])
             .env("KUBECONFIG", self.cp.kubeconfig("strata-controller"))
             .env("RUST_LOG", "info,strata=debug")
             .stdout(log.try_clone().unwrap())
@@ -68,7 +82,12 @@ impl Env {
     }
 
     fn kill_controller(&self) {
-        let mut c = self.controller.lock().unwrap().take().expect("a running controller");
+        let mut c = self
+            .controller
+            .lock()
+            .unwrap()
+            .take()
+            .expect("a running controller");
         c.kill().unwrap();
         c.wait().unwrap();
     }
@@ -82,7 +101,14 @@ impl Env {
     }
 
     /// A job encapsulating `trees/<tree>` (a hostPath volume).
-    async fn create(&self, ns: &str, name: &str, stream: &str, tree: &str, extra: serde_json::Value) -> EncapsulationJob {
+    async fn create(
+        &self,
+        ns: &str,
+        name: &str,
+        stream: &str,
+        tree: &str,
+        extra: serde_json::Value,
+    ) -> EncapsulationJob {
         let mut spec = json!({
             "source": {"rootfs": {"volume": "trees", "path": tree}},
             "stream": stream,
@@ -98,13 +124,18 @@ impl Env {
             "metadata": {"name": name}, "spec": spec,
         }))
         .unwrap();
-        self.jobs(ns).create(&PostParams::default(), &job).await.unwrap()
+        self.jobs(ns)
+            .create(&PostParams::default(), &job)
+            .await
+            .unwrap()
     }
 
     /// Waits until the job's Succeeded condition has `status`.
     async fn finished(&self, ns: &str, name: &str, within: Duration) -> EncapsulationJob {
         wait_for(&self.jobs(ns), name, within, |j| {
-            j.status.as_ref().is_some_and(strata::operator::status::finished)
+            j.status
+                .as_ref()
+                .is_some_and(strata::operator::status::finished)
         })
         .await
     }
@@ -161,7 +192,6 @@ fn expect(job: &EncapsulationJob, type_: &str, status: &str, reason: Option<&str
 
 fn time(t: &Option<String>) -> jiff::Timestamp {
     t.as_deref().expect("a time").parse().unwrap()
-
 }
 
 async fn setup() -> Option<Env> {
@@ -224,42 +254,70 @@ async fn the_operator_runs_jobs_end_to_end() {
 async fn happy_path_and_stream_history(env: &Env) {
     let first = env.create("e2e", "happy-1", "happy", "v1", json!({})).await;
     let second = env.create("e2e", "happy-2", "happy", "v2", json!({})).await;
-    let one = env.finished("e2e", "happy-1", Duration::from_secs(120)).await;
+    let one = env
+        .finished("e2e", "happy-1", Duration::from_secs(120))
+        .await;
     expect(&one, "Succeeded", "True", Some("Succeeded"));
     expect(&one, "Planned", "True", None);
     expect(&one, "Built", "True", None);
     let status = one.status.clone().unwrap();
     let plan = status.plan.as_ref().expect("a plan in status");
     assert!(plan.layer_count >= 2);
-    assert!(plan.layers.iter().all(|l| l.digest.is_some()), "built layers have digests");
+    assert!(
+        plan.layers.iter().all(|l| l.digest.is_some()),
+        "built layers have digests"
+    );
     let output = status.output.as_ref().expect("an output in status");
     let inspect = Command::new("skopeo")
         .args(["inspect", "--tls-verify=false", &output.image])
         .output()
         .unwrap();
-    assert!(inspect.status.success(), "the image is really in the registry");
+    assert!(
+        inspect.status.success(),
+        "the image is really in the registry"
+    );
     let pushed: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(pushed["Digest"], output.digest.as_str());
     let report_ref = status.report_ref.as_ref().expect("a report reference");
     assert_eq!(report_ref.name, "happy-1-report");
 
-    let two = env.finished("e2e", "happy-2", Duration::from_secs(120)).await;
+    let two = env
+        .finished("e2e", "happy-2", Duration::from_secs(120))
+        .await;
     expect(&two, "Succeeded", "True", None);
     let s2 = two.status.clone().unwrap();
     assert!(
         time(&s2.start_time) >= time(&status.completion_time),
         "same-stream jobs run one at a time"
     );
-    let diff = s2.diff.first().expect("a diff against the stream's previous output");
-    assert!(diff.image.ends_with(&format!("@{}", output.digest)), "{}", diff.image);
-    assert!(diff.reused_layers > 0, "the stable layer is reused: {diff:?}");
+    let diff = s2
+        .diff
+        .first()
+        .expect("a diff against the stream's previous output");
+    assert!(
+        diff.image.ends_with(&format!("@{}", output.digest)),
+        "{}",
+        diff.image
+    );
+    assert!(
+        diff.reused_layers > 0,
+        "the stable layer is reused: {diff:?}"
+    );
     assert!(diff.download_bytes < s2.output.unwrap().size);
     assert_eq!(env.pods("e2e", &first).await.len(), 1);
     assert_eq!(env.pods("e2e", &second).await.len(), 1);
 }
 
 async fn plan_only(env: &Env) {
-    let job = env.create("e2e", "plan", "plan-only", "v1", json!({"mode": "PlanOnly"})).await;
+    let job = env
+        .create(
+            "e2e",
+            "plan",
+            "plan-only",
+            "v1",
+            json!({"mode": "PlanOnly"}),
+        )
+        .await;
     let done = env.finished("e2e", "plan", Duration::from_secs(120)).await;
     expect(&done, "Succeeded", "True", None);
     let status = done.status.unwrap();
@@ -272,7 +330,9 @@ async fn plan_only(env: &Env) {
 }
 
 async fn failure_is_retried_then_reported(env: &Env) {
-    let job = env.create("e2e", "fail", "fail", "no-such-tree", json!({"retries": 1})).await;
+    let job = env
+        .create("e2e", "fail", "fail", "no-such-tree", json!({"retries": 1}))
+        .await;
     let done = env.finished("e2e", "fail", Duration::from_secs(120)).await;
     expect(&done, "Succeeded", "False", Some("Failed"));
     let status = done.status.unwrap();
@@ -280,8 +340,15 @@ async fn failure_is_retried_then_reported(env: &Env) {
     let failure = status.failure.expect("failure details");
     assert_eq!(failure.reason, "WorkerFailed");
     assert_eq!(failure.pod.as_deref(), Some("fail-a2"));
-    assert_eq!(failure.logs_command.as_deref(), Some("kubectl logs -n e2e fail-a2 -c plan"));
-    assert!(failure.message.contains("no-such-tree"), "{}", failure.message);
+    assert_eq!(
+        failure.logs_command.as_deref(),
+        Some("kubectl logs -n e2e fail-a2 -c plan")
+    );
+    assert!(
+        failure.message.contains("no-such-tree"),
+        "{}",
+        failure.message
+    );
     assert_eq!(env.pods("e2e", &job).await.len(), 2);
 }
 
@@ -306,7 +373,11 @@ async fn cancellation(env: &Env) {
     })
     .await;
     env.jobs("e2e")
-        .patch("cancel", &PatchParams::default(), &Patch::Merge(json!({"spec": {"cancel": true}})))
+        .patch(
+            "cancel",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cancel": true}})),
+        )
         .await
         .unwrap();
     let done = env.finished("e2e", "cancel", Duration::from_secs(60)).await;
@@ -331,17 +402,28 @@ async fn deadline(env: &Env) {
 async fn invalid_spec(env: &Env) {
     let bad = json!({"source": {"rootfs": {"volume": "not-declared", "path": "v1"}}});
     let job = env.create("e2e", "invalid", "invalid", "v1", bad).await;
-    let done = env.finished("e2e", "invalid", Duration::from_secs(60)).await;
+    let done = env
+        .finished("e2e", "invalid", Duration::from_secs(60))
+        .await;
     expect(&done, "Succeeded", "False", Some("InvalidSpec"));
     let c = &done.status.as_ref().unwrap().conditions[0];
-    assert!(c.message.contains("spec.source.rootfs.volume"), "{}", c.message);
-    assert!(env.pods("e2e", &job).await.is_empty(), "no pod for an invalid spec");
+    assert!(
+        c.message.contains("spec.source.rootfs.volume"),
+        "{}",
+        c.message
+    );
+    assert!(
+        env.pods("e2e", &job).await.is_empty(),
+        "no pod for an invalid spec"
+    );
 }
 
 /// The controller dies right after creating a pod and comes back after the worker
 /// ended: it finishes the job from what the API server holds, with no second pod.
 async fn restart_safety(env: &Env) {
-    let job = env.create("e2e", "restart", "restart", "v1", json!({})).await;
+    let job = env
+        .create("e2e", "restart", "restart", "v1", json!({}))
+        .await;
     let pods: Api<Pod> = Api::namespaced(env.admin.clone(), "e2e");
     let deadline = Instant::now() + Duration::from_secs(60);
     while pods.get_opt("restart-a1").await.unwrap().is_none() {
@@ -356,11 +438,16 @@ async fn restart_safety(env: &Env) {
         if phase == "Succeeded" {
             break;
         }
-        assert!(Instant::now() < deadline, "the worker finished without the controller");
+        assert!(
+            Instant::now() < deadline,
+            "the worker finished without the controller"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     env.start_controller();
-    let done = env.finished("e2e", "restart", Duration::from_secs(120)).await;
+    let done = env
+        .finished("e2e", "restart", Duration::from_secs(120))
+        .await;
     expect(&done, "Succeeded", "True", None);
     assert_eq!(env.pods("e2e", &job).await.len(), 1, "no duplicate pods");
     assert_eq!(done.status.unwrap().attempts, 1);
@@ -372,7 +459,8 @@ async fn load(env: &Env) {
     for i in 0..50 {
         let stream = format!("load-{}", i % 5);
         let name = format!("job-{i:02}");
-        env.create("load", &name, &stream, "v1", json!({"mode": "PlanOnly"})).await;
+        env.create("load", &name, &stream, "v1", json!({"mode": "PlanOnly"}))
+            .await;
         names.push((stream, name));
     }
     let mut by_stream: BTreeMap<String, Vec<EncapsulationJob>> = BTreeMap::new();
@@ -390,23 +478,31 @@ async fn load(env: &Env) {
         for pair in jobs.windows(2) {
             let (_, end) = interval(&pair[0]);
             let (start, _) = interval(&pair[1]);
-            assert!(start >= end, "{} started before {} ended", pair[1].name_any(), pair[0].name_any());
+            assert!(
+                start >= end,
+                "{} started before {} ended",
+                pair[1].name_any(),
+                pair[0].name_any()
+            );
         }
     }
     let all: Vec<(jiff::Timestamp, jiff::Timestamp, &str)> = by_stream
         .iter()
-        .flat_map(|(s, jobs)| jobs.iter().map(move |j| (interval(j).0, interval(j).1, s.as_str())))
+        .flat_map(|(s, jobs)| {
+            jobs.iter()
+                .map(move |j| (interval(j).0, interval(j).1, s.as_str()))
+        })
         .collect();
-    let overlap = all.iter().any(|a| {
-        all.iter()
-            .any(|b| a.2 != b.2 && a.0 < b.1 && b.0 < a.1)
-    });
+    let overlap = all
+        .iter()
+        .any(|a| all.iter().any(|b| a.2 != b.2 && a.0 < b.1 && b.0 < a.1));
     assert!(overlap, "different streams run in parallel");
 }
 
 async fn observability(env: &Env) {
     let log = env.controller_log();
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.admin.clone(), "e2e");
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.admin.clone(), "e2e");
     let list = events.list(&ListParams::default()).await.unwrap();
     let about = |name: &str, reason: &str| {
         list.items.iter().any(|e| {
@@ -415,10 +511,16 @@ async fn observability(env: &Env) {
         })
     };
     assert!(about("happy-1", "Planned") && about("happy-1", "Succeeded"));
-    assert!(about("happy-2", "WaitingForStream"), "happy-2 waited for happy-1");
+    assert!(
+        about("happy-2", "WaitingForStream"),
+        "happy-2 waited for happy-1"
+    );
     assert!(about("fail", "BackOff") && about("fail", "Failed"));
     let body = http_get(env.health_port, "/metrics");
-    assert!(body.contains("strata_jobs_finished_total{outcome=\"Succeeded\"}"), "{body}\n{log}");
+    assert!(
+        body.contains("strata_jobs_finished_total{outcome=\"Succeeded\"}"),
+        "{body}\n{log}"
+    );
     assert!(!body.contains("happy-1"), "no per-object labels");
     assert!(http_get(env.health_port, "/healthz").contains("ok"));
     assert!(http_get(env.health_port, "/readyz").contains("ready"));
@@ -428,7 +530,8 @@ fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
         .unwrap_or_else(|e| panic!("the controller serves on port {port}: {e}"));
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out

@@ -24,10 +24,16 @@ Prometheus metrics on /metrics (see --health-addr).";
 pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     init_tracing();
     if !(args.backoff_base.is_finite() && args.backoff_base >= 0.0) {
-        bail!("--backoff-base {}: must be a number of seconds", args.backoff_base);
+        bail!(
+            "--backoff-base {}: must be a number of seconds",
+            args.backoff_base
+        );
     }
     if args.lease_duration < 3 {
-        bail!("--lease-duration {}: must be at least 3 seconds", args.lease_duration);
+        bail!(
+            "--lease-duration {}: must be at least 3 seconds",
+            args.lease_duration
+        );
     }
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();

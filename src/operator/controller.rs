@@ -101,7 +101,9 @@ pub async fn run(client: Client, opts: Options, health: Arc<Health>) -> Result<(
                 tracing::debug!(error = %e, "reconcile");
             }
         });
-    health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    health
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     tokio::select! {
         () = run => Ok(()),
         why = lost => Err(why.unwrap_or_else(|e| format!("the lease task ended: {e}"))),
@@ -160,11 +162,18 @@ async fn reconcile_job(
         return Ok(Requeue::await_change());
     }
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let selector = format!("{}={}", report::JOB_UID_LABEL, job.uid().unwrap_or_default());
+    let selector = format!(
+        "{}={}",
+        report::JOB_UID_LABEL,
+        job.uid().unwrap_or_default()
+    );
     let pods = pods_api
         .list(&ListParams::default().labels(&selector))
         .await
-        .map_err(kube_err(format!("listing the pods of {ns}/{}", job.name_any())))?
+        .map_err(kube_err(format!(
+            "listing the pods of {ns}/{}",
+            job.name_any()
+        )))?
         .items;
     let stream: Vec<EncapsulationJob> = ctx
         .jobs
@@ -214,7 +223,9 @@ async fn fetch_reports(
     let cm = Api::<ConfigMap>::namespaced(client.clone(), &ns)
         .get_opt(&name)
         .await
-        .map_err(kube_err(format!("reading the report ConfigMap {ns}/{name}")))?;
+        .map_err(kube_err(format!(
+            "reading the report ConfigMap {ns}/{name}"
+        )))?;
     for (step, termination) in wanted {
         let read = termination.and_then(|t| report_bytes(cm.as_ref(), &name, step, &t));
         match step {
@@ -236,9 +247,10 @@ fn report_bytes(
     step: Step,
     t: &Termination,
 ) -> Result<(Vec<u8>, String), ReportError> {
-    let digest = t.report_sha256.clone().ok_or(ReportError::NoDigest {
-        step: step.name(),
-    })?;
+    let digest = t
+        .report_sha256
+        .clone()
+        .ok_or(ReportError::NoDigest { step: step.name() })?;
     let cm = cm.ok_or_else(|| ReportError::Missing(name.into()))?;
     let bytes = cm
         .binary_data
@@ -292,7 +304,10 @@ async fn write_status(
         &Patch::Apply(&patch),
     )
     .await
-    .map_err(kube_err(format!("writing the status of {ns}/{}", job.name_any())))?;
+    .map_err(kube_err(format!(
+        "writing the status of {ns}/{}",
+        job.name_any()
+    )))?;
     Ok(())
 }
 
@@ -340,7 +355,8 @@ fn record_metrics(ctx: &Context, old: &EncapsulationJobStatus, outcome: &reconci
     if finished(new) && !finished(old) {
         let reason = super::status::condition(new, SUCCEEDED).map_or("", |c| c.reason.as_str());
         metrics.job_finished(reason);
-        let parse = |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        let parse =
+            |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok());
         if let (Some(start), Some(end)) = (parse(&new.start_time), parse(&new.completion_time)) {
             let took = end.duration_since(start);
             metrics

@@ -36,10 +36,7 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<Soc
 }
 
 async fn answer(mut stream: tokio::net::TcpStream, health: &Health) -> std::io::Result<()> {
-    // A request line fits in the first read; probes send nothing else that matters.
-    let mut buf = [0u8; 1024];
-    let n = stream.read(&mut buf).await?;
-    let request = String::from_utf8_lossy(&buf[..n]);
+    let request = read_head(&mut stream).await?;
     let path = request.split_whitespace().nth(1).unwrap_or("");
     let (code, body) = match path {
         "/healthz" => (200, "ok\n".to_string()),
@@ -60,4 +57,25 @@ async fn answer(mut stream: tokio::net::TcpStream, health: &Health) -> std::io::
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// Reads up to the end of the request head (only the request line matters), giving up
+/// on clients that send too much or too slowly.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<String> {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), read)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "slow client"))??;
+    Ok(String::from_utf8_lossy(&head).into_owned())
 }

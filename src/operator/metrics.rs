@@ -65,7 +65,13 @@ impl Histogram {
 }
 
 /// Outcomes a job can end with, as the `outcome` label.
-pub const OUTCOMES: [&str; 5] = ["Succeeded", "Failed", "Cancelled", "DeadlineExceeded", "Invalid"];
+pub const OUTCOMES: [&str; 5] = [
+    "Succeeded",
+    "Failed",
+    "Cancelled",
+    "DeadlineExceeded",
+    "Invalid",
+];
 
 /// The controller's metrics.
 #[derive(Debug, Default)]
@@ -101,7 +107,12 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         };
-        counter(&mut out, "strata_reconciles_total", "Reconciles run.", &self.reconciles);
+        counter(
+            &mut out,
+            "strata_reconciles_total",
+            "Reconciles run.",
+            &self.reconciles,
+        );
         counter(
             &mut out,
             "strata_reconcile_errors_total",
@@ -115,9 +126,16 @@ impl Metrics {
             &self.pods_created,
         );
         let name = "strata_jobs_finished_total";
-        let _ = writeln!(out, "# HELP {name} Jobs finished, by outcome.\n# TYPE {name} counter");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Jobs finished, by outcome.\n# TYPE {name} counter"
+        );
         for (outcome, v) in OUTCOMES.iter().zip(&self.finished) {
-            let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {}", v.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}{{outcome=\"{outcome}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
         }
         self.job_duration.render(
             &mut out,

@@ -163,10 +163,7 @@ fn container(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Container
             ..Default::default()
         }]),
         volume_mounts: Some(mounts),
-        resources: spec
-            .pod_template
-            .as_ref()
-            .and_then(|t| t.resources.clone()),
+        resources: spec.pod_template.as_ref().and_then(|t| t.resources.clone()),
         termination_message_path: Some(TERMINATION_LOG.into()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         security_context: Some(security(spec.source.rootfs.is_some())),
@@ -253,7 +250,9 @@ fn args(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Vec<String> {
     }
     let mut refs = attempt.priors.iter().chain([&spec.output.image]);
     if refs.any(|r| attempt.settings.is_insecure(r))
-        || image.as_ref().is_some_and(|i| attempt.settings.is_insecure(&i.reference))
+        || image
+            .as_ref()
+            .is_some_and(|i| attempt.settings.is_insecure(&i.reference))
     {
         a.push("--tls-verify=false".into());
     }

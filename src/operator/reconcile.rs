@@ -216,9 +216,7 @@ impl Decider<'_> {
             .iter()
             .filter(|j| j.uid() != me.uid() && j.spec.stream == me.spec.stream)
             .filter(|j| !j.status.as_ref().is_some_and(finished))
-            .find(|j| {
-                key(j) < key(me) || j.status.as_ref().is_some_and(|s| s.attempts > 0)
-            })
+            .find(|j| key(j) < key(me) || j.status.as_ref().is_some_and(|s| s.attempts > 0))
             .map(|j| j.name_any())
     }
 
@@ -312,9 +310,12 @@ impl Decider<'_> {
             return self.finish(Truth::True, "Succeeded", "planned (PlanOnly)");
         }
         if self.step_done(attempt, pod, Step::Build) {
-            let message = self.out.status.output.as_ref().map_or_else(String::new, |o| {
-                format!("{} {}", o.image, o.digest)
-            });
+            let message = self
+                .out
+                .status
+                .output
+                .as_ref()
+                .map_or_else(String::new, |o| format!("{} {}", o.image, o.digest));
             self.finish(Truth::True, "Succeeded", message);
         }
     }
@@ -329,7 +330,11 @@ impl Decider<'_> {
                     .as_ref()
                     .and_then(|s| s.reason.clone().or(s.message.clone()))
                     .unwrap_or_else(|| "the pod failed".into());
-                let reason = if why == "Evicted" { "Evicted" } else { "PodFailed" };
+                let reason = if why == "Evicted" {
+                    "Evicted"
+                } else {
+                    "PodFailed"
+                };
                 self.attempt_failed(attempt, reason, why, Some(name), Some(step));
             } else {
                 let doing = match step {
@@ -350,7 +355,9 @@ impl Decider<'_> {
         match self.fold(step) {
             Ok(newly) => {
                 if newly {
-                    self.out.reported.extend(exit_time(message.as_deref()).or(finished_at));
+                    self.out
+                        .reported
+                        .extend(exit_time(message.as_deref()).or(finished_at));
                 }
                 true
             }
@@ -368,14 +375,24 @@ impl Decider<'_> {
         let missing = || ReportError::Missing(report::report_name(&self.o.job.name_any()));
         let (type_, reason, message) = match step {
             Step::Plan => {
-                let r = reports.plan.as_ref().ok_or_else(missing)?.as_ref().map_err(Clone::clone)?;
+                let r = reports
+                    .plan
+                    .as_ref()
+                    .ok_or_else(missing)?
+                    .as_ref()
+                    .map_err(Clone::clone)?;
                 let plan = status::plan_status(r);
                 let message = format!("{} layers; {}", plan.layer_count, plan.repack_reason);
                 self.out.status.plan = Some(plan);
                 (PLANNED, "Planned", message)
             }
             Step::Build => {
-                let r = reports.build.as_ref().ok_or_else(missing)?.as_ref().map_err(Clone::clone)?;
+                let r = reports
+                    .build
+                    .as_ref()
+                    .ok_or_else(missing)?
+                    .as_ref()
+                    .map_err(Clone::clone)?;
                 status::fold_build(&mut self.out.status, r);
                 let message = format!("{} layers written", r.image.layers);
                 (BUILT, "Built", message)
@@ -432,7 +449,12 @@ impl Decider<'_> {
             .as_deref()
             .and_then(|t| t.parse().ok())
             .unwrap_or(self.o.now);
-        let elapsed: Duration = self.o.now.duration_since(since).try_into().unwrap_or_default();
+        let elapsed: Duration = self
+            .o
+            .now
+            .duration_since(since)
+            .try_into()
+            .unwrap_or_default();
         match wait.checked_sub(elapsed).filter(|left| !left.is_zero()) {
             None => self.start(n + 1),
             Some(left) => {

@@ -80,7 +80,9 @@ impl Termination {
                 return text;
             }
             let error = t.error.get_or_insert_with(String::new);
-            let keep = error.len().saturating_sub(text.len() - TERMINATION_LIMIT + 4);
+            let keep = error
+                .len()
+                .saturating_sub(text.len() - TERMINATION_LIMIT + 4);
             let mut cut = keep;
             while !error.is_char_boundary(cut) {
                 cut -= 1;

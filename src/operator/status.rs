@@ -168,12 +168,39 @@ mod tests {
     #[test]
     fn transition_time_moves_only_on_a_real_transition() {
         let mut s = EncapsulationJobStatus::default();
-        set_condition(&mut s, SUCCEEDED, Truth::Unknown, "Waiting", "a", "t1", Some(1));
-        set_condition(&mut s, SUCCEEDED, Truth::Unknown, "Running", "b", "t2", Some(1));
+        set_condition(
+            &mut s,
+            SUCCEEDED,
+            Truth::Unknown,
+            "Waiting",
+            "a",
+            "t1",
+            Some(1),
+        );
+        set_condition(
+            &mut s,
+            SUCCEEDED,
+            Truth::Unknown,
+            "Running",
+            "b",
+            "t2",
+            Some(1),
+        );
         let c = condition(&s, SUCCEEDED).unwrap();
-        assert_eq!((c.reason.as_str(), c.last_transition_time.as_str()), ("Running", "t1"));
+        assert_eq!(
+            (c.reason.as_str(), c.last_transition_time.as_str()),
+            ("Running", "t1")
+        );
         assert!(!finished(&s));
-        set_condition(&mut s, SUCCEEDED, Truth::True, "Succeeded", "c", "t3", Some(1));
+        set_condition(
+            &mut s,
+            SUCCEEDED,
+            Truth::True,
+            "Succeeded",
+            "c",
+            "t3",
+            Some(1),
+        );
         assert_eq!(condition(&s, SUCCEEDED).unwrap().last_transition_time, "t3");
         assert!(finished(&s) && succeeded(&s));
     }

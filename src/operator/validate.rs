@@ -47,7 +47,9 @@ pub fn validate(spec: &EncapsulationJobSpec) -> Result<(), Invalid> {
         )));
     }
     if let Some(t) = spec.timeout_seconds.filter(|t| *t < 1) {
-        return Err(invalid(format!("spec.timeoutSeconds {t}: must be at least 1")));
+        return Err(invalid(format!(
+            "spec.timeoutSeconds {t}: must be at least 1"
+        )));
     }
     Ok(())
 }
@@ -123,7 +125,10 @@ mod tests {
 
     #[test]
     fn good_specs_pass() {
-        validate(&spec(serde_json::json!({"image": {"ref": "docker://r/os:0"}}))).unwrap();
+        validate(&spec(
+            serde_json::json!({"image": {"ref": "docker://r/os:0"}}),
+        ))
+        .unwrap();
         validate(&spec(
             serde_json::json!({"rootfs": {"volume": "trees", "path": "fcos/41"}}),
         ))
@@ -158,6 +163,9 @@ mod tests {
         }
         let mut s = spec(serde_json::json!({"image": {"ref": "docker://r/os:0"}}));
         s.output.image = "oci:/tmp/out".into();
-        assert!(validate(&s).unwrap_err().message.contains("spec.output.image"));
+        assert!(validate(&s)
+            .unwrap_err()
+            .message
+            .contains("spec.output.image"));
     }
 }

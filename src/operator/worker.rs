@@ -60,7 +60,10 @@ const MAX_REPORT: usize = 1_000_000;
 /// Runs the step and leaves a termination message either way.
 pub fn run(task: &Task, progress: &(dyn Fn(&str) + Sync)) -> Result<(), WorkerError> {
     let result = step(task, progress).and_then(|(bytes, digest)| {
-        progress(&format!("writing the report ({} bytes gzipped)", bytes.len()));
+        progress(&format!(
+            "writing the report ({} bytes gzipped)",
+            bytes.len()
+        ));
         write_report(task, bytes)?;
         Ok(digest)
     });
@@ -77,11 +80,9 @@ pub fn run(task: &Task, progress: &(dyn Fn(&str) + Sync)) -> Result<(), WorkerEr
         finished: Some(jiff::Timestamp::now().to_string()),
     }
     .to_message();
-    std::fs::write(&task.termination_log, message).map_err(|source| {
-        WorkerError::Termination {
-            path: task.termination_log.clone(),
-            source,
-        }
+    std::fs::write(&task.termination_log, message).map_err(|source| WorkerError::Termination {
+        path: task.termination_log.clone(),
+        source,
     })?;
     result.map(|_| ())
 }
@@ -159,8 +160,12 @@ async fn apply_report(task: &Task, bytes: Vec<u8>) -> Result<(), WorkerError> {
     let api: Api<ConfigMap> = Api::namespaced(client, &task.namespace);
     // One field manager per step, so the plan and build reports sit side by side.
     let manager = format!("strata-worker-{}", task.step.name());
-    api.patch(&name, &PatchParams::apply(&manager).force(), &Patch::Apply(&cm))
-        .await
-        .map_err(|source| WorkerError::ConfigMap { name, source })?;
+    api.patch(
+        &name,
+        &PatchParams::apply(&manager).force(),
+        &Patch::Apply(&cm),
+    )
+    .await
+    .map_err(|source| WorkerError::ConfigMap { name, source })?;
     Ok(())
 }

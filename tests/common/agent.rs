@@ -50,7 +50,11 @@ pub fn start(admin: Client, config: AgentConfig) -> Agent {
             .boxed();
         while let Some(event) = events.next().await {
             let Ok(pod) = event else { continue };
-            let fresh = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_none_or(|p| p == "Pending");
+            let fresh = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.as_deref())
+                .is_none_or(|p| p == "Pending");
             if !fresh || pod.metadata.deletion_timestamp.is_some() {
                 continue;
             }
@@ -83,7 +87,10 @@ async fn run_pod(admin: &Client, config: &AgentConfig, pod: &Pod) -> Result<()> 
     let mut status = PodStatusDoc::new(&init, &main);
     status.phase = "Running";
     write_status(&api, &name, &status).await?;
-    let steps = init.iter().map(|c| (true, c)).chain(main.iter().map(|c| (false, c)));
+    let steps = init
+        .iter()
+        .map(|c| (true, c))
+        .chain(main.iter().map(|c| (false, c)));
     for (i, (is_init, container)) in steps.enumerate() {
         let started = jiff::Timestamp::now();
         let outcome = run_container(&api, &name, config, container, &volumes, &dir).await?;
@@ -111,7 +118,11 @@ async fn materialise_volumes(
     dir: &Path,
 ) -> Result<BTreeMap<String, PathBuf>> {
     let mut out = BTreeMap::new();
-    let volumes = pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+    let volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
     for v in volumes {
         let path = if let Some(h) = &v.host_path {
             PathBuf::from(&h.path)
@@ -200,7 +211,9 @@ async fn run_container(
         let value = e.value.clone().unwrap_or_default();
         command.env(&e.name, rewrite(&value, &mounts));
     }
-    let mut child = command.spawn().map_err(|e| format!("{}: {e}", container.name))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("{}: {e}", container.name))?;
     let code = loop {
         tokio::select! {
             exit = child.wait() => break exit.map_err(|e| e.to_string())?.code().unwrap_or(137),
@@ -253,11 +266,21 @@ impl PodStatusDoc {
             phase: "Pending",
             init: init.iter().map(waiting).collect(),
             main: main.iter().map(waiting).collect(),
-            start: jiff::Timestamp::now().round(jiff::Unit::Second).unwrap().to_string(),
+            start: jiff::Timestamp::now()
+                .round(jiff::Unit::Second)
+                .unwrap()
+                .to_string(),
         }
     }
 
-    fn terminate(&mut self, i: usize, is_init: bool, code: i32, message: &str, started: jiff::Timestamp) {
+    fn terminate(
+        &mut self,
+        i: usize,
+        is_init: bool,
+        code: i32,
+        message: &str,
+        started: jiff::Timestamp,
+    ) {
         let (list, index) = if is_init {
             (&mut self.init, i)
         } else {

@@ -104,9 +104,13 @@ async fn apply<K>(api: &Api<K>, name: &str, object: serde_json::Value)
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    api.patch(name, &PatchParams::apply("strata-test").force(), &Patch::Apply(object))
-        .await
-        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
+    api.patch(
+        name,
+        &PatchParams::apply("strata-test").force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying {name}: {e}"));
 }
 
 /// Grants the chart's rules: the controller's ClusterRole and its Lease Role in
@@ -129,9 +133,19 @@ pub async fn grant_chart_rbac(admin: &Client, lease_ns: &str, job_namespaces: &[
             "subjects": user("strata-controller")}),
     )
     .await;
-    let grants = [("strata-leader-election", "leader-election-rules.yaml", "strata-controller", vec![lease_ns])]
-        .into_iter()
-        .chain([("strata-worker", "worker-rules.yaml", "strata-worker", job_namespaces.to_vec())]);
+    let grants = [(
+        "strata-leader-election",
+        "leader-election-rules.yaml",
+        "strata-controller",
+        vec![lease_ns],
+    )]
+    .into_iter()
+    .chain([(
+        "strata-worker",
+        "worker-rules.yaml",
+        "strata-worker",
+        job_namespaces.to_vec(),
+    )]);
     for (name, file, subject, namespaces) in grants {
         for ns in namespaces {
             ensure_namespace(admin, ns).await;

@@ -35,7 +35,12 @@ fn at(t: &str) -> jiff::Timestamp {
     t.parse().unwrap()
 }
 
-fn decide_at(job: &EncapsulationJob, pods: &[Pod], stream: &[EncapsulationJob], now: &str) -> Outcome {
+fn decide_at(
+    job: &EncapsulationJob,
+    pods: &[Pod],
+    stream: &[EncapsulationJob],
+    now: &str,
+) -> Outcome {
     decide(&Observed {
         job,
         pods,
@@ -71,7 +76,9 @@ fn pod(job: &EncapsulationJob, attempt: u32, phase: &str, plan_exit: Option<i32>
         },
     );
     let state = match plan_exit {
-        Some(code) => json!({"terminated": {"exitCode": code, "message": "{\"jobUid\":\"x\",\"attempt\":1,\"step\":\"plan\",\"error\":\"no such tree\"}"}}),
+        Some(code) => {
+            json!({"terminated": {"exitCode": code, "message": "{\"jobUid\":\"x\",\"attempt\":1,\"step\":\"plan\",\"error\":\"no such tree\"}"}})
+        }
         None => json!({"running": {}}),
     };
     p.status = Some(
@@ -94,7 +101,13 @@ fn a_new_job_starts_its_first_attempt() {
     assert_eq!(pods[0].name_any(), "a-a1");
     assert_eq!(o.status.attempts, 1);
     assert_eq!(reason(&o), "Running");
-    let args = pods[0].spec.as_ref().unwrap().init_containers.as_ref().unwrap()[0]
+    let args = pods[0]
+        .spec
+        .as_ref()
+        .unwrap()
+        .init_containers
+        .as_ref()
+        .unwrap()[0]
         .command
         .clone()
         .unwrap();
@@ -111,15 +124,29 @@ fn same_stream_jobs_wait_in_creation_order_and_other_streams_do_not() {
     assert_eq!(reason(&o), "WaitingForStream");
     assert!(o.actions.is_empty());
     assert!(o.status.conditions[0].message.contains("job a"));
-    assert_eq!(created(&decide_at(&older, &[], &all, "2026-01-01T00:00:10Z")).len(), 1);
-    assert_eq!(created(&decide_at(&other, &[], &all, "2026-01-01T00:00:10Z")).len(), 1);
+    assert_eq!(
+        created(&decide_at(&older, &[], &all, "2026-01-01T00:00:10Z")).len(),
+        1
+    );
+    assert_eq!(
+        created(&decide_at(&other, &[], &all, "2026-01-01T00:00:10Z")).len(),
+        1
+    );
 }
 
 #[test]
 fn the_next_job_plans_against_the_newest_succeeded_outputs_pinned() {
     let mut done = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
     let mut status = EncapsulationJobStatus::default();
-    set_condition(&mut status, SUCCEEDED, Truth::True, "Succeeded", "", "t", None);
+    set_condition(
+        &mut status,
+        SUCCEEDED,
+        Truth::True,
+        "Succeeded",
+        "",
+        "t",
+        None,
+    );
     status.output = Some(OutputStatus {
         image: "docker://127.0.0.1:5000/os:a".into(),
         digest: "sha256:aa".into(),
@@ -129,14 +156,22 @@ fn the_next_job_plans_against_the_newest_succeeded_outputs_pinned() {
     let next = job("b", "s", "2026-01-01T00:00:05Z", json!({}));
     let o = decide_at(&next, &[], &[done, next.clone()], "2026-01-01T00:01:00Z");
     let pod = &created(&o)[0];
-    let args = pod.spec.as_ref().unwrap().containers[0].command.clone().unwrap();
+    let args = pod.spec.as_ref().unwrap().containers[0]
+        .command
+        .clone()
+        .unwrap();
     let i = args.iter().position(|a| a == "--prior").expect("a prior");
     assert_eq!(args[i + 1], "docker://127.0.0.1:5000/os@sha256:aa");
 }
 
 #[test]
 fn an_invalid_spec_fails_without_a_pod() {
-    let j = job("a", "s", "2026-01-01T00:00:00Z", json!({"output": {"image": "oci:/x"}}));
+    let j = job(
+        "a",
+        "s",
+        "2026-01-01T00:00:00Z",
+        json!({"output": {"image": "oci:/x"}}),
+    );
     let o = decide_at(&j, &[], std::slice::from_ref(&j), "2026-01-01T00:00:01Z");
     assert!(o.actions.is_empty());
     assert_eq!(reason(&o), "InvalidSpec");
@@ -156,12 +191,19 @@ fn a_failed_attempt_backs_off_then_retries_then_gives_up() {
     assert_eq!(o.requeue, Some(Duration::from_secs(10)));
     let failure = o.status.failure.clone().unwrap();
     assert_eq!(failure.message, "no such tree");
-    assert_eq!(failure.logs_command.as_deref(), Some("kubectl logs -n ns a-a1 -c plan"));
+    assert_eq!(
+        failure.logs_command.as_deref(),
+        Some("kubectl logs -n ns a-a1 -c plan")
+    );
 
     j.status = Some(o.status);
     let o = decide_at(&j, std::slice::from_ref(&p1), &[], "2026-01-01T00:01:05Z");
     assert!(created(&o).is_empty(), "still backing off");
-    assert_eq!(o.status.failure.as_ref().unwrap().time, failure.time, "recorded once");
+    assert_eq!(
+        o.status.failure.as_ref().unwrap().time,
+        failure.time,
+        "recorded once"
+    );
     let o = decide_at(&j, std::slice::from_ref(&p1), &[], "2026-01-01T00:01:11Z");
     assert_eq!(created(&o)[0].name_any(), "a-a2");
 
@@ -201,14 +243,24 @@ fn cancelling_deletes_the_running_pod() {
         attempts: 1,
         ..Default::default()
     });
-    let o = decide_at(&j, &[pod(&j, 1, "Running", None)], &[], "2026-01-01T00:00:02Z");
+    let o = decide_at(
+        &j,
+        &[pod(&j, 1, "Running", None)],
+        &[],
+        "2026-01-01T00:00:02Z",
+    );
     assert!(matches!(&o.actions[..], [Action::Delete(n)] if n == "a-a1"));
     assert_eq!(reason(&o), "Cancelled");
 }
 
 #[test]
 fn the_deadline_ends_a_running_job() {
-    let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({"timeoutSeconds": 60}));
+    let mut j = job(
+        "a",
+        "s",
+        "2026-01-01T00:00:00Z",
+        json!({"timeoutSeconds": 60}),
+    );
     j.status = Some(EncapsulationJobStatus {
         attempts: 1,
         start_time: Some("2026-01-01T00:00:00Z".into()),

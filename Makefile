@@ -11,6 +11,7 @@ test:
 
 # The planner benchmarks quoted in the README.
 bench:
+	cargo bench --bench controller
 	cargo build --release --quiet
 	for n in 64 128; do \
 	  for h in fcos-stable-2019-2021 fcos-testing-devel-2019-2021; do \

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # Debian packages the build and the tests need.
-APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev libsqlite3-dev debootstrap tar rpm skopeo docker-registry pigz zstd)
+# etcd-server, openssl and curl run the test control plane (scripts/control-plane.sh).
+APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev libsqlite3-dev debootstrap tar rpm skopeo docker-registry pigz zstd etcd-server openssl curl)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

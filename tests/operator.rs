@@ -9,226 +9,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::agent::{self, AgentConfig};
-use common::cluster::{self, ControlPlane};
-use common::registry::{free_port, start_registry, Registry};
-use common::{dpkg_tree, real_parts};
+use common::operator_env::{expect, setup, time, wait_for, Env};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::ResourceExt;
 use serde_json::json;
 use strata::operator::crd::EncapsulationJob;
-
-struct Env {
-    cp: ControlPlane,
-    admin: Client,
-    registry: Registry,
-    _agent: agent::Agent,
-    controller: Mutex<Option<Child>>,
-    health_port: u16,
-    log: PathBuf,
-    trees: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.controller.lock().unwrap().take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Env {
-    fn start_controller(&self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args([
-                "controller",
-                "--backoff-base",
-                "0.5",
-                "--lease-duration",
-                "3",
-            ])
-            .args([
-                "--insecure-registry",
-                &format!("127.0.0.1:{}", self.registry.port),
-            ])
-            .args(["--health-addr", &format!("127.0.0.1:{}", self.health_port)])
-            .args([
-                "--lease-namespace",
-                "strata-system",
-                "--identity",
-                "test-controller",
-            ])
-            .env("KUBECONFIG", self.cp.kubeconfig("strata-controller"))
-            .env("RUST_LOG", "info,strata=debug")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        *self.controller.lock().unwrap() = Some(child);
-    }
-
-    fn kill_controller(&self) {
-        let mut c = self
-            .controller
-            .lock()
-            .unwrap()
-            .take()
-            .expect("a running controller");
-        c.kill().unwrap();
-        c.wait().unwrap();
-    }
-
-    fn image(&self, name: &str) -> String {
-        format!("docker://127.0.0.1:{}/strata/{name}", self.registry.port)
-    }
-
-    fn jobs(&self, ns: &str) -> Api<EncapsulationJob> {
-        Api::namespaced(self.admin.clone(), ns)
-    }
-
-    /// A job encapsulating `trees/<tree>` (a hostPath volume).
-    async fn create(
-        &self,
-        ns: &str,
-        name: &str,
-        stream: &str,
-        tree: &str,
-        extra: serde_json::Value,
-    ) -> EncapsulationJob {
-        let mut spec = json!({
-            "source": {"rootfs": {"volume": "trees", "path": tree}},
-            "stream": stream,
-            "output": {"image": self.image(&format!("{stream}:{name}"))},
-            "planner": {"maxLayers": 4},
-            "podTemplate": {"volumes": [{"name": "trees", "hostPath": {"path": self.trees.display().to_string()}}]},
-        });
-        for (k, v) in extra.as_object().unwrap() {
-            spec[k] = v.clone();
-        }
-        let job: EncapsulationJob = serde_json::from_value(json!({
-            "apiVersion": "strata.dev/v1alpha1", "kind": "EncapsulationJob",
-            "metadata": {"name": name}, "spec": spec,
-        }))
-        .unwrap();
-        self.jobs(ns)
-            .create(&PostParams::default(), &job)
-            .await
-            .unwrap()
-    }
-
-    /// Waits until the job's Succeeded condition has `status`.
-    async fn finished(&self, ns: &str, name: &str, within: Duration) -> EncapsulationJob {
-        wait_for(&self.jobs(ns), name, within, |j| {
-            j.status
-                .as_ref()
-                .is_some_and(strata::operator::status::finished)
-        })
-        .await
-    }
-
-    async fn pods(&self, ns: &str, job: &EncapsulationJob) -> Vec<Pod> {
-        let selector = format!("strata.dev/job-uid={}", job.uid().unwrap());
-        Api::<Pod>::namespaced(self.admin.clone(), ns)
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap()
-            .items
-    }
-
-    fn controller_log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-async fn wait_for(
-    api: &Api<EncapsulationJob>,
-    name: &str,
-    within: Duration,
-    done: impl Fn(&EncapsulationJob) -> bool,
-) -> EncapsulationJob {
-    let deadline = Instant::now() + within;
-    loop {
-        let job = api.get(name).await.unwrap();
-        if done(&job) {
-            return job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {name} did not get there within {within:?}; status: {}",
-            serde_json::to_string_pretty(&job.status).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Asserts the job's `type_` condition has `status` and, if given, `reason`.
-fn expect(job: &EncapsulationJob, type_: &str, status: &str, reason: Option<&str>) {
-    let c = job
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
-    let ok = c.is_some_and(|c| c.status == status && reason.is_none_or(|r| c.reason == r));
-    assert!(
-        ok,
-        "{}: expected {type_}={status} ({reason:?}); status: {}",
-        job.name_any(),
-        serde_json::to_string_pretty(&job.status).unwrap()
-    );
-}
-
-fn time(t: &Option<String>) -> jiff::Timestamp {
-    t.as_deref().expect("a time").parse().unwrap()
-}
-
-async fn setup() -> Option<Env> {
-    if !real_parts(&["docker-registry", "skopeo", "etcd"]) {
-        return None;
-    }
-    let cp = cluster::start()?;
-    let admin = cp.client("admin").await;
-    cluster::install_crd(&admin).await;
-    cluster::grant_chart_rbac(&admin, "strata-system", &["e2e", "load"]).await;
-    let tmp = tempfile::tempdir().unwrap();
-    let registry = start_registry(tmp.path());
-    let trees = tmp.path().join("trees");
-    dpkg_tree(&trees.join("v1"), "1");
-    dpkg_tree(&trees.join("v2"), "2");
-    let agent = agent::start(
-        admin.clone(),
-        AgentConfig {
-            strata: PathBuf::from(env!("CARGO_BIN_EXE_strata")),
-            kubeconfig: cp.kubeconfig("strata-worker"),
-            root: tmp.path().join("agent"),
-        },
-    );
-    let env = Env {
-        log: tmp.path().join("controller.log"),
-        health_port: free_port(),
-        cp,
-        admin,
-        registry,
-        _agent: agent,
-        controller: Mutex::new(None),
-        trees,
-        _tmp: tmp,
-    };
-    env.start_controller();
-    Some(env)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_operator_runs_jobs_end_to_end() {
@@ -516,23 +305,12 @@ async fn observability(env: &Env) {
         "happy-2 waited for happy-1"
     );
     assert!(about("fail", "BackOff") && about("fail", "Failed"));
-    let body = http_get(env.health_port, "/metrics");
+    let body = common::operator_env::http_get(env.health_port, "/metrics");
     assert!(
         body.contains("strata_jobs_finished_total{outcome=\"Succeeded\"}"),
         "{body}\n{log}"
     );
     assert!(!body.contains("happy-1"), "no per-object labels");
-    assert!(http_get(env.health_port, "/healthz").contains("ok"));
-    assert!(http_get(env.health_port, "/readyz").contains("ready"));
-}
-
-fn http_get(port: u16, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("the controller serves on port {port}: {e}"));
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    assert!(common::operator_env::http_get(env.health_port, "/healthz").contains("ok"));
+    assert!(common::operator_env::http_get(env.health_port, "/readyz").contains("ready"));
 }

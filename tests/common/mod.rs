@@ -75,4 +75,5 @@ pub fn dpkg_tree(root: &std::path::Path, version: &str) {
 
 pub mod agent;
 pub mod cluster;
+pub mod operator_env;
 pub mod registry;

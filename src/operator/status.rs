@@ -205,3 +205,30 @@ mod tests {
         assert!(finished(&s) && succeeded(&s));
     }
 }
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// Status lives in etcd next to the object (1.5 MiB limit); the full report goes to
+    /// a ConfigMap (1 MiB). Both must hold a 5,000-component image with room to spare.
+    #[test]
+    fn a_5000_component_plan_fits_status_and_its_configmap() {
+        let (build, priors) = crate::bench::synthetic::stream(5000, 20, 64);
+        let plan = crate::plan::plan(&build, &priors, &Default::default()).unwrap();
+        let report = PlanReport {
+            schema: crate::build::PLAN_REPORT_SCHEMA.into(),
+            plan,
+            priors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let status = EncapsulationJobStatus {
+            plan: Some(plan_status(&report)),
+            ..Default::default()
+        };
+        let status_bytes = serde_json::to_vec(&status).unwrap().len();
+        assert!(status_bytes < 64 * 1024, "status is {status_bytes} bytes");
+        let (gz, _) = crate::operator::report::encode(&report);
+        assert!(gz.len() < 900_000, "the report is {} bytes gzipped", gz.len());
+    }
+}

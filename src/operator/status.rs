@@ -229,6 +229,10 @@ mod size_tests {
         let status_bytes = serde_json::to_vec(&status).unwrap().len();
         assert!(status_bytes < 64 * 1024, "status is {status_bytes} bytes");
         let (gz, _) = crate::operator::report::encode(&report);
-        assert!(gz.len() < 900_000, "the report is {} bytes gzipped", gz.len());
+        assert!(
+            gz.len() < 900_000,
+            "the report is {} bytes gzipped",
+            gz.len()
+        );
     }
 }

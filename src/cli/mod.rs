@@ -203,9 +203,16 @@ pub struct CrdArgs {
 
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
-    /// Watch jobs in this namespace only (default: all namespaces).
+    /// Watch jobs in this namespace only; repeat for several (default: all
+    /// namespaces, which needs cluster-wide RBAC).
     #[arg(long)]
-    pub namespace: Option<String>,
+    pub namespace: Vec<String>,
+    /// spec.planner.maxLayers of jobs that leave it out (2..=127).
+    #[arg(long, default_value_t = crate::plan::DEFAULT_MAX_LAYERS as u32, value_name = "N")]
+    pub default_max_layers: u32,
+    /// spec.retries of jobs that leave it out.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub default_retries: u32,
     /// Image of worker pods, unless a job sets spec.workerImage.
     #[arg(long, env = "STRATA_WORKER_IMAGE", default_value = concat!("ghcr.io/strata-dev/strata:", env!("CARGO_PKG_VERSION")))]
     pub worker_image: String,

@@ -29,6 +29,16 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             args.backoff_base
         );
     }
+    if !(2..=crate::plan::REGISTRY_LAYER_LIMIT as u32).contains(&args.default_max_layers) {
+        bail!(
+            "--default-max-layers {}: must be between 2 and {}",
+            args.default_max_layers,
+            crate::plan::REGISTRY_LAYER_LIMIT
+        );
+    }
+    if args.default_retries > 10 {
+        bail!("--default-retries {}: at most 10", args.default_retries);
+    }
     if args.lease_duration < 3 {
         bail!(
             "--lease-duration {}: must be at least 3 seconds",
@@ -46,8 +56,10 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             service_account: args.worker_service_account,
             backoff_base: Duration::from_secs_f64(args.backoff_base),
             insecure_registries: args.insecure_registry,
+            default_max_layers: args.default_max_layers,
+            default_retries: args.default_retries,
         },
-        namespace: args.namespace,
+        namespaces: args.namespace,
         lease: lease::LeaseSettings {
             name: args.lease_name,
             namespace: args.lease_namespace.unwrap_or_else(|| "default".into()),

@@ -30,8 +30,8 @@ pub const MANAGER: &str = "strata-controller";
 #[derive(Debug, Clone)]
 pub struct Options {
     pub settings: Settings,
-    /// Watch one namespace only; all when `None`.
-    pub namespace: Option<String>,
+    /// Watch these namespaces only; all when empty.
+    pub namespaces: Vec<String>,
     pub lease: LeaseSettings,
 }
 
@@ -65,31 +65,62 @@ pub async fn run(client: Client, opts: Options, health: Arc<Health>) -> Result<(
         .await
         .map_err(|e| format!("cannot take the lease {}: {e}", opts.lease.name))?;
     let lost = tokio::spawn(lease::hold(client.clone(), opts.lease.clone()));
-    let jobs: Api<EncapsulationJob> = match &opts.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    let scopes: Vec<Option<&str>> = match opts.namespaces.as_slice() {
+        [] => vec![None],
+        some => some.iter().map(|n| Some(n.as_str())).collect(),
     };
-    let pods: Api<Pod> = match &opts.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.into(),
+            instance: Some(opts.lease.identity.clone()),
+        },
+    );
+    let controllers = scopes.into_iter().map(|ns| {
+        watch(
+            client.clone(),
+            ns,
+            opts.settings.clone(),
+            health.clone(),
+            recorder.clone(),
+        )
+    });
+    let run = futures::future::join_all(controllers);
+    health
+        .ready
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::select! {
+        _ = run => Ok(()),
+        why = lost => Err(why.unwrap_or_else(|e| format!("the lease task ended: {e}"))),
+    }
+}
+
+/// One controller over the jobs of `namespace` (all when `None`) and their pods.
+async fn watch(
+    client: Client,
+    namespace: Option<&str>,
+    settings: Settings,
+    health: Arc<Health>,
+    recorder: Recorder,
+) {
+    let (jobs, pods): (Api<EncapsulationJob>, Api<Pod>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
     };
     let controller = Controller::new(jobs.clone(), watcher::Config::default());
     let store = controller.store();
     let ctx = Arc::new(Context {
-        client: client.clone(),
-        settings: opts.settings.clone(),
+        client,
+        settings,
         jobs: store.clone(),
-        health: health.clone(),
-        recorder: Recorder::new(
-            client,
-            Reporter {
-                controller: MANAGER.into(),
-                instance: Some(opts.lease.identity.clone()),
-            },
-        ),
+        health,
+        recorder,
     });
     let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=strata");
-    let run = controller
+    controller
         .owns(pods, managed)
         .watches(jobs, watcher::Config::default(), move |changed| {
             waiting_peers(&store, &changed)
@@ -100,14 +131,8 @@ pub async fn run(client: Client, opts: Options, health: Arc<Health>) -> Result<(
             if let Err(e) = result {
                 tracing::debug!(error = %e, "reconcile");
             }
-        });
-    health
-        .ready
-        .store(true, std::sync::atomic::Ordering::Relaxed);
-    tokio::select! {
-        () = run => Ok(()),
-        why = lost => Err(why.unwrap_or_else(|e| format!("the lease task ended: {e}"))),
-    }
+        })
+        .await;
 }
 
 /// When a job changes, the unfinished jobs of its stream may now be free to start.

@@ -70,10 +70,11 @@ pub struct EncapsulationJobSpec {
     /// Set to true to stop the job: running pods are deleted.
     #[serde(default)]
     pub cancel: bool,
-    /// Failed attempts retried, with exponential backoff.
-    #[serde(default = "default_retries")]
+    /// Failed attempts retried, with exponential backoff (default: the controller's
+    /// `--default-retries`, 2 unless the installation changed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 10))]
-    pub retries: u32,
+    pub retries: Option<u32>,
     /// The job fails with DeadlineExceeded after this long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
@@ -86,10 +87,6 @@ pub struct EncapsulationJobSpec {
 }
 
 fn default_prior_from_stream() -> u32 {
-    2
-}
-
-fn default_retries() -> u32 {
     2
 }
 
@@ -163,27 +160,16 @@ pub enum Compression {
 }
 
 /// Planner settings.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PlannerSpec {
-    #[serde(default = "default_max_layers")]
+    /// Most layers the image may have (default: the controller's
+    /// `--default-max-layers`, 64 unless the installation changed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 127))]
-    pub max_layers: u32,
+    pub max_layers: Option<u32>,
     #[serde(default)]
     pub repack: Repack,
-}
-
-impl Default for PlannerSpec {
-    fn default() -> Self {
-        PlannerSpec {
-            max_layers: default_max_layers(),
-            repack: Repack::default(),
-        }
-    }
-}
-
-fn default_max_layers() -> u32 {
-    crate::plan::DEFAULT_MAX_LAYERS as u32
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

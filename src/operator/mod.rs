@@ -40,9 +40,23 @@ pub struct Settings {
     pub backoff_base: Duration,
     /// Registries (`host[:port]`) reached over plain HTTP or unverified TLS.
     pub insecure_registries: Vec<String>,
+    /// `spec.planner.maxLayers` when a job leaves it out.
+    pub default_max_layers: u32,
+    /// `spec.retries` when a job leaves it out.
+    pub default_retries: u32,
 }
 
 impl Settings {
+    /// The job's layer limit, or this installation's default.
+    pub fn max_layers(&self, spec: &crd::EncapsulationJobSpec) -> u32 {
+        spec.planner.max_layers.unwrap_or(self.default_max_layers)
+    }
+
+    /// The job's retries, or this installation's default.
+    pub fn retries(&self, spec: &crd::EncapsulationJobSpec) -> u32 {
+        spec.retries.unwrap_or(self.default_retries)
+    }
+
     /// Whether `reference` (`docker://host/…`) names an insecure registry.
     pub fn is_insecure(&self, reference: &str) -> bool {
         reference

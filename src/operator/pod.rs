@@ -213,7 +213,7 @@ fn args(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Vec<String> {
         "--stream".into(),
         spec.stream.clone(),
         "--max-layers".into(),
-        spec.planner.max_layers.to_string(),
+        attempt.settings.max_layers(spec).to_string(),
         "--repack".into(),
         match spec.planner.repack {
             Repack::Auto => "auto",

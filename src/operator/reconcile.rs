@@ -270,7 +270,7 @@ impl Decider<'_> {
         if !status.pod_names.contains(&name) {
             status.pod_names.push(name);
         }
-        let total = self.o.job.spec.retries + 1;
+        let total = self.o.settings.retries(&self.o.job.spec) + 1;
         let prior_note = match priors.len() {
             0 => "no prior builds".to_string(),
             n => format!("{n} prior build(s)"),
@@ -341,7 +341,7 @@ impl Decider<'_> {
                     Step::Plan => "planning",
                     Step::Build => "building",
                 };
-                let total = self.o.job.spec.retries + 1;
+                let total = self.o.settings.retries(&self.o.job.spec) + 1;
                 self.running("Running", format!("attempt {attempt} of {total}: {doing}"));
             }
             return false;
@@ -439,7 +439,7 @@ impl Decider<'_> {
     fn retry_or_fail(&mut self, n: u32) {
         let spec = &self.o.job.spec;
         let failure = self.out.status.failure.clone().unwrap_or_default();
-        if n > spec.retries {
+        if n > self.o.settings.retries(spec) {
             let message = format!("attempt {n} of {n} failed: {}", failure.message);
             return self.finish(Truth::False, "Failed", message);
         }

@@ -39,7 +39,7 @@ pub fn validate(spec: &EncapsulationJobSpec) -> Result<(), Invalid> {
     for (i, prior) in spec.prior_builds.iter().enumerate() {
         parse_ref(&format!("spec.priorBuilds[{i}]"), prior)?;
     }
-    let max = spec.planner.max_layers;
+    let max = spec.planner.max_layers.unwrap_or(2);
     if !(2..=crate::plan::REGISTRY_LAYER_LIMIT as u32).contains(&max) {
         return Err(invalid(format!(
             "spec.planner.maxLayers {max}: must be between 2 and {}",

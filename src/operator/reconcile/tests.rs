@@ -9,6 +9,8 @@ fn settings() -> Settings {
         service_account: "strata-worker".into(),
         backoff_base: Duration::from_secs(10),
         insecure_registries: vec!["127.0.0.1:5000".into()],
+        default_max_layers: 64,
+        default_retries: 2,
     }
 }
 

@@ -4,9 +4,8 @@
 #
 #   scripts/control-plane.sh build         build (once) and cache the apiserver binary
 #   scripts/control-plane.sh start DIR     start etcd + apiserver with state in DIR;
-#                                          writes DIR/kubeconfig (admin), DIR/env and
-#                                          DIR/kubeconfig-strata-{controller,worker}
-#                                          (users with no rights until RBAC binds some)
+#                                          writes DIR/kubeconfig (admin) and DIR/env;
+#                                          ServiceAccount tokens come from TokenRequest
 #   scripts/control-plane.sh stop DIR      stop them
 set -euo pipefail
 
@@ -94,12 +93,6 @@ start() {
     etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
     token=$(openssl rand -hex 16)
     echo "$token,admin,admin,system:masters" >"$dir/tokens.csv"
-    # Unprivileged users for the controller and its workers: they get only what RBAC
-    # bindings grant them (the Helm chart's rules, in the tests).
-    local user
-    for user in strata-controller strata-worker; do
-        echo "$(openssl rand -hex 16),$user,$user" >>"$dir/tokens.csv"
-    done
     openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
     openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
     etcd --data-dir "$dir/etcd" \
@@ -116,9 +109,6 @@ start() {
         --disable-admission-plugins ServiceAccount >"$dir/apiserver.log" 2>&1 &
     echo $! >"$dir/apiserver.pid"
     kubeconfig "$dir/kubeconfig" "$api_port" admin "$token"
-    for user in strata-controller strata-worker; do
-        kubeconfig "$dir/kubeconfig-$user" "$api_port" "$user" "$(grep ",$user,$user\$" "$dir/tokens.csv" | cut -d, -f1)"
-    done
     echo "KUBECONFIG=$dir/kubeconfig" >"$dir/env"
     for _ in $(seq 1 120); do
         if curl -fsk -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then

@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # Debian packages the build and the tests need.
-# etcd-server, openssl and curl run the test control plane (scripts/control-plane.sh).
-APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev libsqlite3-dev debootstrap tar rpm skopeo docker-registry pigz zstd etcd-server openssl curl)
+# etcd-server, openssl and curl run the test control plane (scripts/control-plane.sh);
+# python3-venv holds Helm's engine for rendering the chart in tests.
+APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev libsqlite3-dev debootstrap tar rpm skopeo docker-registry pigz zstd etcd-server openssl curl python3-venv)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -22,4 +23,14 @@ fi
 if ! command -v cargo >/dev/null; then
     echo "setup: cargo is missing; install the Rust toolchain (rustup) first" >&2
     exit 1
+fi
+
+# Helm's engine, to render charts/strata in the tests: the helm-python-sdk wheel embeds
+# Helm's Go SDK (no helm binary is packaged for Debian 12).
+HELM_VENV=${STRATA_TEST_CACHE:-/var/cache/strata-test}/helm-venv
+HELM_SDK=helm-python-sdk==0.2.2
+if ! "$HELM_VENV/bin/python" -c 'import helm_python' 2>/dev/null; then
+    echo "setup: installing $HELM_SDK into $HELM_VENV" >&2
+    python3 -m venv "$HELM_VENV"
+    "$HELM_VENV/bin/pip" install --quiet "$HELM_SDK"
 fi

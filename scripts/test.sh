@@ -7,4 +7,4 @@ scripts/fixtures.sh
 scripts/control-plane.sh build
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
-cargo test --release
+cargo test --release --no-fail-fast

@@ -25,7 +25,7 @@ fn job(name: &str, max_layers: u32) -> EncapsulationJob {
 #[tokio::test]
 async fn the_crd_installs_and_the_schema_is_enforced() {
     let Some(cp) = cluster::start() else { return };
-    let client = cp.client("admin").await;
+    let client = cp.client().await;
     cluster::install_crd(&client).await;
 
     let jobs: Api<EncapsulationJob> = Api::namespaced(client, "default");

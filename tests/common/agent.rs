@@ -24,8 +24,9 @@ use kube::{Client, ResourceExt};
 pub struct AgentConfig {
     /// What a container's `strata` command runs.
     pub strata: PathBuf,
-    /// The kubeconfig worker processes use (the in-cluster config they would have).
-    pub kubeconfig: PathBuf,
+    /// The apiserver's URL; each pod's processes get a kubeconfig with a token of the
+    /// pod's ServiceAccount, as in-cluster config would give them.
+    pub server: String,
     /// Per-pod directories go here.
     pub root: PathBuf,
 }
@@ -81,6 +82,14 @@ async fn run_pod(admin: &Client, config: &AgentConfig, pod: &Pod) -> Result<()> 
     let dir = config.root.join(pod.uid().unwrap_or_default());
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let volumes = materialise_volumes(admin, &ns, pod, &dir).await?;
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let kubeconfig = dir.join("kubeconfig");
+    super::cluster::service_account_kubeconfig(admin, &config.server, &ns, &account, &kubeconfig)
+        .await;
     let spec = pod.spec.clone().unwrap_or_default();
     let init = spec.init_containers.clone().unwrap_or_default();
     let main = spec.containers.clone();
@@ -93,7 +102,8 @@ async fn run_pod(admin: &Client, config: &AgentConfig, pod: &Pod) -> Result<()> 
         .chain(main.iter().map(|c| (false, c)));
     for (i, (is_init, container)) in steps.enumerate() {
         let started = jiff::Timestamp::now();
-        let outcome = run_container(&api, &name, config, container, &volumes, &dir).await?;
+        let outcome =
+            run_container(&api, &name, config, container, &volumes, &dir, &kubeconfig).await?;
         let Some((code, message)) = outcome else {
             return Ok(()); // the pod was deleted; there is nobody to report to
         };
@@ -171,6 +181,7 @@ async fn run_container(
     container: &Container,
     volumes: &BTreeMap<String, PathBuf>,
     dir: &Path,
+    kubeconfig: &Path,
 ) -> Result<Option<(i32, String)>> {
     let mut mounts: Mounts = container
         .volume_mounts
@@ -203,7 +214,7 @@ async fn run_container(
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
-        .env("KUBECONFIG", &config.kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
         .stderr(log_file)
         .kill_on_drop(true);

@@ -1,11 +1,11 @@
 //! The real test control plane (scripts/control-plane.sh): etcd and kube-apiserver on
-//! loopback, clients for its users, the CRD, and RBAC taken from the Helm chart.
+//! loopback, clients for its users, the CRD, and the Helm chart rendered by Helm's own
+//! engine and applied.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Config};
@@ -52,17 +52,27 @@ pub fn start() -> Option<ControlPlane> {
 }
 
 impl ControlPlane {
-    /// The kubeconfig of `user`: `admin`, `strata-controller` or `strata-worker`.
-    pub fn kubeconfig(&self, user: &str) -> PathBuf {
-        match user {
-            "admin" => self.dir.path().join("kubeconfig"),
-            other => self.dir.path().join(format!("kubeconfig-{other}")),
-        }
+    /// The admin's kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
     }
 
-    pub async fn client(&self, user: &str) -> Client {
+    /// The apiserver's URL.
+    pub fn server(&self) -> String {
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig()).unwrap();
+        kubeconfig.clusters[0]
+            .cluster
+            .as_ref()
+            .unwrap()
+            .server
+            .clone()
+            .unwrap()
+    }
+
+    /// An admin client.
+    pub async fn client(&self) -> Client {
         strata::operator::install_crypto_provider();
-        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig(user)).unwrap();
+        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig()).unwrap();
         let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
             .await
             .unwrap();
@@ -80,6 +90,12 @@ pub async fn install_crd(admin: &Client) {
     )
     .await
     .expect("the structural schema is accepted");
+    wait_crd_established(admin).await;
+}
+
+/// Waits until the EncapsulationJob CRD is served.
+pub async fn wait_crd_established(admin: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
     let established = kube::runtime::wait::await_condition(
         crds,
         "encapsulationjobs.strata.dev",
@@ -91,89 +107,118 @@ pub async fn install_crd(admin: &Client) {
         .unwrap();
 }
 
-/// Rules from one of the Helm chart's RBAC files.
-pub fn chart_rules(file: &str) -> Vec<PolicyRule> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("charts/strata/files")
-        .join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+/// Where scripts/setup.sh installs Helm's engine (the helm-python-sdk wheel).
+pub const HELM_PYTHON: &str = "/var/cache/strata-test/helm-venv/bin/python";
+
+/// Renders `charts/strata` with Helm's engine and `values`, as `helm template
+/// --include-crds` would: every object of the release.
+pub fn render_chart(
+    release: &str,
+    namespace: &str,
+    values: &serde_json::Value,
+) -> Vec<serde_json::Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(HELM_PYTHON)
+        .arg(root.join("scripts/render-chart.py"))
+        .arg(root.join("charts/strata"))
+        .args([release, namespace, &values.to_string()])
+        .output()
+        .unwrap_or_else(|e| panic!("{HELM_PYTHON}: {e} (scripts/setup.sh installs it)"));
+    assert!(
+        out.status.success(),
+        "rendering the chart: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.split("\n---\n")
+        .filter(|doc| !doc.trim().is_empty())
+        .map(|doc| {
+            serde_saphyr::from_str::<serde_json::Value>(doc)
+                .unwrap_or_else(|e| panic!("{e}:\n{doc}"))
+        })
+        .filter(|v| !v.is_null())
+        .collect()
 }
 
-async fn apply<K>(api: &Api<K>, name: &str, object: serde_json::Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    api.patch(
-        name,
-        &PatchParams::apply("strata-test").force(),
-        &Patch::Apply(object),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("applying {name}: {e}"));
-}
-
-/// Grants the chart's rules: the controller's ClusterRole and its Lease Role in
-/// `lease_ns`, and the worker Role in each of `job_namespaces`.
-pub async fn grant_chart_rbac(admin: &Client, lease_ns: &str, job_namespaces: &[&str]) {
-    let user = |name: &str| serde_json::json!([{"kind": "User", "name": name, "apiGroup": "rbac.authorization.k8s.io"}]);
-    apply(
-        &Api::<ClusterRole>::all(admin.clone()),
-        "strata-controller",
-        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": "strata-controller"}, "rules": chart_rules("controller-rules.yaml")}),
-    )
-    .await;
-    apply(
-        &Api::<ClusterRoleBinding>::all(admin.clone()),
-        "strata-controller",
-        serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": "strata-controller"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "strata-controller"},
-            "subjects": user("strata-controller")}),
-    )
-    .await;
-    let grants = [(
-        "strata-leader-election",
-        "leader-election-rules.yaml",
-        "strata-controller",
-        vec![lease_ns],
-    )]
-    .into_iter()
-    .chain([(
-        "strata-worker",
-        "worker-rules.yaml",
-        "strata-worker",
-        job_namespaces.to_vec(),
-    )]);
-    for (name, file, subject, namespaces) in grants {
-        for ns in namespaces {
+/// Applies rendered objects with server-side apply, namespaces first.
+pub async fn apply_all(admin: &Client, objects: &[serde_json::Value]) {
+    for object in objects {
+        if let Some(ns) = object["metadata"]["namespace"].as_str() {
             ensure_namespace(admin, ns).await;
-            apply(
-                &Api::<Role>::namespaced(admin.clone(), ns),
-                name,
-                serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                    "metadata": {"name": name}, "rules": chart_rules(file)}),
-            )
-            .await;
-            apply(
-                &Api::<RoleBinding>::namespaced(admin.clone(), ns),
-                name,
-                serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                    "metadata": {"name": name},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                    "subjects": user(subject)}),
-            )
-            .await;
         }
+    }
+    for object in objects {
+        let (group, version) = match object["apiVersion"].as_str().unwrap().split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", object["apiVersion"].as_str().unwrap()),
+        };
+        let gvk =
+            kube::api::GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
+        let (resource, caps) = kube::discovery::pinned_kind(admin, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("{gvk:?} is not served: {e}"));
+        let name = object["metadata"]["name"].as_str().unwrap();
+        let api: Api<kube::api::DynamicObject> = match caps.scope {
+            kube::discovery::Scope::Namespaced => Api::namespaced_with(
+                admin.clone(),
+                object["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or("default"),
+                &resource,
+            ),
+            kube::discovery::Scope::Cluster => Api::all_with(admin.clone(), &resource),
+        };
+        api.patch(
+            name,
+            &PatchParams::apply("strata-test").force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying {} {name}: {e}", object["kind"]));
     }
 }
 
+/// Writes a kubeconfig at `path` holding a fresh token of ServiceAccount `ns/name`:
+/// what a pod running as that account would use.
+pub async fn service_account_kubeconfig(
+    admin: &Client,
+    server: &str,
+    ns: &str,
+    name: &str,
+    path: &Path,
+) {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec!["https://kubernetes.default.svc".into()],
+            expiration_seconds: Some(3600),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+        .create_token_request(name, &Default::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("a token for {ns}/{name}: {e}"))
+        .status
+        .expect("a token")
+        .token;
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: sa, namespace: {ns}}}\ncurrent-context: test\n"
+    );
+    std::fs::write(path, kubeconfig).unwrap();
+}
+
 pub async fn ensure_namespace(admin: &Client, ns: &str) {
-    apply(
-        &Api::<Namespace>::all(admin.clone()),
-        ns,
-        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-    )
-    .await;
+    let object =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+    Api::<Namespace>::all(admin.clone())
+        .patch(
+            ns,
+            &PatchParams::apply("strata-test").force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("namespace {ns}: {e}"));
 }

@@ -26,6 +26,8 @@ pub struct Env {
     _agent: agent::Agent,
     controller: Mutex<Option<Child>>,
     pub health_port: u16,
+    controller_args: Vec<String>,
+    controller_kubeconfig: PathBuf,
     pub log: PathBuf,
     pub trees: PathBuf,
     _tmp: tempfile::TempDir,
@@ -41,6 +43,8 @@ impl Drop for Env {
 }
 
 impl Env {
+    /// Starts `strata controller` with the arguments of the chart's Deployment, as
+    /// its ServiceAccount, in the release namespace.
     pub fn start_controller(&self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -48,25 +52,10 @@ impl Env {
             .open(&self.log)
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args([
-                "controller",
-                "--backoff-base",
-                "0.5",
-                "--lease-duration",
-                "3",
-            ])
-            .args([
-                "--insecure-registry",
-                &format!("127.0.0.1:{}", self.registry.port),
-            ])
-            .args(["--health-addr", &format!("127.0.0.1:{}", self.health_port)])
-            .args([
-                "--lease-namespace",
-                "strata-system",
-                "--identity",
-                "test-controller",
-            ])
-            .env("KUBECONFIG", self.cp.kubeconfig("strata-controller"))
+            .args(&self.controller_args)
+            .env("KUBECONFIG", &self.controller_kubeconfig)
+            .env("POD_NAME", "strata-controller-test")
+            .env("POD_NAMESPACE", RELEASE_NAMESPACE)
             .env("RUST_LOG", "info,strata=debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -220,16 +209,65 @@ pub fn time(t: &Option<String>) -> jiff::Timestamp {
     t.as_deref().expect("a time").parse().unwrap()
 }
 
+/// The namespace the chart is installed in.
+pub const RELEASE_NAMESPACE: &str = "strata-system";
+
 pub async fn setup() -> Option<Env> {
     if !real_parts(&["docker-registry", "skopeo", "etcd"]) {
         return None;
     }
+    if !std::path::Path::new(cluster::HELM_PYTHON).exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{}: scripts/setup.sh installs it",
+            cluster::HELM_PYTHON
+        );
+        println!("skipped: Helm's engine is not installed (scripts/setup.sh)");
+        return None;
+    }
     let cp = cluster::start()?;
-    let admin = cp.client("admin").await;
-    cluster::install_crd(&admin).await;
-    cluster::grant_chart_rbac(&admin, "strata-system", &["e2e", "load"]).await;
+    let admin = cp.client().await;
     let tmp = tempfile::tempdir().unwrap();
     let registry = start_registry(tmp.path());
+    let health_port = free_port();
+    let values = json!({
+        "watchNamespaces": ["e2e", "load"],
+        "insecureRegistries": [format!("127.0.0.1:{}", registry.port)],
+        "backoffBaseSeconds": 0.5,
+        "metrics": {"port": health_port},
+    });
+    let objects = cluster::render_chart("strata", RELEASE_NAMESPACE, &values);
+    cluster::apply_all(&admin, &objects).await;
+    cluster::wait_crd_established(&admin).await;
+    let deployment = objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .expect("the chart has a Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let mut controller_args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    // Probes reach it on loopback here, not on the pod's address.
+    for a in &mut controller_args {
+        if a.starts_with("--health-addr=") {
+            *a = format!("--health-addr=127.0.0.1:{health_port}");
+        }
+    }
+    let account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap();
+    let controller_kubeconfig = tmp.path().join("controller.kubeconfig");
+    cluster::service_account_kubeconfig(
+        &admin,
+        &cp.server(),
+        RELEASE_NAMESPACE,
+        account,
+        &controller_kubeconfig,
+    )
+    .await;
     let trees = tmp.path().join("trees");
     dpkg_tree(&trees.join("v1"), "1");
     dpkg_tree(&trees.join("v2"), "2");
@@ -237,13 +275,15 @@ pub async fn setup() -> Option<Env> {
         admin.clone(),
         AgentConfig {
             strata: PathBuf::from(env!("CARGO_BIN_EXE_strata")),
-            kubeconfig: cp.kubeconfig("strata-worker"),
+            server: cp.server(),
             root: tmp.path().join("agent"),
         },
     );
     let env = Env {
         log: tmp.path().join("controller.log"),
-        health_port: free_port(),
+        health_port,
+        controller_args,
+        controller_kubeconfig,
         cp,
         admin,
         registry,

@@ -31,7 +31,17 @@ async fn the_operator_runs_jobs_end_to_end() {
         invalid_spec(&env),
     );
     restart_safety(&env).await;
+    let standby_log = env.scratch().join("standby.log");
+    let mut standby = env.start_standby(common::registry::free_port(), &standby_log);
     load(&env).await;
+    let standby_said = std::fs::read_to_string(&standby_log).unwrap();
+    assert!(
+        standby_said.contains("another replica leads; waiting")
+            && !standby_said.contains("leading"),
+        "the second replica stands by: {standby_said}"
+    );
+    standby.kill().unwrap();
+    standby.wait().unwrap();
     observability(&env).await;
     let log = env.controller_log();
     assert!(

@@ -61,7 +61,14 @@ struct Context {
 
 /// Runs until a shutdown signal, or until leadership is lost.
 pub async fn run(client: Client, opts: Options, health: Arc<Health>) -> Result<(), String> {
-    lease::acquire(&client, &opts.lease)
+    // A standby replica is ready too: it is healthy and reaches the API server, and
+    // readiness that waited for leadership would stall every rollout.
+    let ready = || {
+        health
+            .ready
+            .store(true, std::sync::atomic::Ordering::Relaxed)
+    };
+    lease::acquire(&client, &opts.lease, ready)
         .await
         .map_err(|e| format!("cannot take the lease {}: {e}", opts.lease.name))?;
     let lost = tokio::spawn(lease::hold(client.clone(), opts.lease.clone()));

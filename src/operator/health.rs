@@ -1,5 +1,6 @@
 //! A small HTTP endpoint for probes and scraping: `/healthz` (the process serves),
-//! `/readyz` (this replica leads and its watches are running) and `/metrics`.
+//! `/readyz` (it has reached the API server: leading, or standing by for the lease)
+//! and `/metrics`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +42,7 @@ async fn answer(mut stream: tokio::net::TcpStream, health: &Health) -> std::io::
     let (code, body) = match path {
         "/healthz" => (200, "ok\n".to_string()),
         "/readyz" if health.ready.load(Ordering::Relaxed) => (200, "ready\n".to_string()),
-        "/readyz" => (503, "not leading yet\n".to_string()),
+        "/readyz" => (503, "the API server has not been reached yet\n".to_string()),
         "/metrics" => (200, health.metrics.render()),
         _ => (404, "not found\n".to_string()),
     };

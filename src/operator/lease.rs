@@ -19,12 +19,19 @@ pub struct LeaseSettings {
     pub duration: Duration,
 }
 
-/// Waits until this replica holds the lease.
-pub async fn acquire(client: &kube::Client, s: &LeaseSettings) -> Result<(), kube::Error> {
+/// Waits until this replica holds the lease; `standing_by` is called once the lease
+/// has been read, whoever holds it.
+pub async fn acquire(
+    client: &kube::Client,
+    s: &LeaseSettings,
+    standing_by: impl Fn(),
+) -> Result<(), kube::Error> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &s.namespace);
     let mut announced = false;
     loop {
-        if try_take(&api, s).await? {
+        let taken = try_take(&api, s).await?;
+        standing_by();
+        if taken {
             tracing::info!(lease = %s.name, identity = %s.identity, "leading");
             return Ok(());
         }

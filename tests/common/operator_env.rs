@@ -46,33 +46,56 @@ impl Env {
     /// Starts `strata controller` with the arguments of the chart's Deployment, as
     /// its ServiceAccount, in the release namespace.
     pub fn start_controller(&self) {
+        let child = self.spawn_controller("strata-controller-test", self.health_port, &self.log);
+        *self.controller.lock().unwrap() = Some(child);
+        self.wait_ready(self.health_port);
+    }
+
+    /// A scratch directory that lives as long as the environment.
+    pub fn scratch(&self) -> &std::path::Path {
+        self._tmp.path()
+    }
+
+    /// A second replica, as the chart's second pod would be; it must stand by.
+    pub fn start_standby(&self, port: u16, log: &std::path::Path) -> Child {
+        let child = self.spawn_controller("strata-controller-standby", port, log);
+        self.wait_ready(port);
+        child
+    }
+
+    fn spawn_controller(&self, pod_name: &str, port: u16, log: &std::path::Path) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log)
+            .open(log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(&self.controller_args)
+        let args = self.controller_args.iter().map(|a| {
+            if a.starts_with("--health-addr=") {
+                format!("--health-addr=127.0.0.1:{port}")
+            } else {
+                a.clone()
+            }
+        });
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(args)
             .env("KUBECONFIG", &self.controller_kubeconfig)
-            .env("POD_NAME", "strata-controller-test")
+            .env("POD_NAME", pod_name)
             .env("POD_NAMESPACE", RELEASE_NAMESPACE)
             .env("RUST_LOG", "info,strata=debug")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
             .spawn()
-            .unwrap();
-        *self.controller.lock().unwrap() = Some(child);
-        self.wait_ready();
+            .unwrap()
     }
 
-    /// Waits until the controller answers /readyz (it leads and watches).
-    fn wait_ready(&self) {
+    /// Waits until the controller on `port` answers /readyz.
+    fn wait_ready(&self, port: u16) {
         let deadline = Instant::now() + Duration::from_secs(30);
         let ready = || {
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], self.health_port));
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
             std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
-                && http_get(self.health_port, "/readyz").starts_with("HTTP/1.1 200")
+                && http_get(port, "/readyz").starts_with("HTTP/1.1 200")
         };
         while !ready() {
             assert!(

@@ -5,13 +5,17 @@ set -euo pipefail
 
 # Debian packages the build and the tests need.
 # etcd-server, openssl and curl run the test control plane (scripts/control-plane.sh);
-# python3-venv holds Helm's engine for rendering the chart in tests.
-APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev libsqlite3-dev debootstrap tar rpm skopeo docker-registry pigz zstd etcd-server openssl curl python3-venv)
+# python3-venv holds Helm's engine for rendering the chart in tests; jq is what the
+# Tekton step scripts use.
+APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev libsqlite3-dev debootstrap tar rpm skopeo docker-registry pigz zstd etcd-server openssl curl python3-venv jq)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# The Tekton job task's script runs kubectl. Debian's kubernetes-client (1.20) matches
+# the test apiserver, but a machine may already carry another kubectl package.
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}" >&2
     SUDO=""

@@ -30,6 +30,7 @@ async fn the_operator_runs_jobs_end_to_end() {
         deadline(&env),
         invalid_spec(&env),
     );
+    tekton_job_task(&env).await;
     restart_safety(&env).await;
     let standby_log = env.scratch().join("standby.log");
     let mut standby = env.start_standby(common::registry::free_port(), &standby_log);
@@ -214,6 +215,70 @@ async fn invalid_spec(env: &Env) {
     assert!(
         env.pods("e2e", &job).await.is_empty(),
         "no pod for an invalid spec"
+    );
+}
+
+/// The Tekton task `strata-encapsulation-job`: its step script, run locally with the
+/// admin's kubeconfig, creates a job, waits, and copies the outcome into results.
+async fn tekton_job_task(env: &Env) {
+    use common::tekton::{run_task, s};
+    if !common::real_parts(&["kubectl", "jq"]) {
+        return;
+    }
+    let kubeconfig = env.cp.kubeconfig();
+    let environment = [
+        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ("POLL_SECONDS", "0.3"),
+    ];
+    let source = format!("{}:happy-2", env.image("happy"));
+    let scratch = env.scratch().join("tekton-ok");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let run = tokio::task::block_in_place(|| {
+        run_task(
+            "strata-encapsulation-job.yaml",
+            vec![
+                ("STREAM", s("tekton")),
+                ("SOURCE_IMAGE", s(source)),
+                ("OUTPUT_IMAGE", s(env.image("tekton:1"))),
+                ("MAX_LAYERS", s("4")),
+                ("NAMESPACE", s("e2e")),
+            ],
+            &[],
+            &environment,
+            &scratch,
+        )
+    });
+    assert!(run.output.status.success(), "{}", run.stderr());
+    let name = &run.results["JOB_NAME"];
+    let job = env.jobs("e2e").get(name).await.unwrap();
+    let output = job.status.unwrap().output.unwrap();
+    assert_eq!(run.results["IMAGE_DIGEST"], output.digest);
+    assert_eq!(
+        run.results["IMAGE_URL"],
+        output.image.trim_start_matches("docker://")
+    );
+
+    let scratch = env.scratch().join("tekton-bad");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let run = tokio::task::block_in_place(|| {
+        run_task(
+            "strata-encapsulation-job.yaml",
+            vec![
+                ("STREAM", s("tekton-bad")),
+                ("SOURCE_IMAGE", s(env.image("happy:happy-2"))),
+                ("OUTPUT_IMAGE", s("oci:/tmp/nowhere")),
+                ("NAMESPACE", s("e2e")),
+            ],
+            &[],
+            &environment,
+            &scratch,
+        )
+    });
+    assert!(!run.output.status.success());
+    assert!(
+        run.stderr().contains("InvalidSpec: spec.output.image"),
+        "the job's failure message: {}",
+        run.stderr()
     );
 }
 

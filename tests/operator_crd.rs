@@ -46,3 +46,24 @@ async fn the_crd_installs_and_the_schema_is_enforced() {
         other => panic!("expected a 422, got {other}"),
     }
 }
+
+#[tokio::test]
+async fn the_example_jobs_are_accepted() {
+    let Some(cp) = cluster::start() else { return };
+    let client = cp.client().await;
+    cluster::install_crd(&client).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples");
+    let jobs: Api<EncapsulationJob> = Api::namespaced(client, "default");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let job: EncapsulationJob =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        jobs.create(&PostParams::default(), &job)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        seen += 1;
+    }
+    assert_eq!(seen, 4);
+}

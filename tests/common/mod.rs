@@ -77,3 +77,4 @@ pub mod agent;
 pub mod cluster;
 pub mod operator_env;
 pub mod registry;
+pub mod tekton;

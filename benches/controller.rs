@@ -1,5 +1,5 @@
 //! The controller under load: 200 PlanOnly jobs across 20 streams on the real test
-//! control plane (see tests/common/operator_env.rs). Prints reconciles per second,
+//! control plane (see tests/kube_common/operator_env.rs). Prints reconciles per second,
 //! the p50 and p99 time from a worker's exit to the status update that shows its
 //! report, and the controller's peak RSS.
 //!
@@ -7,12 +7,14 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../tests/kube_common/mod.rs"]
+mod kube_common;
 
 use std::time::{Duration, Instant};
 
-use common::operator_env::{http_get, setup, wait_for};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
+use kube_common::operator_env::{http_get, setup, wait_for};
 use serde_json::json;
 use strata::operator::report::Termination;
 

@@ -1,21 +1,22 @@
 //! The operator end to end, against real parts: kube-apiserver 1.20 with etcd, the
 //! `strata controller` binary running as a user bound to exactly the Helm chart's
-//! RBAC rules, worker pods run by the test node agent (`common::agent`) as the
+//! RBAC rules, worker pods run by the test node agent (`kube_common::agent`) as the
 //! chart's worker user, and a real registry on loopback.
 //!
 //! One control plane serves every scenario; they run side by side in their own
 //! namespaces and streams, which also shows that different streams run in parallel.
 
 mod common;
+mod kube_common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::operator_env::{expect, setup, time, wait_for, Env};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
+use kube_common::operator_env::{expect, setup, time, wait_for, Env};
 use serde_json::json;
 use strata::operator::crd::EncapsulationJob;
 
@@ -380,12 +381,12 @@ async fn observability(env: &Env) {
         "happy-2 waited for happy-1"
     );
     assert!(about("fail", "BackOff") && about("fail", "Failed"));
-    let body = common::operator_env::http_get(env.health_port, "/metrics");
+    let body = kube_common::operator_env::http_get(env.health_port, "/metrics");
     assert!(
         body.contains("strata_jobs_finished_total{outcome=\"Succeeded\"}"),
         "{body}\n{log}"
     );
     assert!(!body.contains("happy-1"), "no per-object labels");
-    assert!(common::operator_env::http_get(env.health_port, "/healthz").contains("ok"));
-    assert!(common::operator_env::http_get(env.health_port, "/readyz").contains("ready"));
+    assert!(kube_common::operator_env::http_get(env.health_port, "/healthz").contains("ok"));
+    assert!(kube_common::operator_env::http_get(env.health_port, "/readyz").contains("ready"));
 }

@@ -2,9 +2,10 @@
 //! structural schema, accepts a valid job, and rejects out-of-range fields with 422.
 
 mod common;
+mod kube_common;
 
-use common::cluster;
 use kube::api::{Api, PostParams};
+use kube_common::cluster;
 use strata::operator::crd::EncapsulationJob;
 
 fn job(name: &str, max_layers: u32) -> EncapsulationJob {

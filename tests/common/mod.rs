@@ -73,8 +73,5 @@ pub fn dpkg_tree(root: &std::path::Path, version: &str) {
     std::fs::write(root.join("var/lib/dpkg/info/busy.list"), "/usr/bin/busy\n").unwrap();
 }
 
-pub mod agent;
-pub mod cluster;
-pub mod operator_env;
 pub mod registry;
 pub mod tekton;

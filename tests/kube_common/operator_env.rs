@@ -16,8 +16,8 @@ use strata::operator::crd::EncapsulationJob;
 
 use super::agent::{self, AgentConfig};
 use super::cluster::{self, ControlPlane};
-use super::registry::{free_port, start_registry, Registry};
-use super::{dpkg_tree, real_parts};
+use crate::common::registry::{free_port, start_registry, Registry};
+use crate::common::{dpkg_tree, real_parts};
 
 pub struct Env {
     pub cp: ControlPlane,

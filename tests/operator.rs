@@ -10,7 +10,6 @@ mod common;
 mod kube_common;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
@@ -69,15 +68,7 @@ async fn happy_path_and_stream_history(env: &Env) {
         "built layers have digests"
     );
     let output = status.output.as_ref().expect("an output in status");
-    let inspect = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", &output.image])
-        .output()
-        .unwrap();
-    assert!(
-        inspect.status.success(),
-        "the image is really in the registry"
-    );
-    let pushed: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let pushed = common::registry::inspect(&output.image);
     assert_eq!(pushed["Digest"], output.digest.as_str());
     let report_ref = status.report_ref.as_ref().expect("a report reference");
     assert_eq!(report_ref.name, "happy-1-report");

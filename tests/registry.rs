@@ -5,8 +5,6 @@ mod common;
 use common::registry::start_registry;
 use common::*;
 
-use std::process::Command;
-
 #[test]
 fn push_then_build_on_a_registry_prior() {
     if !real_parts(&["docker-registry", "skopeo"]) {
@@ -33,15 +31,7 @@ fn push_then_build_on_a_registry_prior() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let inspect = Command::new("skopeo")
-        .args(["inspect", "--tls-verify=false", &image("v1")])
-        .output()
-        .unwrap();
-    assert!(
-        inspect.status.success(),
-        "the image is really in the registry"
-    );
-    let pushed: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let pushed = common::registry::inspect(&image("v1"));
     let reported = String::from_utf8_lossy(&out.stdout);
     assert!(
         reported.contains(pushed["Digest"].as_str().unwrap()),

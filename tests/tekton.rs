@@ -44,15 +44,7 @@ fn strata_build_task_pushes_and_reports_reuse() {
     assert!(first.output.status.success(), "{}", first.stderr());
     assert_eq!(first.results["IMAGE_URL"], image("v1"));
     assert_eq!(first.results["LAYERS_REUSED"], "0");
-    let inspect = std::process::Command::new("skopeo")
-        .args([
-            "inspect",
-            "--tls-verify=false",
-            &format!("docker://{}", image("v1")),
-        ])
-        .output()
-        .unwrap();
-    let pushed: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let pushed = common::registry::inspect(&format!("docker://{}", image("v1")));
     assert_eq!(pushed["Digest"], first.results["IMAGE_DIGEST"].as_str());
     assert_eq!(
         pushed["Labels"]["org.example.tree"], "test",

@@ -55,3 +55,18 @@ pub fn start_registry(dir: &Path) -> Registry {
     }
     Registry { child, port }
 }
+
+/// What the registry holds at `reference` (`docker://…`), as `skopeo inspect` tells it;
+/// fails when the image is not really there.
+pub fn inspect(reference: &str) -> serde_json::Value {
+    let out = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", reference])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{reference} is not in the registry: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

@@ -14,6 +14,7 @@ use crate::image::remote::{self, RegistryOptions};
 use crate::image::{self, ImageError, ImageMeta, ImageRef};
 use crate::layers::{self, Compression, LayerError, LayerJob};
 use crate::plan::{self, Plan, PlanError, PlanOptions};
+use crate::source::content::{Content, Dir};
 use crate::source::rootfs::{walk, WalkOptions};
 use crate::source::SourceError;
 
@@ -27,6 +28,8 @@ pub enum BuildSource {
     Rootfs(PathBuf),
     /// An existing image, flattened first (rechunking).
     Image(ImageRef),
+    /// A commit (ref or checksum) in an ostree repository, read from its objects.
+    Ostree { repo: PathBuf, rev: String },
 }
 
 impl std::fmt::Display for BuildSource {
@@ -34,6 +37,7 @@ impl std::fmt::Display for BuildSource {
         match self {
             BuildSource::Rootfs(dir) => write!(f, "rootfs:{}", dir.display()),
             BuildSource::Image(r) => write!(f, "image:{r}"),
+            BuildSource::Ostree { repo, rev } => write!(f, "ostree:{}:{rev}", repo.display()),
         }
     }
 }
@@ -214,10 +218,7 @@ fn temp_staging(output: &ImageRef) -> Result<PathBuf, BuildError> {
 
 /// The source read and planned: everything the layers are written from.
 struct Prepared {
-    /// Holds a flattened image's tree until the layers are written.
-    _scratch: Option<tempfile::TempDir>,
-    root: PathBuf,
-    entries: Vec<crate::source::Entry>,
+    source: ReadSource,
     assigned: crate::components::assign::Assigned,
     priors: Vec<(String, Layout)>,
     warnings: Vec<String>,
@@ -252,13 +253,33 @@ pub fn plan_only(
     })
 }
 
-/// The tree to encapsulate; a flattened image lives in the returned scratch directory.
-fn source_tree(
+/// A source read: its entries and where their content comes from.
+struct ReadSource {
+    content: Box<dyn Content>,
+    entries: Vec<crate::source::Entry>,
+    /// Holds a flattened image's tree until the layers are written.
+    _scratch: Option<tempfile::TempDir>,
+    /// The build date the source carries (an ostree commit's timestamp).
+    date: Option<i64>,
+}
+
+/// Reads the source's entries; a flattened image lives in a scratch directory.
+fn read_source(
     opts: &BuildOptions,
     progress: &(dyn Fn(&str) + Sync),
-) -> Result<(PathBuf, Option<tempfile::TempDir>), BuildError> {
-    match &opts.source {
-        BuildSource::Rootfs(dir) => Ok((dir.clone(), None)),
+) -> Result<ReadSource, BuildError> {
+    let (root, scratch) = match &opts.source {
+        BuildSource::Rootfs(dir) => (dir.clone(), None),
+        BuildSource::Ostree { repo, rev } => {
+            progress(&format!("reading {rev} in {}", repo.display()));
+            let commit = crate::source::ostree::read(repo, rev)?;
+            return Ok(ReadSource {
+                date: Some(commit.timestamp),
+                entries: commit.entries,
+                content: Box::new(commit.content),
+                _scratch: None,
+            });
+        }
         BuildSource::Image(r) => {
             progress(&format!("flattening {r}"));
             let scratch = tempfile::Builder::new()
@@ -268,13 +289,9 @@ fn source_tree(
             let tree = scratch.path().join("rootfs");
             std::fs::create_dir(&tree).map_err(|e| output_error(&tree, e))?;
             crate::source::image::flatten(r, &opts.registry, scratch.path(), &tree)?;
-            Ok((tree, Some(scratch)))
+            (tree, Some(scratch))
         }
-    }
-}
-
-fn prepare(opts: &BuildOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Prepared, BuildError> {
-    let (root, scratch) = source_tree(opts, progress)?;
+    };
     progress(&format!("reading {}", root.display()));
     let entries = walk(
         &root,
@@ -282,17 +299,29 @@ fn prepare(opts: &BuildOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Prep
             allow_special_files: opts.allow_special_files,
         },
     )?;
+    Ok(ReadSource {
+        content: Box::new(Dir { root }),
+        entries,
+        _scratch: scratch,
+        date: None,
+    })
+}
+
+fn prepare(opts: &BuildOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Prepared, BuildError> {
+    let source = read_source(opts, progress)?;
+    let entries = &source.entries;
     let date = opts
         .source_date_epoch
+        .or(source.date)
         .and_then(|s| jiff::Timestamp::from_second(s).ok())
         .map(|t| t.to_string());
     if entries.is_empty() {
         return Err(BuildError::Source(SourceError::Invalid {
-            path: root,
+            path: source.content.describe(Path::new("")),
             problem: "the tree is empty: there is nothing to encapsulate".into(),
         }));
     }
-    let assigned = assign(&root, &entries, date, &opts.components_map)?;
+    let assigned = assign(source.content.as_ref(), entries, date, &opts.components_map)?;
     progress(&format!(
         "{} files in {} components",
         entries.len(),
@@ -320,9 +349,7 @@ fn prepare(opts: &BuildOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Prep
         plan.repack.reason
     ));
     Ok(Prepared {
-        _scratch: scratch,
-        root,
-        entries,
+        source,
         assigned,
         priors,
         warnings,
@@ -365,15 +392,13 @@ fn build_into(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<BuildReport, BuildError> {
     let Prepared {
-        _scratch,
-        root,
-        entries,
+        source,
         assigned,
         priors,
         warnings,
         plan,
     } = prepare(opts, progress)?;
-    let root = root.as_path();
+    let entries = &source.entries;
     let members_of: std::collections::HashMap<&str, &Vec<usize>> = assigned
         .build
         .components
@@ -390,7 +415,7 @@ fn build_into(
                 .iter()
                 .flat_map(|c| members_of[c.name.as_str()].iter().copied())
                 .collect();
-            layers::layer_entries(&entries, &members)
+            layers::layer_entries(entries, &members)
         })
         .collect();
     let oci_dir =
@@ -399,8 +424,8 @@ fn build_into(
     let oci = ocidir::OciDir::ensure(oci_dir).map_err(|e| output_error(staging, e))?;
     let job = LayerJob {
         oci: &oci,
-        root,
-        entries: &entries,
+        content: source.content.as_ref(),
+        entries,
         compression: opts.compression,
         mtime_clamp: opts.source_date_epoch.unwrap_or(0),
     };

@@ -14,19 +14,25 @@ Examples:
   # Next build: unchanged layers keep their digests; the diff is printed
   strata build --rootfs ./rootfs --output oci:out/v2:v2 --prior oci:out/v1:v1 --compression zstd
 
+  # An ostree commit, read from the repository's objects (no checkout)
+  strata build --ostree-repo /srv/repo --ref fedora/x86_64/coreos/stable --output oci:out/41:41
+
   # Rechunk an image built with a Containerfile and push it
   strata build --from-image docker://quay.io/me/os:latest --output docker://quay.io/me/os:chunked \\
       --prior docker://quay.io/me/os:chunked";
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
-    if args.ostree_repo.is_some() {
-        bail!("--ostree-repo is not supported yet; check the commit out and use --rootfs");
-    }
-    let source = match (&args.rootfs, &args.from_image) {
-        (Some(dir), None) => BuildSource::Rootfs(dir.clone()),
-        (None, Some(r)) => BuildSource::Image(r.clone()),
-        (Some(_), Some(_)) => bail!("name one source: --rootfs or --from-image, not both"),
-        (None, None) => bail!("name a source: --rootfs DIR or --from-image REF"),
+    let source = match (&args.rootfs, &args.from_image, &args.ostree_repo) {
+        (Some(dir), None, None) => BuildSource::Rootfs(dir.clone()),
+        (None, Some(r), None) => BuildSource::Image(r.clone()),
+        (None, None, Some(repo)) => BuildSource::Ostree {
+            repo: repo.clone(),
+            rev: args.ostree_ref.clone().expect("clap requires --ref"),
+        },
+        (None, None, None) => {
+            bail!("name a source: --rootfs DIR, --ostree-repo REPO --ref REF or --from-image REF")
+        }
+        _ => bail!("name one source: --rootfs, --ostree-repo or --from-image"),
     };
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => Some(

@@ -129,10 +129,17 @@ pub struct BuildArgs {
     /// The root filesystem to encapsulate (never followed out through symlinks).
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
-    /// An ostree repository (not supported yet).
+    /// An ostree repository (any mode); the commit is read from its objects, with
+    /// the commit's timestamp as the build date.
     #[arg(long, value_name = "REPO", requires = "ostree_ref")]
     pub ostree_repo: Option<PathBuf>,
-    #[arg(long = "ref", value_name = "REF", id = "ostree_ref")]
+    /// The ref or commit checksum to encapsulate from --ostree-repo.
+    #[arg(
+        long = "ref",
+        value_name = "REF",
+        id = "ostree_ref",
+        requires = "ostree_repo"
+    )]
     pub ostree_ref: Option<String>,
     /// An existing image to rechunk: its layers are flattened (whiteouts applied) and
     /// laid out afresh. Any transport: oci:, oci-archive:, docker://, containers-storage:.

@@ -15,9 +15,10 @@ use sha2::{Digest, Sha256};
 
 use super::dpkg;
 use super::map::ComponentMap;
-use super::package::{open_no_follow, Package, Tree};
+use super::package::{Package, Tree};
 use super::rpmdb;
 use super::{Build, Component, ComponentKind};
+use crate::source::content::Content;
 use crate::source::{Entry, EntryKind};
 
 /// The xattr that names a file's component explicitly.
@@ -61,14 +62,15 @@ pub struct Assigned {
     pub members: Vec<Vec<usize>>,
 }
 
-/// Groups the walked `entries` of the tree at `root` into components.
+/// Groups the walked `entries` of a tree (its files read through `content`) into
+/// components.
 pub fn assign(
-    root: &Path,
+    content: &dyn Content,
     entries: &[Entry],
     date: Option<String>,
     map: &ComponentMap,
 ) -> Result<Assigned, AssignError> {
-    let tree = Tree::new(root, entries);
+    let tree = Tree::new(content, entries);
     let mut packages: Vec<Package> = rpmdb::read(&tree)?.unwrap_or_default();
     packages.extend(dpkg::read(&tree)?.unwrap_or_default());
     packages.sort_by(|a, b| a.name.cmp(&b.name));
@@ -87,7 +89,7 @@ pub fn assign(
             EntryKind::Hardlink(target) => {
                 let name = group_of.get(target.as_path()).cloned().ok_or_else(|| {
                     AssignError::Invalid {
-                        path: root.join(&e.path),
+                        path: content.describe(&e.path),
                         problem: format!(
                             "hard link to {} which the walk did not see first",
                             target.display()
@@ -120,7 +122,7 @@ pub fn assign(
         &groups,
         |_, (_, g)| match g.package {
             Some(_) => Ok(None),
-            None => content_version(root, entries, &g.members).map(Some),
+            None => content_version(content, entries, &g.members).map(Some),
         },
         |_, _| {},
     )?;
@@ -209,7 +211,7 @@ fn classify(
 /// A version for content no package versions: a digest of every member's path,
 /// metadata and bytes.
 fn content_version(
-    root: &Path,
+    content: &dyn Content,
     entries: &[Entry],
     members: &[usize],
 ) -> Result<String, AssignError> {
@@ -223,12 +225,11 @@ fn content_version(
             h.update(v);
         }
         if e.kind == EntryKind::File {
-            let path = root.join(&e.path);
             let err = |source| AssignError::Io {
-                path: path.clone(),
+                path: content.describe(&e.path),
                 source,
             };
-            let mut f = open_no_follow(&path).map_err(err)?;
+            let mut f = content.open(e).map_err(err)?;
             let mut buf = vec![0; 64 << 10];
             loop {
                 let n = f.read(&mut buf).map_err(err)?;

@@ -22,7 +22,7 @@ pub fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
     let Some(status) = tree.read(Path::new(STATUS), MAX_DB_FILE)? else {
         return Ok(None);
     };
-    let status_path = tree.root.join(STATUS);
+    let status_path = tree.describe(Path::new(STATUS));
     let text = String::from_utf8(status).map_err(|_| AssignError::Invalid {
         path: status_path.clone(),
         problem: "is not UTF-8".into(),

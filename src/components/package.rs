@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::assign::AssignError;
+use crate::source::content::Content;
 use crate::source::{Entry, EntryKind};
 
 /// Larger database files are refused rather than read into memory.
@@ -25,18 +26,23 @@ pub struct Package {
 
 /// The regular files of a walk, by path, for reading inside the tree only.
 pub struct Tree<'a> {
-    pub root: &'a Path,
+    pub content: &'a dyn Content,
     files: HashMap<&'a Path, &'a Entry>,
 }
 
 impl<'a> Tree<'a> {
-    pub fn new(root: &'a Path, entries: &'a [Entry]) -> Self {
+    pub fn new(content: &'a dyn Content, entries: &'a [Entry]) -> Self {
         let files = entries
             .iter()
             .filter(|e| e.kind == EntryKind::File)
             .map(|e| (e.path.as_path(), e))
             .collect();
-        Tree { root, files }
+        Tree { content, files }
+    }
+
+    /// How to name `rel` in messages.
+    pub fn describe(&self, rel: &Path) -> PathBuf {
+        self.content.describe(rel)
     }
 
     /// Whether the walk found a regular file at `rel`.
@@ -49,7 +55,7 @@ impl<'a> Tree<'a> {
         let Some(entry) = self.files.get(rel) else {
             return Ok(None);
         };
-        let path = self.root.join(rel);
+        let path = self.describe(rel);
         if entry.size > limit {
             return Err(AssignError::Invalid {
                 path,
@@ -57,18 +63,10 @@ impl<'a> Tree<'a> {
             });
         }
         let mut data = Vec::with_capacity(entry.size as usize);
-        open_no_follow(&path)
+        self.content
+            .open(entry)
             .and_then(|f| f.take(limit).read_to_end(&mut data))
             .map_err(|source| AssignError::Io { path, source })?;
         Ok(Some(data))
     }
-}
-
-/// Opens a file for reading, refusing a symlink in its last component.
-pub fn open_no_follow(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
 }

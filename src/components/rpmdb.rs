@@ -269,7 +269,7 @@ pub fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
     let Some(rel) = DATABASES.iter().map(Path::new).find(|p| tree.has_file(p)) else {
         return Ok(None);
     };
-    let db_path = tree.root.join(rel);
+    let db_path = tree.describe(rel);
     let scratch = tempfile::tempdir().map_err(|source| AssignError::Io {
         path: std::env::temp_dir(),
         source,

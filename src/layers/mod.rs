@@ -70,7 +70,7 @@ pub fn layer_entries(entries: &[Entry], members: &[usize]) -> Vec<usize> {
 /// What every layer shares.
 pub struct LayerJob<'a> {
     pub oci: &'a OciDir,
-    pub root: &'a Path,
+    pub content: &'a dyn crate::source::content::Content,
     pub entries: &'a [Entry],
     pub compression: Compression,
     /// Later mtimes are clamped to this (and negative ones to 0).

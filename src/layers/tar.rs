@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use tar::{EntryType, Header};
 
 use super::{LayerError, LayerJob};
-use crate::components::package::open_no_follow;
 use crate::source::{Entry, EntryKind};
 
 /// A failure while streaming one entry; the layer index is added by the caller.
@@ -65,21 +64,17 @@ fn append<W: Write>(
         EntryKind::File => {
             h.set_entry_type(EntryType::Regular);
             h.set_size(e.size);
-            let path = job.root.join(&e.path);
             let read_err = |source| TarError::Read {
-                path: path.clone(),
+                path: job.content.describe(&e.path),
                 source,
             };
-            let file = open_no_follow(&path).map_err(read_err)?;
-            let len = file.metadata().map_err(read_err)?.len();
-            if len != e.size {
-                let changed = io::Error::other(format!(
-                    "changed size during the build ({} → {len} bytes)",
-                    e.size
-                ));
-                return Err(read_err(changed));
-            }
-            builder.append_data(&mut h, &e.path, file).map_err(w)
+            let file = job.content.open(e).map_err(read_err)?;
+            // A short read must not pass for a complete file.
+            let exact = ExactSize {
+                inner: file,
+                left: e.size,
+            };
+            builder.append_data(&mut h, &e.path, exact).map_err(w)
         }
         EntryKind::Symlink(target) => {
             h.set_entry_type(EntryType::Symlink);
@@ -104,5 +99,33 @@ fn append<W: Write>(
             h.set_entry_type(EntryType::Fifo);
             builder.append_data(&mut h, &e.path, io::empty()).map_err(w)
         }
+    }
+}
+
+/// Fails a read that ends before `left` more bytes, or that has bytes beyond them.
+struct ExactSize<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: io::Read> io::Read for ExactSize<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::Error::other("grew during the build")),
+            };
+        }
+        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::other(format!(
+                "shrank during the build ({} bytes short)",
+                self.left
+            )));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }

@@ -1,7 +1,9 @@
 //! Sources: where a build's files come from. Each source yields the same list of
 //! [`Entry`] values, so everything downstream is source-agnostic.
 
+pub mod content;
 pub mod image;
+pub mod ostree;
 pub mod rootfs;
 
 use std::path::PathBuf;

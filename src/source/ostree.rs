@@ -1,0 +1,285 @@
+//! An ostree commit as a source, read from the repository's objects through libostree:
+//! the commit's dirtree and dirmeta objects give the tree, its content objects give
+//! each file's mode, owner, xattrs, symlink target and bytes. Nothing is checked out.
+//!
+//! Entries carry mtime 0, as an ostree checkout does; the commit's timestamp is the
+//! build date.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use ostree::gio;
+use ostree::gio::prelude::InputStreamExtManual;
+use ostree::glib;
+
+use super::content::Content;
+use super::{Entry, EntryKind, SourceError};
+
+/// A commit read: entries, their content, and when it was made.
+pub struct Commit {
+    pub checksum: String,
+    /// Seconds since the epoch.
+    pub timestamp: i64,
+    pub entries: Vec<Entry>,
+    pub content: OstreeContent,
+}
+
+/// The content objects of a commit's regular files.
+pub struct OstreeContent {
+    repo: PathBuf,
+    /// Regular file path → content checksum.
+    objects: HashMap<PathBuf, String>,
+}
+
+fn invalid(path: &Path, problem: impl std::fmt::Display) -> SourceError {
+    SourceError::Invalid {
+        path: path.to_path_buf(),
+        problem: problem.to_string(),
+    }
+}
+
+fn open_repo(path: &Path) -> Result<ostree::Repo, glib::Error> {
+    let repo = ostree::Repo::new_for_path(path);
+    repo.open(gio::Cancellable::NONE)?;
+    Ok(repo)
+}
+
+/// Reads commit `rev` (a ref or a checksum) of the repository at `repo_path`.
+pub fn read(repo_path: &Path, rev: &str) -> Result<Commit, SourceError> {
+    let repo = open_repo(repo_path)
+        .map_err(|e| invalid(repo_path, format!("is not an ostree repository: {e}")))?;
+    let checksum = repo
+        .resolve_rev(rev, true)
+        .map_err(|e| invalid(repo_path, format!("{rev:?}: {e}")))?
+        .ok_or_else(|| invalid(repo_path, format!("has no ref or commit {rev:?}")))?
+        .to_string();
+    let (commit, _) = repo
+        .load_commit(&checksum)
+        .map_err(|e| invalid(repo_path, format!("commit {checksum}: {e}")))?;
+    // (a{sv} aay a(say) s s t ay ay): the timestamp is big-endian, the root dirtree
+    // and dirmeta checksums are the last two fields.
+    let timestamp = u64::from_be(commit.child_value(5).get::<u64>().unwrap_or(0)) as i64;
+    let tree = csum_hex(&commit.child_value(6));
+    let meta = csum_hex(&commit.child_value(7));
+    let mut walk = Walk {
+        repo: &repo,
+        repo_path,
+        entries: Vec::new(),
+        objects: HashMap::new(),
+        files: HashMap::new(),
+    };
+    walk.dir(Path::new(""), &tree, &meta)?;
+    let mut entries = walk.entries;
+    entries.sort_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
+    Ok(Commit {
+        checksum,
+        timestamp,
+        entries,
+        content: OstreeContent {
+            repo: repo_path.to_path_buf(),
+            objects: walk.objects,
+        },
+    })
+}
+
+fn csum_hex(v: &glib::Variant) -> String {
+    let bytes: Vec<u8> = v.get().unwrap_or_default();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Metadata of one content object (shared by every path that uses it).
+#[derive(Clone)]
+struct FileMeta {
+    kind: EntryKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    xattrs: Vec<(String, Vec<u8>)>,
+}
+
+struct Walk<'a> {
+    repo: &'a ostree::Repo,
+    repo_path: &'a Path,
+    entries: Vec<Entry>,
+    objects: HashMap<PathBuf, String>,
+    files: HashMap<String, FileMeta>,
+}
+
+impl Walk<'_> {
+    /// Adds the children of directory `rel` (dirtree `tree`, dirmeta `meta`).
+    fn dir(&mut self, rel: &Path, tree: &str, meta: &str) -> Result<(), SourceError> {
+        let object = |what: &str, csum: &str, e: glib::Error| {
+            invalid(
+                self.repo_path,
+                format!("{what} object {csum} of /{}: {e}", rel.display()),
+            )
+        };
+        if !rel.as_os_str().is_empty() {
+            let m = self
+                .repo
+                .load_variant(ostree::ObjectType::DirMeta, meta)
+                .map_err(|e| object("dirmeta", meta, e))?;
+            self.entries.push(dir_entry(rel, &m));
+        }
+        let t = self
+            .repo
+            .load_variant(ostree::ObjectType::DirTree, tree)
+            .map_err(|e| object("dirtree", tree, e))?;
+        // (a(say) a(sayay)): files (name, content checksum), dirs (name, tree, meta).
+        let files = t.child_value(0);
+        for i in 0..files.n_children() {
+            let f = files.child_value(i);
+            let name: String = f.child_value(0).get().unwrap_or_default();
+            let path = rel.join(checked_name(self.repo_path, rel, &name)?);
+            let csum = csum_hex(&f.child_value(1));
+            let meta = self.file_meta(&path, &csum)?;
+            if meta.kind == EntryKind::File {
+                self.objects.insert(path.clone(), csum);
+            }
+            self.entries.push(Entry {
+                path,
+                kind: meta.kind,
+                mode: meta.mode,
+                uid: meta.uid,
+                gid: meta.gid,
+                size: meta.size,
+                mtime: 0,
+                xattrs: meta.xattrs,
+            });
+        }
+        let dirs = t.child_value(1);
+        for i in 0..dirs.n_children() {
+            let d = dirs.child_value(i);
+            let name: String = d.child_value(0).get().unwrap_or_default();
+            let path = rel.join(checked_name(self.repo_path, rel, &name)?);
+            self.dir(
+                &path,
+                &csum_hex(&d.child_value(1)),
+                &csum_hex(&d.child_value(2)),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn file_meta(&mut self, path: &Path, csum: &str) -> Result<FileMeta, SourceError> {
+        if let Some(m) = self.files.get(csum) {
+            return Ok(m.clone());
+        }
+        let (_, info, xattrs) = self
+            .repo
+            .load_file(csum, gio::Cancellable::NONE)
+            .map_err(|e| {
+                invalid(
+                    self.repo_path,
+                    format!("content object {csum} of /{}: {e}", path.display()),
+                )
+            })?;
+        let mode = info.attribute_uint32("unix::mode");
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG => EntryKind::File,
+            libc::S_IFLNK => EntryKind::Symlink(info.symlink_target().unwrap_or_default()),
+            other => {
+                return Err(invalid(
+                    self.repo_path,
+                    format!(
+                        "/{}: unexpected file type {other:o} in a commit",
+                        path.display()
+                    ),
+                ))
+            }
+        };
+        let meta = FileMeta {
+            size: if kind == EntryKind::File {
+                info.size().max(0) as u64
+            } else {
+                0
+            },
+            kind,
+            mode: mode & 0o7777,
+            uid: info.attribute_uint32("unix::uid"),
+            gid: info.attribute_uint32("unix::gid"),
+            xattrs: xattr_list(&xattrs),
+        };
+        self.files.insert(csum.to_string(), meta.clone());
+        Ok(meta)
+    }
+}
+
+/// A dirtree name must be one path component; anything else would let a crafted
+/// commit write outside the tree.
+fn checked_name<'n>(repo: &Path, dir: &Path, name: &'n str) -> Result<&'n str, SourceError> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+        return Err(invalid(
+            repo,
+            format!("/{}: the commit names an entry {name:?}", dir.display()),
+        ));
+    }
+    Ok(name)
+}
+
+fn dir_entry(rel: &Path, meta: &glib::Variant) -> Entry {
+    // (u u u a(ayay)): uid, gid, mode, all big-endian, then xattrs.
+    let be = |i: usize| u32::from_be(meta.child_value(i).get::<u32>().unwrap_or(0));
+    Entry {
+        path: rel.to_path_buf(),
+        kind: EntryKind::Dir,
+        mode: be(2) & 0o7777,
+        uid: be(0),
+        gid: be(1),
+        size: 0,
+        mtime: 0,
+        xattrs: xattr_list(&meta.child_value(3)),
+    }
+}
+
+/// An a(ayay) of xattrs, names without their trailing NUL, sorted by name.
+fn xattr_list(v: &glib::Variant) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = (0..v.n_children())
+        .map(|i| {
+            let pair = v.child_value(i);
+            let mut name: Vec<u8> = pair.child_value(0).get().unwrap_or_default();
+            if name.last() == Some(&0) {
+                name.pop();
+            }
+            let value: Vec<u8> = pair.child_value(1).get().unwrap_or_default();
+            (String::from_utf8_lossy(&name).into_owned(), value)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+thread_local! {
+    /// libostree repositories are not safe to share between threads; each layer
+    /// writer thread opens its own.
+    static REPOS: RefCell<HashMap<PathBuf, ostree::Repo>> = RefCell::new(HashMap::new());
+}
+
+impl Content for OstreeContent {
+    fn open(&self, entry: &Entry) -> io::Result<Box<dyn Read + '_>> {
+        let csum = self.objects.get(&entry.path).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, "not a regular file of the commit")
+        })?;
+        let repo = REPOS.with(|repos| -> io::Result<ostree::Repo> {
+            let mut repos = repos.borrow_mut();
+            if let Some(r) = repos.get(&self.repo) {
+                return Ok(r.clone());
+            }
+            let r = open_repo(&self.repo).map_err(io::Error::other)?;
+            repos.insert(self.repo.clone(), r.clone());
+            Ok(r)
+        })?;
+        let (stream, _, _) = repo
+            .load_file(csum, gio::Cancellable::NONE)
+            .map_err(io::Error::other)?;
+        let stream = stream.ok_or_else(|| io::Error::other("the content object has no data"))?;
+        Ok(Box::new(stream.into_read()))
+    }
+
+    fn describe(&self, rel: &Path) -> PathBuf {
+        PathBuf::from(format!("{}:/{}", self.repo.display(), rel.display()))
+    }
+}

@@ -1,0 +1,204 @@
+//! `strata build --ostree-repo`: a real ostree repository made with the ostree CLI,
+//! read from its objects. The image must carry exactly what the commit holds: the
+//! same layers, byte for byte, as the committed tree encapsulated from disk with
+//! mtimes at 0 (ostree keeps no mtimes), and the package database is read from
+//! inside the commit.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use common::{dpkg_tree, real_parts, strata};
+
+fn ostree(args: &[&str]) {
+    let out = Command::new("ostree").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ostree {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A tree with the edge cases: empty directories, odd modes, symlinks, xattrs,
+/// non-ASCII names and a large file, on top of a small dpkg database.
+fn edge_tree(root: &Path) {
+    dpkg_tree(root, "1");
+    fs::create_dir_all(root.join("var/empty")).unwrap();
+    fs::create_dir_all(root.join("usr/share/zoneinfo")).unwrap();
+    fs::write(root.join("usr/share/zoneinfo/Zürich ☃"), "non-ASCII\n").unwrap();
+    let setuid = root.join("usr/bin/setuid");
+    fs::write(&setuid, "#!/bin/sh\n").unwrap();
+    fs::set_permissions(&setuid, fs::Permissions::from_mode(0o4755)).unwrap();
+    symlink("busy", root.join("usr/bin/busy-link")).unwrap();
+    symlink("../../etc/os-release", root.join("usr/lib/os-release")).ok();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::create_dir_all(root.join("usr/lib/firmware")).unwrap();
+    fs::write(root.join("usr/lib/firmware/blob.bin"), big).unwrap();
+    xattr::set(root.join("etc/os-release"), "user.origin", b"strata-test").unwrap();
+    // Numeric owners travel in the content objects (ostree commit keeps them as root).
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(root.join("usr/bin/busy"), Some(1234), Some(5678)).unwrap();
+        std::os::unix::fs::chown(root.join("var/empty"), Some(42), Some(43)).unwrap();
+    }
+}
+
+fn layer_digests(oci: &Path) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(oci.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(oci.join("blobs/sha256").join(&digest["sha256:".len()..])).unwrap(),
+    )
+    .unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn an_ostree_commit_encapsulates_exactly_like_its_tree() {
+    if !real_parts(&["ostree"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, repo) = (tmp.path().join("tree"), tmp.path().join("repo"));
+    edge_tree(&tree);
+    let repo_s = repo.to_str().unwrap();
+    ostree(&["init", "--repo", repo_s, "--mode", "archive"]);
+    ostree(&[
+        "commit",
+        "--repo",
+        repo_s,
+        "--branch",
+        "os/test",
+        "--subject",
+        "one",
+        "--timestamp",
+        "2026-11-01T00:00:00Z",
+        "--tree",
+        &format!("dir={}", tree.display()),
+    ]);
+    let from_ostree = tmp.path().join("from-ostree");
+    let out = strata(&[
+        "build",
+        "--ostree-repo",
+        repo_s,
+        "--ref",
+        "os/test",
+        "-n",
+        "4",
+        "--output",
+        &format!("oci:{}:1", from_ostree.display()),
+        "--report",
+        tmp.path().join("report.json").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let from_tree = tmp.path().join("from-tree");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["build", "--rootfs", tree.to_str().unwrap(), "-n", "4"])
+        .args(["--output", &format!("oci:{}:1", from_tree.display())])
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(layer_digests(&from_ostree), layer_digests(&from_tree));
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(tmp.path().join("report.json")).unwrap()).unwrap();
+    let names: Vec<&str> = report["plan"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["components"].as_array().unwrap())
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"busy") && names.contains(&"stable"),
+        "dpkg read from the commit: {names:?}"
+    );
+    assert_eq!(
+        report["plan"]["date"], "2026-11-01T00:00:00Z",
+        "the commit's timestamp"
+    );
+
+    // The same commit by checksum gives the same image.
+    let rev = String::from_utf8(
+        Command::new("ostree")
+            .args(["rev-parse", "--repo", repo_s, "os/test"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let again = tmp.path().join("again");
+    let out = strata(&[
+        "build",
+        "--ostree-repo",
+        repo_s,
+        "--ref",
+        rev.trim(),
+        "-n",
+        "4",
+        "--output",
+        &format!("oci:{}:1", again.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(layer_digests(&again), layer_digests(&from_ostree));
+}
+
+#[test]
+fn a_missing_repository_or_ref_is_a_clear_error_with_nothing_written() {
+    if !real_parts(&["ostree"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    let out_dir = tmp.path().join("out");
+    let build = |repo: &Path, rev: &str| {
+        strata(&[
+            "build",
+            "--ostree-repo",
+            repo.to_str().unwrap(),
+            "--ref",
+            rev,
+            "--output",
+            &format!("oci:{}", out_dir.display()),
+        ])
+    };
+    let out = build(&repo, "os/test");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not an ostree repository"));
+    ostree(&[
+        "init",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--mode",
+        "archive",
+    ]);
+    let out = build(&repo, "os/nope");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("has no ref or commit \"os/nope\""),
+        "{stderr}"
+    );
+    assert!(!out_dir.exists(), "nothing at the destination");
+}

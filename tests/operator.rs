@@ -29,6 +29,7 @@ async fn the_operator_runs_jobs_end_to_end() {
         cancellation(&env),
         deadline(&env),
         invalid_spec(&env),
+        ostree_source(&env),
     );
     tekton_job_task(&env).await;
     restart_safety(&env).await;
@@ -189,6 +190,42 @@ async fn deadline(env: &Env) {
     env.create("e2e", "slow", "slow", "v1", hang).await;
     let done = env.finished("e2e", "slow", Duration::from_secs(60)).await;
     expect(&done, "Succeeded", "False", Some("DeadlineExceeded"));
+}
+
+/// An ostree repository on a volume, made with the ostree CLI from the v1 tree.
+async fn ostree_source(env: &Env) {
+    if !common::real_parts(&["ostree"]) {
+        return;
+    }
+    let repo = env.trees.join("repo");
+    let ostree = |args: &[&str]| {
+        let out = std::process::Command::new("ostree")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let repo_arg = format!("--repo={}", repo.display());
+    ostree(&["init", &repo_arg, "--mode=archive"]);
+    let tree_arg = format!("--tree=dir={}", env.trees.join("v1").display());
+    ostree(&["commit", &repo_arg, "--branch=os/v1", "-s", "v1", &tree_arg]);
+    let source = json!({"source": {"ostree": {"repo": "repo", "ref": "os/v1", "volume": "trees"}}});
+    env.create("e2e", "from-ostree", "ostree", "v1", source)
+        .await;
+    let done = env
+        .finished("e2e", "from-ostree", Duration::from_secs(120))
+        .await;
+    expect(&done, "Succeeded", "True", None);
+    let status = done.status.unwrap();
+    assert!(
+        status.plan.unwrap().decisions.placed >= 2,
+        "packages read from the commit"
+    );
+    common::registry::inspect(&status.output.unwrap().image);
 }
 
 async fn invalid_spec(env: &Env) {

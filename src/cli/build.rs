@@ -1,9 +1,9 @@
 //! `strata build`: encapsulate a tree and report what changed.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
 use super::BuildArgs;
-use crate::build::{build, BuildOptions, BuildSource};
+use crate::build::{build, BuildOptions};
 use crate::output::write_atomic;
 
 pub const EXAMPLES: &str = "\
@@ -22,18 +22,12 @@ Examples:
       --prior docker://quay.io/me/os:chunked";
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
-    let source = match (&args.rootfs, &args.from_image, &args.ostree_repo) {
-        (Some(dir), None, None) => BuildSource::Rootfs(dir.clone()),
-        (None, Some(r), None) => BuildSource::Image(r.clone()),
-        (None, None, Some(repo)) => BuildSource::Ostree {
-            repo: repo.clone(),
-            rev: args.ostree_ref.clone().expect("clap requires --ref"),
-        },
-        (None, None, None) => {
-            bail!("name a source: --rootfs DIR, --ostree-repo REPO --ref REF or --from-image REF")
-        }
-        _ => bail!("name one source: --rootfs, --ostree-repo or --from-image"),
-    };
+    let source = super::build_source(
+        args.rootfs.as_ref(),
+        args.from_image.as_ref(),
+        args.ostree_repo.as_ref(),
+        args.ostree_ref.as_ref(),
+    )?;
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => Some(
             v.parse::<i64>()

@@ -180,6 +180,28 @@ pub struct BuildArgs {
     pub registry: RegistryArgs,
 }
 
+/// The one source a command line names.
+fn build_source(
+    rootfs: Option<&PathBuf>,
+    from_image: Option<&crate::image::ImageRef>,
+    ostree_repo: Option<&PathBuf>,
+    ostree_ref: Option<&String>,
+) -> anyhow::Result<crate::build::BuildSource> {
+    use crate::build::BuildSource;
+    Ok(match (rootfs, from_image, ostree_repo.zip(ostree_ref)) {
+        (Some(dir), None, None) => BuildSource::Rootfs(dir.clone()),
+        (None, Some(r), None) => BuildSource::Image(r.clone()),
+        (None, None, Some((repo, rev))) => BuildSource::Ostree {
+            repo: repo.clone(),
+            rev: rev.clone(),
+        },
+        (None, None, None) => anyhow::bail!(
+            "name a source: --rootfs DIR, --ostree-repo REPO --ref REF or --from-image REF"
+        ),
+        _ => anyhow::bail!("name one source: --rootfs, --ostree-repo or --from-image"),
+    })
+}
+
 fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
@@ -283,6 +305,15 @@ pub struct WorkerArgs {
     pub rootfs: Option<PathBuf>,
     #[arg(long, value_name = "REF")]
     pub from_image: Option<crate::image::ImageRef>,
+    #[arg(long, value_name = "REPO", requires = "ostree_ref")]
+    pub ostree_repo: Option<PathBuf>,
+    #[arg(
+        long = "ref",
+        value_name = "REF",
+        id = "ostree_ref",
+        requires = "ostree_repo"
+    )]
+    pub ostree_ref: Option<String>,
     #[arg(long, value_name = "REF")]
     pub prior: Vec<crate::image::ImageRef>,
     /// Required by the build step.

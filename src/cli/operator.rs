@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::{ControllerArgs, WorkerArgs, WorkerStep};
-use crate::build::{BuildOptions, BuildSource};
+use crate::build::BuildOptions;
 use crate::operator::{self, controller, health, lease, report::Step, worker, Settings};
 
 pub const CONTROLLER_EXAMPLES: &str = "\
@@ -85,11 +85,12 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
 }
 
 pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let source = match (&args.rootfs, &args.from_image) {
-        (Some(dir), None) => BuildSource::Rootfs(dir.clone()),
-        (None, Some(r)) => BuildSource::Image(r.clone()),
-        _ => bail!("name exactly one source: --rootfs DIR or --from-image REF"),
-    };
+    let source = super::build_source(
+        args.rootfs.as_ref(),
+        args.from_image.as_ref(),
+        args.ostree_repo.as_ref(),
+        args.ostree_ref.as_ref(),
+    )?;
     let step = match args.step {
         WorkerStep::Plan => Step::Plan,
         WorkerStep::Build => Step::Build,

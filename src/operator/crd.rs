@@ -103,8 +103,9 @@ pub struct Source {
     pub image: Option<ImageSource>,
 }
 
-/// An ostree commit: `repo` is an HTTP(S) URL of an archive-mode repository or a path
-/// on a mounted volume; name a `ref` or a `commit`.
+/// An ostree commit, by `ref` or by `commit` checksum. With `volume`, `repo` is the
+/// repository's path inside that volume of `podTemplate.volumes`; without, `repo` is
+/// the HTTP(S) URL of an archive-mode repository.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct OstreeSource {
@@ -113,6 +114,8 @@ pub struct OstreeSource {
     pub reference: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
 }
 
 /// A root filesystem on a volume of the pod template.

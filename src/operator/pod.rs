@@ -130,10 +130,10 @@ fn container(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Container
         mount_path: WORK_DIR.into(),
         ..Default::default()
     }];
-    if let Some(r) = &spec.source.rootfs {
+    if let Some(volume) = source_volume(&spec.source) {
         mounts.push(VolumeMount {
-            name: r.volume.clone(),
-            mount_path: format!("{SOURCES_DIR}/{}", r.volume),
+            name: volume.to_string(),
+            mount_path: format!("{SOURCES_DIR}/{volume}"),
             read_only: Some(true),
             ..Default::default()
         });
@@ -168,6 +168,15 @@ fn container(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Container
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         security_context: Some(security(spec.source.rootfs.is_some())),
         ..Default::default()
+    }
+}
+
+/// The pod template volume the source lives on, if any.
+fn source_volume(source: &Source) -> Option<&str> {
+    match (&source.rootfs, &source.ostree) {
+        (Some(r), _) => Some(&r.volume),
+        (None, Some(o)) => o.volume.as_deref(),
+        (None, None) => None,
     }
 }
 
@@ -222,10 +231,24 @@ fn args(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Vec<String> {
         }
         .into(),
     ];
-    let Source { rootfs, image, .. } = &spec.source;
+    let Source {
+        rootfs,
+        image,
+        ostree,
+    } = &spec.source;
     if let Some(r) = rootfs {
         a.push("--rootfs".into());
         a.push(format!("{SOURCES_DIR}/{}/{}", r.volume, r.path));
+    }
+    if let Some(o) = ostree {
+        a.push("--ostree-repo".into());
+        a.push(format!(
+            "{SOURCES_DIR}/{}/{}",
+            o.volume.as_deref().unwrap_or_default(),
+            o.repo
+        ));
+        a.push("--ref".into());
+        a.push(o.reference.clone().or(o.commit.clone()).unwrap_or_default());
     }
     if let Some(i) = image {
         a.push("--from-image".into());

@@ -6,7 +6,7 @@ use std::path::{Component, Path};
 
 use crate::image::ImageRef;
 
-use super::crd::{EncapsulationJobSpec, Source};
+use super::crd::{EncapsulationJobSpec, OstreeSource, Source};
 
 /// Why a spec cannot run: the condition reason and a message naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,39 +66,60 @@ fn validate_source(spec: &EncapsulationJobSpec) -> Result<(), Invalid> {
             "set exactly one of spec.source.ostree, spec.source.rootfs and spec.source.image",
         ));
     }
-    if ostree.is_some() {
-        return Err(Invalid {
-            reason: "UnsupportedSource",
-            message: "spec.source.ostree: ostree sources are not supported by this \
-                      controller yet; check the commit out onto a volume and use \
-                      spec.source.rootfs"
-                .into(),
-        });
+    if let Some(o) = ostree {
+        validate_ostree(spec, o)?;
     }
     if let Some(r) = rootfs {
-        let volumes = spec
-            .pod_template
-            .as_ref()
-            .and_then(|t| t.volumes.as_ref())
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        if !volumes.iter().any(|v| v.name == r.volume) {
-            return Err(invalid(format!(
-                "spec.source.rootfs.volume {:?}: no volume of that name in \
-                 spec.podTemplate.volumes",
-                r.volume
-            )));
-        }
-        let path = Path::new(&r.path);
-        if path.is_absolute() || path.components().any(|c| c == Component::ParentDir) {
-            return Err(invalid(format!(
-                "spec.source.rootfs.path {:?}: must be relative to the volume, without '..'",
-                r.path
-            )));
-        }
+        volume_path(spec, "spec.source.rootfs", &r.volume, &r.path)?;
     }
     if let Some(i) = image {
         parse_ref("spec.source.image.ref", &i.reference)?;
+    }
+    Ok(())
+}
+
+fn validate_ostree(spec: &EncapsulationJobSpec, o: &OstreeSource) -> Result<(), Invalid> {
+    if o.reference.is_some() == o.commit.is_some() {
+        return Err(invalid(
+            "spec.source.ostree: set exactly one of ref and commit",
+        ));
+    }
+    match &o.volume {
+        Some(volume) => volume_path(spec, "spec.source.ostree", volume, &o.repo),
+        None => Err(Invalid {
+            reason: "UnsupportedSource",
+            message: format!(
+                "spec.source.ostree.repo {:?}: pulling from a URL is not supported yet; \
+                 put the repository on a volume and set spec.source.ostree.volume",
+                o.repo
+            ),
+        }),
+    }
+}
+
+/// `path` must name something inside `volume`, one of the pod template's volumes.
+fn volume_path(
+    spec: &EncapsulationJobSpec,
+    field: &str,
+    volume: &str,
+    path: &str,
+) -> Result<(), Invalid> {
+    let volumes = spec
+        .pod_template
+        .as_ref()
+        .and_then(|t| t.volumes.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !volumes.iter().any(|v| v.name == volume) {
+        return Err(invalid(format!(
+            "{field}.volume {volume:?}: no volume of that name in spec.podTemplate.volumes"
+        )));
+    }
+    let p = Path::new(path);
+    if p.is_absolute() || p.components().any(|c| c == Component::ParentDir) {
+        return Err(invalid(format!(
+            "{field} path {path:?}: must be relative to the volume, without '..'"
+        )));
     }
     Ok(())
 }
@@ -133,6 +154,10 @@ mod tests {
             serde_json::json!({"rootfs": {"volume": "trees", "path": "fcos/41"}}),
         ))
         .unwrap();
+        validate(&spec(
+            serde_json::json!({"ostree": {"repo": "repo", "ref": "os/41", "volume": "trees"}}),
+        ))
+        .unwrap();
     }
 
     #[test]
@@ -150,11 +175,19 @@ mod tests {
             ),
             (
                 serde_json::json!({"rootfs": {"volume": "trees", "path": "../etc"}}),
-                "spec.source.rootfs.path",
+                "spec.source.rootfs path",
             ),
             (
                 serde_json::json!({"image": {"ref": "ftp://x"}}),
                 "spec.source.image.ref",
+            ),
+            (
+                serde_json::json!({"ostree": {"repo": "repo", "volume": "trees"}}),
+                "exactly one of ref and commit",
+            ),
+            (
+                serde_json::json!({"ostree": {"repo": "https://x/repo", "ref": "os"}}),
+                "not supported yet",
             ),
         ];
         for (source, field) in cases {

@@ -339,7 +339,7 @@ fn prepare(opts: &BuildOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Prep
             fixed.clone()
         }
         None => {
-            let layouts: Vec<Layout> = priors.iter().map(|(_, l)| l.clone()).collect();
+            let layouts: Vec<Layout> = priors.iter().map(|(_, l)| l.planning()).collect();
             plan::plan(&assigned.build, &layouts, &opts.plan)?
         }
     };

@@ -104,6 +104,7 @@ mod tests {
                 .collect(),
             size: members.iter().map(|m| m.2).sum(),
             digest: None,
+            commit_layer: false,
         }
     }
 

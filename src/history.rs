@@ -40,6 +40,9 @@ pub struct LayoutLayer {
     /// The layer blob digest, once built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// ostree-ext's commit layer: downloaded like any other, but never a slot to plan.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub commit_layer: bool,
 }
 
 impl LayoutLayer {
@@ -80,6 +83,18 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The layers a planner may keep or reuse: without an ostree commit layer.
+    pub fn planning(&self) -> Layout {
+        Layout {
+            layers: self
+                .layers
+                .iter()
+                .filter(|l| !l.commit_layer)
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
     /// Reads a plan file (`strata plan` output) as a prior build's layout.
     pub fn read(path: &Path) -> Result<Layout, InputError> {
         let mut layout: Layout = input::read_json(path, "a plan file")?;
@@ -477,6 +492,7 @@ mod tests {
                     .collect(),
                 size: comps.len() as u64,
                 digest: None,
+                commit_layer: false,
             }],
         }
     }

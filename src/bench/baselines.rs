@@ -71,6 +71,7 @@ fn layout_of(build: &Build, groups: Vec<Vec<usize>>) -> Layout {
                     size: components.iter().map(|c| c.size).sum(),
                     components,
                     digest: None,
+                    commit_layer: false,
                 }
             })
             .collect(),

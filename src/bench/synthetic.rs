@@ -60,6 +60,7 @@ pub fn stream(components: usize, priors: usize, layers: usize) -> (Build, Vec<La
                         .collect(),
                     size: chunk.iter().map(|&i| size(i)).sum(),
                     digest: None,
+                    commit_layer: false,
                 })
                 .collect(),
         })

@@ -32,6 +32,7 @@ fn layout(r: &ImageRef, registry: &RegistryOptions) -> anyhow::Result<Layout> {
                 components: vec![],
                 size: d.size(),
                 digest: Some(d.digest().to_string()),
+                commit_layer: false,
             })
             .collect(),
     }))

@@ -23,6 +23,8 @@ pub use reference::ImageRef;
 pub const COMPONENTS_ANNOTATION: &str = "strata.dev/components";
 /// Per layer, for ostree-ext tools: sorted component names, comma-separated.
 pub const OSTREE_COMPONENTS: &str = "ostree.components";
+/// ostree-ext's label (mirrored in manifest annotations) naming the last ostree layer.
+pub const OSTREE_FINAL_DIFFID: &str = "ostree.final-diffid";
 /// On the manifest: the sha256 of the plan JSON that laid the image out.
 pub const PLAN_DIGEST: &str = "strata.dev/plan-digest";
 /// On the manifest: the build date the plan used.
@@ -280,6 +282,7 @@ pub fn layout_from_manifest(
             components,
             size: desc.size(),
             digest: Some(desc.digest().to_string()),
+            commit_layer: false,
         });
     }
     let date = manifest
@@ -287,6 +290,17 @@ pub fn layout_from_manifest(
         .as_ref()
         .and_then(|a| a.get(BUILD_DATE))
         .cloned();
+    // ostree-ext (rpm-ostree, bootc) puts the commit and its metadata in layer 0,
+    // which changes with every commit and holds no component: not a slot to plan.
+    let encapsulated = manifest
+        .annotations()
+        .as_ref()
+        .is_some_and(|a| a.contains_key(OSTREE_FINAL_DIFFID));
+    if encapsulated {
+        if let Some(first) = layers.first_mut() {
+            first.commit_layer = first.components.is_empty();
+        }
+    }
     let layout = Layout {
         origin: origin.to_string(),
         date,
@@ -299,4 +313,46 @@ pub fn layout_from_manifest(
             problem: e.to_string(),
         })?;
     Ok(annotated.then_some(layout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desc(digest: char, annotations: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": format!("sha256:{}", digest.to_string().repeat(64)),
+            "size": 100,
+            "annotations": annotations,
+        })
+    }
+
+    /// A prior written by rpm-ostree or bootc: the commit layer first, then chunks
+    /// named by `ostree.components`, and the reserved empty chunk.
+    #[test]
+    fn an_ostree_ext_prior_plans_without_its_commit_layer() {
+        let manifest: ImageManifest = serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": format!("sha256:{}", "c".repeat(64)), "size": 10},
+            "layers": [
+                desc('0', serde_json::json!({})),
+                desc('1', serde_json::json!({"ostree.components": "glibc,glibc-common"})),
+                desc('2', serde_json::json!({"ostree.components": "kernel"})),
+                desc('3', serde_json::json!({"ostree.components": ""})),
+            ],
+            "annotations": {"ostree.commit": "ab", "ostree.final-diffid": "sha256:00"},
+        }))
+        .unwrap();
+        let layout = layout_from_manifest("docker://q/fcos:1", &manifest)
+            .unwrap()
+            .expect("annotated");
+        assert_eq!(layout.layers.len(), 4, "diffs still count the commit layer");
+        assert!(layout.layers[0].commit_layer);
+        let planning = layout.planning();
+        assert_eq!(planning.layers.len(), 3);
+        assert_eq!(planning.layers[0].components[1].name, "glibc-common");
+        assert!(planning.layers.iter().all(|l| !l.commit_layer));
+    }
 }

@@ -189,6 +189,7 @@ impl Plan {
                     components: l.components.clone(),
                     size: l.size,
                     digest: None,
+                    commit_layer: false,
                 })
                 .collect(),
         }

@@ -7,4 +7,6 @@ scripts/fixtures.sh
 scripts/control-plane.sh build
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
+# ostree-ext's own importer, for tests/ostree_format.rs (its own crate: see its Cargo.toml).
+cargo build --release --quiet --manifest-path tools/ostree-import/Cargo.toml
 cargo test --release --no-fail-fast

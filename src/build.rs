@@ -59,6 +59,40 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// Lay the image out by this plan instead of planning (it must match the source).
     pub fixed_plan: Option<Plan>,
+    /// The image format; `None` picks ostree for an ostree source, plain otherwise.
+    pub format: Option<ImageFormat>,
+}
+
+/// How the image carries the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ImageFormat {
+    /// Ordinary filesystem layers, for any container runtime.
+    Plain,
+    /// ostree-ext's encapsulated commit: ostree clients (rpm-ostree, bootc) import the
+    /// exact commit. Needs an ostree source; takes one layer for the commit.
+    Ostree,
+}
+
+impl BuildOptions {
+    fn format(&self) -> ImageFormat {
+        self.format.unwrap_or(match self.source {
+            BuildSource::Ostree { .. } => ImageFormat::Ostree,
+            _ => ImageFormat::Plain,
+        })
+    }
+
+    /// The planner's options: the ostree format keeps one layer for the commit.
+    fn plan_options(&self) -> Result<PlanOptions, BuildError> {
+        let mut plan = self.plan.clone();
+        if self.format() == ImageFormat::Ostree {
+            if !matches!(self.source, BuildSource::Ostree { .. }) {
+                return Err(BuildError::FormatNeedsOstree);
+            }
+            plan.max_layers = plan.max_layers.saturating_sub(1);
+        }
+        plan.validate()?;
+        Ok(plan)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +114,8 @@ pub enum BuildError {
          the source changed after it was planned"
     )]
     PlanMismatch { component: String },
+    #[error("--format ostree needs an ostree source (--ostree-repo); use --format plain")]
+    FormatNeedsOstree,
 }
 
 /// The written image and what it cost clients.
@@ -100,9 +136,12 @@ pub struct BuiltImage {
     /// Compressed bytes of all layers.
     pub size: u64,
     pub layers: usize,
-    /// Each layer's digest, in manifest order.
+    /// The digest of each planned layer, in plan order.
     #[serde(default)]
     pub layer_digests: Vec<String>,
+    /// The ostree format's commit layer (first in the manifest), which no plan holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_layer_digest: Option<String>,
 }
 
 /// The tag the image gets in a staging layout that is pushed elsewhere.
@@ -113,7 +152,7 @@ pub fn build(
     opts: &BuildOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<BuildReport, BuildError> {
-    opts.plan.validate()?;
+    opts.plan_options()?;
     let (staging, tag) = match &opts.output {
         ImageRef::Oci { dir, tag } => (staging_dir(dir)?, tag.clone()),
         ImageRef::OciArchive { file, .. } => (
@@ -243,7 +282,7 @@ pub fn plan_only(
     opts: &BuildOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<PlanReport, BuildError> {
-    opts.plan.validate()?;
+    opts.plan_options()?;
     let prepared = prepare(opts, progress)?;
     Ok(PlanReport {
         schema: PLAN_REPORT_SCHEMA.into(),
@@ -340,7 +379,7 @@ fn prepare(opts: &BuildOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Prep
         }
         None => {
             let layouts: Vec<Layout> = priors.iter().map(|(_, l)| l.planning()).collect();
-            plan::plan(&assigned.build, &layouts, &opts.plan)?
+            plan::plan(&assigned.build, &layouts, &opts.plan_options()?)?
         }
     };
     progress(&format!(
@@ -422,22 +461,39 @@ fn build_into(
         ocidir::cap_std::fs::Dir::open_ambient_dir(staging, ocidir::cap_std::ambient_authority())
             .map_err(|e| output_error(staging, e))?;
     let oci = ocidir::OciDir::ensure(oci_dir).map_err(|e| output_error(staging, e))?;
-    let job = LayerJob {
-        oci: &oci,
-        content: source.content.as_ref(),
-        entries,
-        compression: opts.compression,
-        mtime_clamp: opts.source_date_epoch.unwrap_or(0),
+    let (with_annotations, ostree_labels) = match source.content.ostree() {
+        Some(commit) if opts.format() == ImageFormat::Ostree => ostree_layers(
+            &oci,
+            opts.compression,
+            commit,
+            &plan,
+            entries,
+            &layer_members,
+            progress,
+        )?,
+        _ => {
+            let job = LayerJob {
+                oci: &oci,
+                content: source.content.as_ref(),
+                entries,
+                compression: opts.compression,
+                mtime_clamp: opts.source_date_epoch.unwrap_or(0),
+            };
+            let written = layers::write_all(&job, &layer_members, |done, total| {
+                progress(&format!("layer {done}/{total} written"));
+            })?;
+            let annotated = written
+                .into_iter()
+                .zip(&plan.layers)
+                .map(|(layer, planned)| (layer, image::layer_annotations(&planned.components)))
+                .collect();
+            (annotated, BTreeMap::new())
+        }
     };
-    let written = layers::write_all(&job, &layer_members, |done, total| {
-        progress(&format!("layer {done}/{total} written"));
-    })?;
-    let with_annotations = written
-        .into_iter()
-        .zip(&plan.layers)
-        .map(|(layer, planned)| (layer, image::layer_annotations(&planned.components)))
-        .collect();
-    let meta = image_meta(opts, &plan, tag);
+    let mut meta = image_meta(opts, &plan, tag);
+    // ostree-ext reads its labels from the config and mirrors them in annotations.
+    meta.labels.extend(ostree_labels.clone());
+    meta.annotations.extend(ostree_labels);
     let desc = image::write_manifest(&oci, staging, with_annotations, &meta)?;
     let built = image::read_local(staging, tag)?;
     let new_layout = image::layout_from_manifest(&opts.output.to_string(), &built.manifest)?
@@ -453,17 +509,94 @@ fn build_into(
             manifest_digest: desc.digest().to_string(),
             size: built.manifest.layers().iter().map(|l| l.size()).sum(),
             layers: built.manifest.layers().len(),
-            layer_digests: built
-                .manifest
-                .layers()
+            layer_digests: new_layout
+                .layers
                 .iter()
-                .map(|l| l.digest().to_string())
+                .filter(|l| !l.commit_layer)
+                .filter_map(|l| l.digest.clone())
                 .collect(),
+            commit_layer_digest: new_layout
+                .layers
+                .iter()
+                .find(|l| l.commit_layer)
+                .and_then(|l| l.digest.clone()),
         },
         plan,
         diffs,
         warnings,
     })
+}
+
+type AnnotatedLayers = Vec<(ocidir::Layer, std::collections::HashMap<String, String>)>;
+
+/// The layers in ostree-ext's format (the commit layer first, then one per planned
+/// layer) and the labels that let ostree clients import them.
+fn ostree_layers(
+    oci: &ocidir::OciDir,
+    compression: Compression,
+    commit: &crate::source::ostree::OstreeContent,
+    plan: &Plan,
+    entries: &[crate::source::Entry],
+    layer_members: &[Vec<usize>],
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<(AnnotatedLayers, BTreeMap<String, String>), BuildError> {
+    // Each content object goes once, into the first layer that has one of its paths;
+    // all its paths are linked there.
+    let mut placed: std::collections::HashMap<&str, (usize, usize)> = Default::default();
+    let mut objects: Vec<Vec<layers::ostree::Object>> = vec![Vec::new(); layer_members.len()];
+    for (li, members) in layer_members.iter().enumerate() {
+        for &i in members {
+            let Some(csum) = commit.object(&entries[i].path) else {
+                continue;
+            };
+            match placed.get(csum) {
+                Some(&(l, o)) => objects[l][o].paths.push(entries[i].path.clone()),
+                None => {
+                    placed.insert(csum, (li, objects[li].len()));
+                    objects[li].push(layers::ostree::Object {
+                        checksum: csum.to_string(),
+                        paths: vec![entries[i].path.clone()],
+                    });
+                }
+            }
+        }
+    }
+    let repo = commit.repo();
+    let all: Vec<Option<&Vec<layers::ostree::Object>>> = std::iter::once(None)
+        .chain(objects.iter().map(Some))
+        .collect();
+    let written = crate::parallel::try_map(
+        &all,
+        |i, objs| match objs {
+            None => layers::ostree::write_commit_layer(oci, compression, repo, commit.commit()),
+            Some(objs) => layers::ostree::write_object_layer(oci, compression, i, repo, objs),
+        },
+        |done, total| progress(&format!("layer {done}/{total} written")),
+    )?;
+    let final_diffid = written
+        .last()
+        .map(|l| format!("sha256:{}", l.uncompressed_sha256.digest()))
+        .unwrap_or_default();
+    let mut labels = BTreeMap::from([
+        (
+            image::OSTREE_COMMIT.to_string(),
+            commit.commit().to_string(),
+        ),
+        (image::OSTREE_FINAL_DIFFID.to_string(), final_diffid),
+    ]);
+    labels.extend(crate::source::ostree::commit_labels(repo, commit.commit())?);
+    let annotated = written
+        .into_iter()
+        .enumerate()
+        .map(|(i, layer)| {
+            let annotations = match i {
+                0 => Default::default(),
+                _ => image::layer_annotations(&plan.layers[i - 1].components),
+            };
+            (layer, annotations)
+        })
+        .collect();
+    Ok((annotated, labels))
 }
 
 fn image_meta(opts: &BuildOptions, plan: &Plan, tag: Option<&str>) -> ImageMeta {

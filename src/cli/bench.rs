@@ -90,6 +90,7 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
             components_map: Default::default(),
             source_date_epoch: None,
             fixed_plan: None,
+            format: None,
         };
         let started = Instant::now();
         let report = crate::build::build(&build_opts, &|_| {})?;

@@ -51,6 +51,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         },
         source_date_epoch,
         fixed_plan: None,
+        format: args.format,
     };
     let report = build(&opts, &|line| eprintln!("strata: {line}"))?;
     if let Some(path) = &args.report {

@@ -157,6 +157,11 @@ pub struct BuildArgs {
     pub planner: PlannerArgs,
     #[arg(long, value_enum, default_value_t = crate::layers::Compression::Gzip)]
     pub compression: crate::layers::Compression,
+    /// `ostree`: ostree-ext's encapsulated commit, which rpm-ostree and bootc import
+    /// (the default for --ostree-repo; one layer holds the commit). `plain`: ordinary
+    /// filesystem layers (the default otherwise).
+    #[arg(long, value_enum)]
+    pub format: Option<crate::build::ImageFormat>,
     /// A config label, KEY=VALUE. Repeatable.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
     pub label: Vec<(String, String)>,

@@ -122,6 +122,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
             components_map: Default::default(),
             source_date_epoch: None,
             fixed_plan: None,
+            format: None,
         },
     };
     worker::run(&task, &|line| eprintln!("strata worker: {line}"))?;

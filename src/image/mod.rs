@@ -23,6 +23,8 @@ pub use reference::ImageRef;
 pub const COMPONENTS_ANNOTATION: &str = "strata.dev/components";
 /// Per layer, for ostree-ext tools: sorted component names, comma-separated.
 pub const OSTREE_COMPONENTS: &str = "ostree.components";
+/// ostree-ext's label: the encapsulated commit.
+pub const OSTREE_COMMIT: &str = "ostree.commit";
 /// ostree-ext's label (mirrored in manifest annotations) naming the last ostree layer.
 pub const OSTREE_FINAL_DIFFID: &str = "ostree.final-diffid";
 /// On the manifest: the sha256 of the plan JSON that laid the image out.

@@ -6,6 +6,7 @@
 //! the same content always gives the same digest. Streams are written as they are
 //! read: memory does not grow with the image.
 
+pub mod ostree;
 pub mod tar;
 
 use std::collections::BTreeSet;
@@ -88,22 +89,32 @@ pub fn write_all(
 }
 
 fn write_one(job: &LayerJob, index: usize, members: &[usize]) -> Result<Layer, LayerError> {
+    write_blob(job.oci, job.compression, index, |w| {
+        tar::write(w, job, members)
+            .map(|_| ())
+            .map_err(|e| e.at(index))
+    })
+}
+
+/// Streams one compressed layer blob into `oci`; `fill` writes the uncompressed tar.
+pub fn write_blob(
+    oci: &OciDir,
+    compression: Compression,
+    index: usize,
+    fill: impl FnOnce(&mut dyn std::io::Write) -> Result<(), LayerError>,
+) -> Result<Layer, LayerError> {
     let oci_err = |source| LayerError::Oci { index, source };
-    match job.compression {
+    match compression {
         Compression::Gzip => {
-            let w = job
-                .oci
+            let mut w = oci
                 .create_gzip_layer(Some(flate2::Compression::new(GZIP_LEVEL)))
                 .map_err(oci_err)?;
-            let w = tar::write(w, job, members).map_err(|e| e.at(index))?;
+            fill(&mut w)?;
             w.complete().map_err(oci_err)
         }
         Compression::Zstd => {
-            let w = job
-                .oci
-                .create_layer_zstd(Some(ZSTD_LEVEL))
-                .map_err(oci_err)?;
-            let w = tar::write(w, job, members).map_err(|e| e.at(index))?;
+            let mut w = oci.create_layer_zstd(Some(ZSTD_LEVEL)).map_err(oci_err)?;
+            fill(&mut w)?;
             w.complete().map_err(oci_err)
         }
     }

@@ -14,6 +14,11 @@ pub trait Content: Sync {
 
     /// How to name `rel` in messages.
     fn describe(&self, rel: &Path) -> PathBuf;
+
+    /// The ostree commit behind the content, when there is one.
+    fn ostree(&self) -> Option<&super::ostree::OstreeContent> {
+        None
+    }
 }
 
 /// Files in a directory, opened without following a symlink in the last component

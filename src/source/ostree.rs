@@ -26,11 +26,29 @@ pub struct Commit {
     pub content: OstreeContent,
 }
 
-/// The content objects of a commit's regular files.
+/// The content objects of a commit's files and symlinks.
 pub struct OstreeContent {
     repo: PathBuf,
-    /// Regular file path → content checksum.
+    commit: String,
+    /// File or symlink path → content checksum.
     objects: HashMap<PathBuf, String>,
+}
+
+impl OstreeContent {
+    /// The repository the objects are in.
+    pub fn repo(&self) -> &Path {
+        &self.repo
+    }
+
+    /// The commit checksum.
+    pub fn commit(&self) -> &str {
+        &self.commit
+    }
+
+    /// The content object at `path` (a file or a symlink of the commit).
+    pub fn object(&self, path: &Path) -> Option<&str> {
+        self.objects.get(path).map(String::as_str)
+    }
 }
 
 fn invalid(path: &Path, problem: impl std::fmt::Display) -> SourceError {
@@ -40,7 +58,7 @@ fn invalid(path: &Path, problem: impl std::fmt::Display) -> SourceError {
     }
 }
 
-fn open_repo(path: &Path) -> Result<ostree::Repo, glib::Error> {
+pub(crate) fn open_repo(path: &Path) -> Result<ostree::Repo, glib::Error> {
     let repo = ostree::Repo::new_for_path(path);
     repo.open(gio::Cancellable::NONE)?;
     Ok(repo)
@@ -74,17 +92,18 @@ pub fn read(repo_path: &Path, rev: &str) -> Result<Commit, SourceError> {
     let mut entries = walk.entries;
     entries.sort_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
     Ok(Commit {
-        checksum,
+        checksum: checksum.clone(),
         timestamp,
         entries,
         content: OstreeContent {
             repo: repo_path.to_path_buf(),
+            commit: checksum.clone(),
             objects: walk.objects,
         },
     })
 }
 
-fn csum_hex(v: &glib::Variant) -> String {
+pub(crate) fn csum_hex(v: &glib::Variant) -> String {
     let bytes: Vec<u8> = v.get().unwrap_or_default();
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -136,9 +155,7 @@ impl Walk<'_> {
             let path = rel.join(checked_name(self.repo_path, rel, &name)?);
             let csum = csum_hex(&f.child_value(1));
             let meta = self.file_meta(&path, &csum)?;
-            if meta.kind == EntryKind::File {
-                self.objects.insert(path.clone(), csum);
-            }
+            self.objects.insert(path.clone(), csum);
             self.entries.push(Entry {
                 path,
                 kind: meta.kind,
@@ -258,21 +275,29 @@ thread_local! {
     static REPOS: RefCell<HashMap<PathBuf, ostree::Repo>> = RefCell::new(HashMap::new());
 }
 
+/// This thread's handle on the repository at `path`.
+pub(crate) fn thread_repo(path: &Path) -> io::Result<ostree::Repo> {
+    REPOS.with(|repos| {
+        let mut repos = repos.borrow_mut();
+        if let Some(r) = repos.get(path) {
+            return Ok(r.clone());
+        }
+        let r = open_repo(path).map_err(io::Error::other)?;
+        repos.insert(path.to_path_buf(), r.clone());
+        Ok(r)
+    })
+}
+
 impl Content for OstreeContent {
     fn open(&self, entry: &Entry) -> io::Result<Box<dyn Read + '_>> {
-        let csum = self.objects.get(&entry.path).ok_or_else(|| {
+        let csum = self
+            .objects
+            .get(&entry.path)
+            .filter(|_| entry.kind == EntryKind::File);
+        let csum = csum.ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, "not a regular file of the commit")
         })?;
-        let repo = REPOS.with(|repos| -> io::Result<ostree::Repo> {
-            let mut repos = repos.borrow_mut();
-            if let Some(r) = repos.get(&self.repo) {
-                return Ok(r.clone());
-            }
-            let r = open_repo(&self.repo).map_err(io::Error::other)?;
-            repos.insert(self.repo.clone(), r.clone());
-            Ok(r)
-        })?;
-        let (stream, _, _) = repo
+        let (stream, _, _) = thread_repo(&self.repo)?
             .load_file(csum, gio::Cancellable::NONE)
             .map_err(io::Error::other)?;
         let stream = stream.ok_or_else(|| io::Error::other("the content object has no data"))?;
@@ -282,4 +307,30 @@ impl Content for OstreeContent {
     fn describe(&self, rel: &Path) -> PathBuf {
         PathBuf::from(format!("{}:/{}", self.repo.display(), rel.display()))
     }
+
+    fn ostree(&self) -> Option<&OstreeContent> {
+        Some(self)
+    }
+}
+
+/// The labels ostree-ext derives from a commit's metadata: its version, whether it
+/// boots, and its kernel.
+pub fn commit_labels(repo_path: &Path, commit: &str) -> Result<Vec<(String, String)>, SourceError> {
+    let repo = thread_repo(repo_path).map_err(|e| invalid(repo_path, e))?;
+    let (v, _) = repo
+        .load_commit(commit)
+        .map_err(|e| invalid(repo_path, format!("commit {commit}: {e}")))?;
+    let meta = glib::VariantDict::new(Some(&v.child_value(0)));
+    let mut labels = Vec::new();
+    if let Some(version) = meta.lookup::<String>("version").ok().flatten() {
+        labels.push(("org.opencontainers.image.version".to_string(), version));
+    }
+    if let Some(bootable) = meta.lookup::<bool>("ostree.bootable").ok().flatten() {
+        labels.push(("ostree.bootable".to_string(), bootable.to_string()));
+        labels.push(("containers.bootc".to_string(), "1".to_string()));
+    }
+    if let Some(linux) = meta.lookup::<String>("ostree.linux").ok().flatten() {
+        labels.push(("ostree.linux".to_string(), linux));
+    }
+    Ok(labels)
 }

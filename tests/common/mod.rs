@@ -73,5 +73,45 @@ pub fn dpkg_tree(root: &std::path::Path, version: &str) {
     std::fs::write(root.join("var/lib/dpkg/info/busy.list"), "/usr/bin/busy\n").unwrap();
 }
 
+/// Runs the ostree CLI, asserting it succeeds.
+pub fn ostree(args: &[&str]) {
+    let out = std::process::Command::new("ostree")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ostree {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A tree with the edge cases: empty directories, odd modes, symlinks, xattrs,
+/// non-ASCII names and a large file, on top of a small dpkg database.
+pub fn edge_tree(root: &std::path::Path, version: &str) {
+    dpkg_tree(root, version);
+    std::fs::create_dir_all(root.join("var/empty")).unwrap();
+    std::fs::create_dir_all(root.join("usr/share/zoneinfo")).unwrap();
+    std::fs::write(root.join("usr/share/zoneinfo/Zürich ☃"), "non-ASCII\n").unwrap();
+    let setuid = root.join("usr/bin/setuid");
+    std::fs::write(&setuid, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(
+        &setuid,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o4755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("busy", root.join("usr/bin/busy-link")).unwrap();
+    std::os::unix::fs::symlink("../../etc/os-release", root.join("usr/lib/os-release")).ok();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::create_dir_all(root.join("usr/lib/firmware")).unwrap();
+    std::fs::write(root.join("usr/lib/firmware/blob.bin"), big).unwrap();
+    xattr::set(root.join("etc/os-release"), "user.origin", b"strata-test").unwrap();
+    // Numeric owners travel in the content objects (ostree commit keeps them as root).
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::chown(root.join("usr/bin/busy"), Some(1234), Some(5678)).unwrap();
+        std::os::unix::fs::chown(root.join("var/empty"), Some(42), Some(43)).unwrap();
+    }
+}
+
 pub mod registry;
 pub mod tekton;

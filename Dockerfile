@@ -5,7 +5,7 @@
 # Build stage: Rust on Debian bookworm, with the headers the crates link against.
 FROM docker.io/library/rust:1.89-bookworm AS build
 RUN apt-get update \
- && apt-get install -y --no-install-recommends pkg-config libssl-dev libzstd-dev libsqlite3-dev \
+ && apt-get install -y --no-install-recommends pkg-config libssl-dev libzstd-dev libsqlite3-dev libostree-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

@@ -198,17 +198,7 @@ async fn ostree_source(env: &Env) {
         return;
     }
     let repo = env.trees.join("repo");
-    let ostree = |args: &[&str]| {
-        let out = std::process::Command::new("ostree")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let ostree = common::ostree;
     let repo_arg = format!("--repo={}", repo.display());
     ostree(&["init", &repo_arg, "--mode=archive"]);
     let tree_arg = format!("--tree=dir={}", env.trees.join("v1").display());

@@ -22,12 +22,7 @@ Examples:
       --prior docker://quay.io/me/os:chunked";
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
-    let source = super::build_source(
-        args.rootfs.as_ref(),
-        args.from_image.as_ref(),
-        args.ostree_repo.as_ref(),
-        args.ostree_ref.as_ref(),
-    )?;
+    let source = args.source.source()?;
     let source_date_epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => Some(
             v.parse::<i64>()

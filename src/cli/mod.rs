@@ -27,7 +27,8 @@ pub enum Command {
     /// Plan which components go into which layer, given earlier builds.
     #[command(after_help = plan::EXAMPLES)]
     Plan(PlanArgs),
-    /// Encapsulate a root filesystem as a layered OCI image laid out by the planner.
+    /// Encapsulate a root filesystem, an ostree commit or an image as a layered OCI
+    /// image laid out by the planner.
     #[command(after_help = build::EXAMPLES)]
     Build(Box<BuildArgs>),
     /// Show what clients of one image download to get another.
@@ -126,25 +127,8 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// The root filesystem to encapsulate (never followed out through symlinks).
-    #[arg(long, value_name = "DIR")]
-    pub rootfs: Option<PathBuf>,
-    /// An ostree repository (any mode); the commit is read from its objects, with
-    /// the commit's timestamp as the build date.
-    #[arg(long, value_name = "REPO", requires = "ostree_ref")]
-    pub ostree_repo: Option<PathBuf>,
-    /// The ref or commit checksum to encapsulate from --ostree-repo.
-    #[arg(
-        long = "ref",
-        value_name = "REF",
-        id = "ostree_ref",
-        requires = "ostree_repo"
-    )]
-    pub ostree_ref: Option<String>,
-    /// An existing image to rechunk: its layers are flattened (whiteouts applied) and
-    /// laid out afresh. Any transport: oci:, oci-archive:, docker://, containers-storage:.
-    #[arg(long, value_name = "REF")]
-    pub from_image: Option<crate::image::ImageRef>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     /// Where to write: oci:DIR[:TAG] (DIR must not exist yet), oci-archive:FILE[:TAG],
     /// or docker://REF (pushed with skopeo).
     #[arg(long, value_name = "REF")]
@@ -185,26 +169,48 @@ pub struct BuildArgs {
     pub registry: RegistryArgs,
 }
 
-/// The one source a command line names.
-fn build_source(
-    rootfs: Option<&PathBuf>,
-    from_image: Option<&crate::image::ImageRef>,
-    ostree_repo: Option<&PathBuf>,
-    ostree_ref: Option<&String>,
-) -> anyhow::Result<crate::build::BuildSource> {
-    use crate::build::BuildSource;
-    Ok(match (rootfs, from_image, ostree_repo.zip(ostree_ref)) {
-        (Some(dir), None, None) => BuildSource::Rootfs(dir.clone()),
-        (None, Some(r), None) => BuildSource::Image(r.clone()),
-        (None, None, Some((repo, rev))) => BuildSource::Ostree {
-            repo: repo.clone(),
-            rev: rev.clone(),
-        },
-        (None, None, None) => anyhow::bail!(
-            "name a source: --rootfs DIR, --ostree-repo REPO --ref REF or --from-image REF"
-        ),
-        _ => anyhow::bail!("name one source: --rootfs, --ostree-repo or --from-image"),
-    })
+/// The tree to encapsulate: exactly one source.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// The root filesystem to encapsulate (never followed out through symlinks).
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+    /// An ostree repository (any mode); the commit is read from its objects, with
+    /// the commit's timestamp as the build date.
+    #[arg(long, value_name = "REPO", requires = "ostree_ref")]
+    pub ostree_repo: Option<PathBuf>,
+    /// The ref or commit checksum to encapsulate from --ostree-repo.
+    #[arg(
+        long = "ref",
+        value_name = "REF",
+        id = "ostree_ref",
+        requires = "ostree_repo"
+    )]
+    pub ostree_ref: Option<String>,
+    /// An existing image to rechunk: its layers are flattened (whiteouts applied) and
+    /// laid out afresh. Any transport: oci:, oci-archive:, docker://, containers-storage:.
+    #[arg(long, value_name = "REF")]
+    pub from_image: Option<crate::image::ImageRef>,
+}
+
+impl SourceArgs {
+    /// The one source named.
+    pub fn source(&self) -> anyhow::Result<crate::build::BuildSource> {
+        use crate::build::BuildSource;
+        let ostree = self.ostree_repo.as_ref().zip(self.ostree_ref.as_ref());
+        Ok(match (&self.rootfs, &self.from_image, ostree) {
+            (Some(dir), None, None) => BuildSource::Rootfs(dir.clone()),
+            (None, Some(r), None) => BuildSource::Image(r.clone()),
+            (None, None, Some((repo, rev))) => BuildSource::Ostree {
+                repo: repo.clone(),
+                rev: rev.clone(),
+            },
+            (None, None, None) => anyhow::bail!(
+                "name a source: --rootfs DIR, --ostree-repo REPO --ref REF or --from-image REF"
+            ),
+            _ => anyhow::bail!("name one source: --rootfs, --ostree-repo or --from-image"),
+        })
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -306,19 +312,8 @@ pub struct WorkerArgs {
     /// Where the summary for the controller goes.
     #[arg(long, value_name = "FILE", default_value = "/dev/termination-log")]
     pub termination_log: PathBuf,
-    #[arg(long, value_name = "DIR")]
-    pub rootfs: Option<PathBuf>,
-    #[arg(long, value_name = "REF")]
-    pub from_image: Option<crate::image::ImageRef>,
-    #[arg(long, value_name = "REPO", requires = "ostree_ref")]
-    pub ostree_repo: Option<PathBuf>,
-    #[arg(
-        long = "ref",
-        value_name = "REF",
-        id = "ostree_ref",
-        requires = "ostree_repo"
-    )]
-    pub ostree_ref: Option<String>,
+    #[command(flatten)]
+    pub source: SourceArgs,
     #[arg(long, value_name = "REF")]
     pub prior: Vec<crate::image::ImageRef>,
     /// Required by the build step.

@@ -85,12 +85,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
 }
 
 pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
-    let source = super::build_source(
-        args.rootfs.as_ref(),
-        args.from_image.as_ref(),
-        args.ostree_repo.as_ref(),
-        args.ostree_ref.as_ref(),
-    )?;
+    let source = args.source.source()?;
     let step = match args.step {
         WorkerStep::Plan => Step::Plan,
         WorkerStep::Build => Step::Build,

@@ -2,6 +2,9 @@
 //! bare-user ostree repository REPO (created if missing) with ostree-ext 0.15.3's
 //! `ImageImporter`, the code path of `rpm-ostree rebase` and bootc. Prints JSON: the
 //! imported commit, and how many ostree layers were already present beforehand.
+//!
+//! `strata-ostree-import --encapsulate REPO REV IMAGE`: ostree-ext's own encoder
+//! (`ostree container encapsulate`, unchunked), timed, for the benchmark.
 
 use anyhow::{bail, Context, Result};
 use ostree_ext::container::store::{ImageImporter, PrepareResult};
@@ -11,6 +14,11 @@ use ostree_ext::ostree;
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, repo_path, rev, image] = args.as_slice() {
+        if flag == "--encapsulate" {
+            return encapsulate(repo_path, rev, image).await;
+        }
+    }
     let [_, repo_path, image] = args.as_slice() else {
         bail!("usage: strata-ostree-import REPO IMAGE");
     };
@@ -47,6 +55,26 @@ async fn main() -> Result<()> {
             "layers_present": present,
             "layers": total,
         })
+    );
+    Ok(())
+}
+
+async fn encapsulate(repo_path: &str, rev: &str, image: &str) -> Result<()> {
+    let repo = ostree::Repo::new_for_path(repo_path);
+    repo.open(ostree::gio::Cancellable::NONE)?;
+    let dest = ImageReference::try_from(image)?;
+    let started = std::time::Instant::now();
+    let digest = ostree_ext::container::encapsulate(
+        &repo,
+        rev,
+        &Default::default(),
+        None,
+        &dest,
+    )
+    .await?;
+    println!(
+        "{}",
+        serde_json::json!({"digest": digest.to_string(), "seconds": started.elapsed().as_secs_f64()})
     );
     Ok(())
 }

@@ -216,3 +216,67 @@ fn a_corrupt_rpmdb_blob_is_a_clear_error() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(!out_dir.exists());
 }
+
+/// The RPM root committed with the ostree CLI: packages are read from the rpmdb inside
+/// the commit, and ostree-ext's importer gets the exact commit back.
+#[test]
+fn an_rpm_root_commit_imports_as_the_exact_commit() {
+    let Some(fx) = fixture() else { return };
+    if !real_parts(&["ostree", "skopeo"]) {
+        return;
+    }
+    let Some(bin) = ostree_client::importer() else {
+        return;
+    };
+    rpm_install(&fx.root, "-i", &[&fx.hello]);
+    let t = fx.tmp.path();
+    let source = t.join("source");
+    ostree(&[
+        "init",
+        &format!("--repo={}", source.display()),
+        "--mode=archive",
+    ]);
+    let rev = ostree_client::commit(&source, &fx.root, "rpm/os");
+    let image = t.join("image");
+    let report = t.join("report.json");
+    let out = strata(&[
+        "build",
+        "--ostree-repo",
+        source.to_str().unwrap(),
+        "--ref",
+        &rev,
+        "-n",
+        "4",
+        "--output",
+        &format!("oci:{}:1", image.display()),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = report_components(&report);
+    assert!(
+        names.iter().any(|n| n == "hello"),
+        "the rpmdb inside the commit: {names:?}"
+    );
+    let client = t.join("client");
+    let imported = ostree_client::import(&bin, &client, &image);
+    assert_eq!(imported["commit"], rev.as_str());
+    assert_eq!(
+        ostree_client::ls(&client, &rev),
+        ostree_client::ls(&source, &rev)
+    );
+}
+
+fn report_components(path: &Path) -> Vec<String> {
+    report(path)["plan"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["components"].as_array().unwrap().clone())
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect()
+}

@@ -5,72 +5,8 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
+use common::ostree_client::{commit, import, importer, ls};
 use common::{edge_tree, ostree, real_parts, strata};
-
-fn importer() -> Option<PathBuf> {
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tools/ostree-import/target/release/strata-ostree-import");
-    if bin.exists() {
-        return Some(bin);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{}: scripts/test.sh builds it",
-        bin.display()
-    );
-    println!("skipped: build tools/ostree-import first (scripts/test.sh does)");
-    None
-}
-
-fn import(bin: &Path, repo: &Path, image: &Path) -> serde_json::Value {
-    let out = Command::new(bin)
-        .arg(repo)
-        .arg(format!("oci:{}:1", image.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "import of {}: {}",
-        image.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn ls(repo: &Path, rev: &str) -> String {
-    let out = Command::new("ostree")
-        .args(["ls", "-R", "-C", "-X"])
-        .arg(format!("--repo={}", repo.display()))
-        .arg(rev)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn commit(repo: &Path, tree: &Path, branch: &str) -> String {
-    let repo_arg = format!("--repo={}", repo.display());
-    ostree(&[
-        "commit",
-        &repo_arg,
-        &format!("--branch={branch}"),
-        "--subject=test",
-        "--add-metadata-string=version=41.1",
-        &format!("--tree=dir={}", tree.display()),
-    ]);
-    let out = Command::new("ostree")
-        .args(["rev-parse", &repo_arg, branch])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 #[test]
 fn ostree_clients_import_the_exact_commit_and_reuse_layers() {
@@ -156,4 +92,61 @@ fn ostree_clients_import_the_exact_commit_and_reuse_layers() {
         present >= 1 && present < total,
         "unchanged layers are already present on the client: {present} of {total}"
     );
+}
+
+/// A debootstrapped Debian minbase (without its device nodes, which ostree cannot
+/// hold): a real OS tree with hard links, setuid files and a dpkg database.
+#[test]
+fn a_debian_minbase_commit_imports_as_the_exact_commit() {
+    let minbase = std::path::Path::new("/var/cache/strata-test/bookworm-minbase");
+    if !real_parts(&["ostree", "skopeo"]) || !minbase.exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "scripts/fixtures.sh makes the minbase"
+        );
+        return;
+    }
+    let Some(bin) = importer() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    let copied = std::process::Command::new("cp")
+        .args(["-a", minbase.to_str().unwrap(), tree.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let removed = std::process::Command::new("find")
+        .arg(&tree)
+        .args([
+            "(", "-type", "c", "-o", "-type", "b", "-o", "-type", "p", "-o", "-type", "s", ")",
+            "-delete",
+        ])
+        .status()
+        .unwrap();
+    assert!(removed.success());
+    let source = tmp.path().join("source");
+    ostree(&[
+        "init",
+        &format!("--repo={}", source.display()),
+        "--mode=archive",
+    ]);
+    let rev = commit(&source, &tree, "debian/12");
+    let image = tmp.path().join("image");
+    let out = strata(&[
+        "build",
+        "--ostree-repo",
+        source.to_str().unwrap(),
+        "--ref",
+        "debian/12",
+        "--output",
+        &format!("oci:{}:1", image.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = tmp.path().join("client");
+    let imported = import(&bin, &client, &image);
+    assert_eq!(imported["commit"], rev.as_str());
+    assert_eq!(ls(&client, &rev), ls(&source, &rev));
 }

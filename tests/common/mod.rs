@@ -113,5 +113,6 @@ pub fn edge_tree(root: &std::path::Path, version: &str) {
     }
 }
 
+pub mod ostree_client;
 pub mod registry;
 pub mod tekton;

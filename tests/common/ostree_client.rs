@@ -1,0 +1,71 @@
+//! The ostree client side of the format tests: ostree-ext's importer and the ostree
+//! CLI's view of a commit.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// ostree-ext 0.15.3's importer (tools/ostree-import), or `None` (skip) outside CI.
+pub fn importer() -> Option<PathBuf> {
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tools/ostree-import/target/release/strata-ostree-import");
+    if bin.exists() {
+        return Some(bin);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{}: scripts/test.sh builds it",
+        bin.display()
+    );
+    println!("skipped: build tools/ostree-import first (scripts/test.sh does)");
+    None
+}
+
+/// Imports `image` (an OCI directory, tag 1) into `repo`; the helper's JSON answer.
+pub fn import(bin: &Path, repo: &Path, image: &Path) -> serde_json::Value {
+    let out = Command::new(bin)
+        .arg(repo)
+        .arg(format!("oci:{}:1", image.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "import of {}: {}",
+        image.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `ostree ls -R -C -X` of `rev`: every path with its object and xattrs.
+pub fn ls(repo: &Path, rev: &str) -> String {
+    let out = Command::new("ostree")
+        .args(["ls", "-R", "-C", "-X"])
+        .arg(format!("--repo={}", repo.display()))
+        .arg(rev)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Commits `tree` to `branch` with a version; returns the checksum.
+pub fn commit(repo: &Path, tree: &Path, branch: &str) -> String {
+    let repo_arg = format!("--repo={}", repo.display());
+    super::ostree(&[
+        "commit",
+        &repo_arg,
+        &format!("--branch={branch}"),
+        "--subject=test",
+        "--add-metadata-string=version=41.1",
+        &format!("--tree=dir={}", tree.display()),
+    ]);
+    let out = Command::new("ostree")
+        .args(["rev-parse", &repo_arg, branch])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

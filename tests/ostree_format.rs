@@ -47,6 +47,29 @@ fn ostree_clients_import_the_exact_commit_and_reuse_layers() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let again = tmp.path().join("again");
+    let out = strata(&[
+        "build",
+        "--ostree-repo",
+        source.to_str().unwrap(),
+        "--ref",
+        "os/41",
+        "-n",
+        "6",
+        "--output",
+        &format!("oci:{}:1", again.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index = |dir: &std::path::Path| std::fs::read(dir.join("index.json")).unwrap();
+    assert_eq!(
+        index(&again),
+        index(&image1),
+        "the same commit, the same image"
+    );
     let imported = import(&bin, &client, &image1);
     assert_eq!(
         imported["commit"],

@@ -154,8 +154,8 @@ fn commit_tar(out: &mut dyn Write, repo_path: &Path, commit: &str) -> io::Result
         seen: &mut seen,
     };
     walk.object(ostree::ObjectType::DirMeta, &root_meta, "dirmeta")?;
-    walk.object(ostree::ObjectType::DirTree, &root_tree, "dirtree")?;
-    walk.dir(Path::new(""), &root_tree)?;
+    let tree = walk.object(ostree::ObjectType::DirTree, &root_tree, "dirtree")?;
+    walk.dir(Path::new(""), &tree)?;
     tar.finish()
 }
 
@@ -187,12 +187,8 @@ impl MetaWalk<'_, '_> {
     }
 
     /// Depth first, subdirectories in name order: dirmeta, directory entry, dirtree.
-    fn dir(&mut self, rel: &Path, tree: &str) -> io::Result<()> {
-        let t = self
-            .repo
-            .load_variant(ostree::ObjectType::DirTree, tree)
-            .map_err(io_err)?;
-        let dirs = t.child_value(1);
+    fn dir(&mut self, rel: &Path, tree: &glib::Variant) -> io::Result<()> {
+        let dirs = tree.child_value(1);
         for i in 0..dirs.n_children() {
             let d = dirs.child_value(i);
             let name: String = d.child_value(0).get().unwrap_or_default();
@@ -205,8 +201,8 @@ impl MetaWalk<'_, '_> {
                 let entry = checkout_path(&path);
                 self.tar.dir(&entry.to_string_lossy(), uid, gid, mode)?;
             }
-            self.object(ostree::ObjectType::DirTree, &sub_tree, "dirtree")?;
-            self.dir(&path, &sub_tree)?;
+            let sub = self.object(ostree::ObjectType::DirTree, &sub_tree, "dirtree")?;
+            self.dir(&path, &sub)?;
         }
         Ok(())
     }

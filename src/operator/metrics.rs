@@ -22,8 +22,6 @@ struct HistogramData {
     counts: [u64; BUCKETS.len()],
     count: u64,
     sum: f64,
-    /// Every observation, for the quantiles `strata bench` prints.
-    samples: Vec<f64>,
 }
 
 impl Histogram {
@@ -37,20 +35,6 @@ impl Histogram {
         }
         h.count += 1;
         h.sum += secs;
-        if h.samples.len() < 100_000 {
-            h.samples.push(secs);
-        }
-    }
-
-    /// The `q` quantile of what was observed (0 when nothing was).
-    pub fn quantile(&self, q: f64) -> f64 {
-        let mut s = self.inner.lock().expect("metrics lock").samples.clone();
-        if s.is_empty() {
-            return 0.0;
-        }
-        s.sort_by(f64::total_cmp);
-        let i = ((s.len() - 1) as f64 * q).round() as usize;
-        s[i]
     }
 
     fn render(&self, out: &mut String, name: &str, help: &str) {
@@ -161,7 +145,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exposition_has_fixed_series_and_quantiles_work() {
+    fn exposition_has_fixed_series_and_buckets() {
         let m = Metrics::default();
         m.job_finished("Succeeded");
         m.job_finished("SomethingElse");
@@ -173,7 +157,5 @@ mod tests {
         assert!(text.contains("strata_jobs_finished_total{outcome=\"Invalid\"} 1"));
         assert!(text.contains("strata_report_latency_seconds_count 5"));
         assert!(text.contains("strata_report_latency_seconds_bucket{le=\"0.05\"} 4"));
-        assert_eq!(m.report_latency.quantile(0.5), 0.03);
-        assert_eq!(m.report_latency.quantile(1.0), 1.0);
     }
 }

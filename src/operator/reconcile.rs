@@ -270,7 +270,7 @@ impl Decider<'_> {
         if !status.pod_names.contains(&name) {
             status.pod_names.push(name);
         }
-        let total = self.o.settings.retries(&self.o.job.spec) + 1;
+        let total = self.max_attempts();
         let prior_note = match priors.len() {
             0 => "no prior builds".to_string(),
             n => format!("{n} prior build(s)"),
@@ -341,7 +341,7 @@ impl Decider<'_> {
                     Step::Plan => "planning",
                     Step::Build => "building",
                 };
-                let total = self.o.settings.retries(&self.o.job.spec) + 1;
+                let total = self.max_attempts();
                 self.running("Running", format!("attempt {attempt} of {total}: {doing}"));
             }
             return false;
@@ -381,7 +381,7 @@ impl Decider<'_> {
                     .ok_or_else(missing)?
                     .as_ref()
                     .map_err(Clone::clone)?;
-                let plan = status::plan_status(r);
+                let plan = status::plan_status(&r.plan);
                 let message = format!("{} layers; {}", plan.layer_count, plan.repack_reason);
                 self.out.status.plan = Some(plan);
                 (PLANNED, "Planned", message)
@@ -437,9 +437,8 @@ impl Decider<'_> {
     }
 
     fn retry_or_fail(&mut self, n: u32) {
-        let spec = &self.o.job.spec;
         let failure = self.out.status.failure.clone().unwrap_or_default();
-        if n > self.o.settings.retries(spec) {
+        if n >= self.max_attempts() {
             let message = format!("attempt {n} of {n} failed: {}", failure.message);
             return self.finish(Truth::False, "Failed", message);
         }
@@ -468,6 +467,11 @@ impl Decider<'_> {
                 self.requeue(left);
             }
         }
+    }
+
+    /// The first attempt and its retries.
+    fn max_attempts(&self) -> u32 {
+        self.o.settings.retries(&self.o.job.spec) + 1
     }
 
     fn delete_running(&mut self) {

@@ -1,8 +1,9 @@
 //! Status: conditions that change their transition time only on a real transition, and
 //! the bounded summaries folded in from worker reports.
 
-use crate::build::{BuildReport, PlanReport};
+use crate::build::BuildReport;
 use crate::plan::Action;
+use crate::plan::Plan;
 
 use super::crd::{
     Condition, DecisionCounts, DecisionStatus, DiffStatus, EncapsulationJobStatus, LayerStatus,
@@ -82,9 +83,8 @@ pub fn succeeded(status: &EncapsulationJobStatus) -> bool {
     condition(status, SUCCEEDED).is_some_and(|c| c.status == "True")
 }
 
-/// The bounded plan summary of a plan report.
-pub fn plan_status(report: &PlanReport) -> PlanStatus {
-    let plan = &report.plan;
+/// The bounded summary of a plan.
+pub fn plan_status(plan: &Plan) -> PlanStatus {
     let mut decisions = DecisionCounts::default();
     for d in &plan.decisions {
         let counter = match d.action {
@@ -131,14 +131,7 @@ pub fn plan_status(report: &PlanReport) -> PlanStatus {
 
 /// Folds a build report into status: layer digests, diffs and the output.
 pub fn fold_build(status: &mut EncapsulationJobStatus, report: &BuildReport) {
-    let plan = status.plan.get_or_insert_with(|| {
-        plan_status(&PlanReport {
-            schema: String::new(),
-            plan: report.plan.clone(),
-            priors: Vec::new(),
-            warnings: Vec::new(),
-        })
-    });
+    let plan = status.plan.get_or_insert_with(|| plan_status(&report.plan));
     for (layer, digest) in plan.layers.iter_mut().zip(&report.image.layer_digests) {
         layer.digest = Some(digest.clone());
     }
@@ -216,18 +209,18 @@ mod size_tests {
     fn a_5000_component_plan_fits_status_and_its_configmap() {
         let (build, priors) = crate::bench::synthetic::stream(5000, 20, 64);
         let plan = crate::plan::plan(&build, &priors, &Default::default()).unwrap();
-        let report = PlanReport {
+        let status = EncapsulationJobStatus {
+            plan: Some(plan_status(&plan)),
+            ..Default::default()
+        };
+        let status_bytes = serde_json::to_vec(&status).unwrap().len();
+        assert!(status_bytes < 64 * 1024, "status is {status_bytes} bytes");
+        let report = crate::build::PlanReport {
             schema: crate::build::PLAN_REPORT_SCHEMA.into(),
             plan,
             priors: Vec::new(),
             warnings: Vec::new(),
         };
-        let status = EncapsulationJobStatus {
-            plan: Some(plan_status(&report)),
-            ..Default::default()
-        };
-        let status_bytes = serde_json::to_vec(&status).unwrap().len();
-        assert!(status_bytes < 64 * 1024, "status is {status_bytes} bytes");
         let (gz, _) = crate::operator::report::encode(&report);
         assert!(
             gz.len() < 900_000,

@@ -10,7 +10,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{edge_tree, ostree, real_parts, strata};
+use common::ostree_client::build_from_ostree;
+use common::{edge_tree, ok, ostree, real_parts, strata};
 
 fn layer_digests(oci: &Path) -> Vec<String> {
     let index: serde_json::Value =
@@ -52,42 +53,22 @@ fn an_ostree_commit_encapsulates_exactly_like_its_tree() {
         &format!("dir={}", tree.display()),
     ]);
     let from_ostree = tmp.path().join("from-ostree");
-    let out = strata(&[
-        "build",
-        "--ostree-repo",
-        repo_s,
-        "--ref",
-        "os/test",
-        "-n",
-        "4",
-        "--format",
-        "plain",
-        "--output",
-        &format!("oci:{}:1", from_ostree.display()),
-        "--report",
-        tmp.path().join("report.json").to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report_path = tmp.path().join("report.json");
+    let plain = ["-n", "4", "--format", "plain"];
+    let mut extra = plain.to_vec();
+    extra.extend(["--report", report_path.to_str().unwrap()]);
+    build_from_ostree(&repo, "os/test", &from_ostree, &extra);
     let from_tree = tmp.path().join("from-tree");
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+    ok(Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["build", "--rootfs", tree.to_str().unwrap(), "-n", "4"])
         .args(["--output", &format!("oci:{}:1", from_tree.display())])
         .env("SOURCE_DATE_EPOCH", "0")
         .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .unwrap());
     assert_eq!(layer_digests(&from_ostree), layer_digests(&from_tree));
 
     let report: serde_json::Value =
-        serde_json::from_slice(&fs::read(tmp.path().join("report.json")).unwrap()).unwrap();
+        serde_json::from_slice(&fs::read(&report_path).unwrap()).unwrap();
     let names: Vec<&str> = report["plan"]["layers"]
         .as_array()
         .unwrap()
@@ -105,33 +86,9 @@ fn an_ostree_commit_encapsulates_exactly_like_its_tree() {
     );
 
     // The same commit by checksum gives the same image.
-    let rev = String::from_utf8(
-        Command::new("ostree")
-            .args(["rev-parse", "--repo", repo_s, "os/test"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let rev = ostree(&["rev-parse", "--repo", repo_s, "os/test"]);
     let again = tmp.path().join("again");
-    let out = strata(&[
-        "build",
-        "--ostree-repo",
-        repo_s,
-        "--ref",
-        rev.trim(),
-        "-n",
-        "4",
-        "--format",
-        "plain",
-        "--output",
-        &format!("oci:{}:1", again.display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    build_from_ostree(&repo, rev.trim(), &again, &plain);
     assert_eq!(layer_digests(&again), layer_digests(&from_ostree));
 }
 

@@ -239,24 +239,8 @@ fn an_rpm_root_commit_imports_as_the_exact_commit() {
     let rev = ostree_client::commit(&source, &fx.root, "rpm/os");
     let image = t.join("image");
     let report = t.join("report.json");
-    let out = strata(&[
-        "build",
-        "--ostree-repo",
-        source.to_str().unwrap(),
-        "--ref",
-        &rev,
-        "-n",
-        "4",
-        "--output",
-        &format!("oci:{}:1", image.display()),
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report_arg = report.to_str().unwrap();
+    ostree_client::build_from_ostree(&source, &rev, &image, &["-n", "4", "--report", report_arg]);
     let names = report_components(&report);
     assert!(
         names.iter().any(|n| n == "hello"),

@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::ostree_client::{commit, import, importer, ls};
-use common::{edge_tree, ostree, real_parts, strata};
+use common::ostree_client::{build_from_ostree, commit, import, importer, ls};
+use common::{edge_tree, ostree, real_parts};
 
 #[test]
 fn ostree_clients_import_the_exact_commit_and_reuse_layers() {
@@ -31,39 +31,9 @@ fn ostree_clients_import_the_exact_commit_and_reuse_layers() {
     .unwrap();
     let first = commit(&source, &tree, "os/41");
     let image1 = tmp.path().join("image1");
-    let out = strata(&[
-        "build",
-        "--ostree-repo",
-        source.to_str().unwrap(),
-        "--ref",
-        "os/41",
-        "-n",
-        "6",
-        "--output",
-        &format!("oci:{}:1", image1.display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    build_from_ostree(&source, "os/41", &image1, &["-n", "6"]);
     let again = tmp.path().join("again");
-    let out = strata(&[
-        "build",
-        "--ostree-repo",
-        source.to_str().unwrap(),
-        "--ref",
-        "os/41",
-        "-n",
-        "6",
-        "--output",
-        &format!("oci:{}:1", again.display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    build_from_ostree(&source, "os/41", &again, &["-n", "6"]);
     let index = |dir: &std::path::Path| std::fs::read(dir.join("index.json")).unwrap();
     assert_eq!(
         index(&again),
@@ -86,25 +56,8 @@ fn ostree_clients_import_the_exact_commit_and_reuse_layers() {
     common::dpkg_tree(&tree, "2");
     let second = commit(&source, &tree, "os/41");
     let image2 = tmp.path().join("image2");
-    let out = strata(&[
-        "build",
-        "--ostree-repo",
-        source.to_str().unwrap(),
-        "--ref",
-        "os/41",
-        "-n",
-        "6",
-        "--output",
-        &format!("oci:{}:1", image2.display()),
-        "--prior",
-        &format!("oci:{}:1", image1.display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let prior = format!("oci:{}:1", image1.display());
+    let stdout = build_from_ostree(&source, "os/41", &image2, &["-n", "6", "--prior", &prior]);
     assert!(stdout.contains("updated  busy 1 → 2"), "{stdout}");
     let imported = import(&bin, &client, &image2);
     assert_eq!(imported["commit"], second.as_str());
@@ -154,20 +107,7 @@ fn a_debian_minbase_commit_imports_as_the_exact_commit() {
     ]);
     let rev = commit(&source, &tree, "debian/12");
     let image = tmp.path().join("image");
-    let out = strata(&[
-        "build",
-        "--ostree-repo",
-        source.to_str().unwrap(),
-        "--ref",
-        "debian/12",
-        "--output",
-        &format!("oci:{}:1", image.display()),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    build_from_ostree(&source, "debian/12", &image, &[]);
     let client = tmp.path().join("client");
     let imported = import(&bin, &client, &image);
     assert_eq!(imported["commit"], rev.as_str());

@@ -73,8 +73,8 @@ pub fn dpkg_tree(root: &std::path::Path, version: &str) {
     std::fs::write(root.join("var/lib/dpkg/info/busy.list"), "/usr/bin/busy\n").unwrap();
 }
 
-/// Runs the ostree CLI, asserting it succeeds.
-pub fn ostree(args: &[&str]) {
+/// Runs the ostree CLI, asserting it succeeds; its standard output.
+pub fn ostree(args: &[&str]) -> String {
     let out = std::process::Command::new("ostree")
         .args(args)
         .output()
@@ -84,6 +84,7 @@ pub fn ostree(args: &[&str]) {
         "ostree {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A tree with the edge cases: empty directories, odd modes, symlinks, xattrs,

@@ -38,18 +38,8 @@ pub fn import(bin: &Path, repo: &Path, image: &Path) -> serde_json::Value {
 
 /// `ostree ls -R -C -X` of `rev`: every path with its object and xattrs.
 pub fn ls(repo: &Path, rev: &str) -> String {
-    let out = Command::new("ostree")
-        .args(["ls", "-R", "-C", "-X"])
-        .arg(format!("--repo={}", repo.display()))
-        .arg(rev)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let repo_arg = format!("--repo={}", repo.display());
+    super::ostree(&["ls", "-R", "-C", "-X", &repo_arg, rev])
 }
 
 /// Commits `tree` to `branch` with a version; returns the checksum.
@@ -63,9 +53,24 @@ pub fn commit(repo: &Path, tree: &Path, branch: &str) -> String {
         "--add-metadata-string=version=41.1",
         &format!("--tree=dir={}", tree.display()),
     ]);
-    let out = Command::new("ostree")
-        .args(["rev-parse", &repo_arg, branch])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
+    super::ostree(&["rev-parse", &repo_arg, branch])
+        .trim()
+        .to_string()
+}
+
+/// `strata build --ostree-repo REPO --ref REV --output oci:IMAGE:1 EXTRA…`, asserted to
+/// succeed; its standard output.
+pub fn build_from_ostree(repo: &Path, rev: &str, image: &Path, extra: &[&str]) -> String {
+    let output = format!("oci:{}:1", image.display());
+    let mut args = vec![
+        "build",
+        "--ostree-repo",
+        repo.to_str().unwrap(),
+        "--ref",
+        rev,
+        "--output",
+        &output,
+    ];
+    args.extend_from_slice(extra);
+    super::ok(super::strata(&args))
 }

@@ -6,6 +6,7 @@
 //! the same content always gives the same digest. Streams are written as they are
 //! read: memory does not grow with the image.
 
+mod gzip;
 pub mod ostree;
 pub mod tar;
 
@@ -106,8 +107,10 @@ pub fn write_blob(
     let oci_err = |source| LayerError::Oci { index, source };
     match compression {
         Compression::Gzip => {
+            let gzip =
+                |blob| gzip::ParallelGzEncoder::new(blob, flate2::Compression::new(GZIP_LEVEL));
             let mut w = oci
-                .create_gzip_layer(Some(flate2::Compression::new(GZIP_LEVEL)))
+                .create_custom_layer(gzip, oci_spec::image::MediaType::ImageLayerGzip)
                 .map_err(oci_err)?;
             fill(&mut w)?;
             w.complete().map_err(oci_err)

@@ -12,6 +12,7 @@ use super::{BenchBuildArgs, BenchPlanArgs, ReplayArgs};
 use crate::bench::baselines::{self, STRATEGIES};
 use crate::bench::replay::{replay as run_replay, ReplayOptions, ReplayResult};
 use crate::bench::{peak_rss_bytes, read_history};
+use crate::build::BuildSource;
 use crate::bytes::human_bytes;
 use crate::layers::Compression;
 
@@ -33,7 +34,13 @@ Examples:
 pub const BUILD_EXAMPLES: &str = "\
 Examples:
   # A debootstrapped Debian minbase (scripts/fixtures.sh makes one)
-  strata bench build --rootfs /var/cache/strata-test/bookworm-minbase --allow-special-files";
+  strata bench build --rootfs /var/cache/strata-test/bookworm-minbase --allow-special-files
+
+  # Also an ostree commit of the same tree, against ostree-ext's encoder
+  ostree init --repo=/tmp/repo --mode=archive
+  ostree commit --repo=/tmp/repo --branch=os --tree=dir=TREE   # TREE: no device nodes
+  strata bench build --rootfs TREE --ostree-repo /tmp/repo --ref os \\
+      --ostree-ext-encoder tools/ostree-import/target/release/strata-ostree-import";
 
 const MB: f64 = 1e6;
 
@@ -50,7 +57,7 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
     let opts = args.planner.options();
     opts.validate()?;
     let scratch = tempfile::tempdir()?;
-    println!("{:<24} {:>9} {:>12}", "pipeline", "wall s", "size MB");
+    println!("{:<32} {:>9} {:>12}", "pipeline", "wall s", "size MB");
     for (name, script) in PIPELINES {
         let started = Instant::now();
         let out = Command::new("sh")
@@ -66,26 +73,67 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
             .trim()
             .parse()
             .unwrap_or(f64::NAN);
-        println!(
-            "{name:<24} {:>9.2} {:>12.1}",
-            started.elapsed().as_secs_f64(),
-            bytes / MB
-        );
+        print_row(name, started.elapsed().as_secs_f64(), bytes);
     }
-    for (label, compression) in [
-        ("strata build (gzip)", Compression::Gzip),
-        ("strata build (zstd)", Compression::Zstd),
-    ] {
-        let dir = scratch.path().join(label.replace([' ', '(', ')'], "-"));
+    let timed = TimedBuild {
+        args: &args,
+        plan: &opts,
+        scratch: scratch.path(),
+    };
+    let rootfs = BuildSource::Rootfs(args.rootfs.clone());
+    timed.run("strata build (gzip)", rootfs.clone(), Compression::Gzip)?;
+    timed.run("strata build (zstd)", rootfs, Compression::Zstd)?;
+    if let (Some(repo), Some(rev), Some(encoder)) = (
+        &args.ostree_repo,
+        &args.ostree_ref,
+        &args.ostree_ext_encoder,
+    ) {
+        let ours = timed.run(
+            "strata build (ostree)",
+            BuildSource::Ostree {
+                repo: repo.clone(),
+                rev: rev.clone(),
+            },
+            Compression::Gzip,
+        )?;
+        let theirs = ostree_ext_encoder(encoder, repo, rev, scratch.path(), opts.max_layers)?;
+        println!("strata ÷ ostree-ext encoder: {:.2}", ours / theirs);
+    }
+    if let Some(peak) = peak_rss_bytes() {
+        println!("peak memory of the strata builds: {}", human_bytes(peak));
+    }
+    Ok(())
+}
+
+fn print_row(name: &str, seconds: f64, bytes: f64) {
+    println!("{name:<32} {seconds:>9.2} {:>12.1}", bytes / MB);
+}
+
+/// What every timed `strata build` of the benchmark shares.
+struct TimedBuild<'a> {
+    args: &'a BenchBuildArgs,
+    plan: &'a crate::plan::PlanOptions,
+    scratch: &'a std::path::Path,
+}
+
+impl TimedBuild<'_> {
+    /// Builds `source` into a scratch directory, prints the row, returns the seconds.
+    fn run(
+        &self,
+        label: &str,
+        source: BuildSource,
+        compression: Compression,
+    ) -> anyhow::Result<f64> {
+        let dir = self.scratch.join(label.replace([' ', '(', ')'], "-"));
         let build_opts = crate::build::BuildOptions {
-            source: crate::build::BuildSource::Rootfs(args.rootfs.clone()),
+            source,
             output: crate::image::ImageRef::Oci { dir, tag: None },
             priors: Vec::new(),
-            plan: opts.clone(),
+            plan: self.plan.clone(),
             compression,
             labels: Default::default(),
             stream: None,
-            allow_special_files: args.allow_special_files,
+            allow_special_files: self.args.allow_special_files,
             registry: Default::default(),
             components_map: Default::default(),
             source_date_epoch: None,
@@ -94,16 +142,53 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
         };
         let started = Instant::now();
         let report = crate::build::build(&build_opts, &|_| {})?;
-        println!(
-            "{label:<24} {:>9.2} {:>12.1}",
-            started.elapsed().as_secs_f64(),
-            report.image.size as f64 / MB
+        let seconds = started.elapsed().as_secs_f64();
+        print_row(label, seconds, report.image.size as f64);
+        Ok(seconds)
+    }
+}
+
+/// Times ostree-ext's encoder on the same commit and layer count; returns the seconds.
+fn ostree_ext_encoder(
+    encoder: &std::path::Path,
+    repo: &std::path::Path,
+    rev: &str,
+    scratch: &std::path::Path,
+    layers: usize,
+) -> anyhow::Result<f64> {
+    let dir = scratch.join("ostree-ext");
+    let started = Instant::now();
+    let out = Command::new(encoder)
+        .arg("--encapsulate")
+        .arg(repo)
+        .arg(rev)
+        .arg(format!("oci:{}:1", dir.display()))
+        .arg(layers.to_string())
+        .output()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", encoder.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "{} failed: {}",
+            encoder.display(),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
-    if let Some(peak) = peak_rss_bytes() {
-        println!("peak memory of the strata builds: {}", human_bytes(peak));
+    print_row(
+        &format!("ostree-ext encoder ({layers} layers)"),
+        seconds,
+        blob_bytes(&dir)? as f64,
+    );
+    Ok(seconds)
+}
+
+/// The bytes of every blob in an OCI directory (one image: its layers, config, manifest).
+fn blob_bytes(dir: &std::path::Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir.join("blobs/sha256"))? {
+        total += entry?.metadata()?.len();
     }
-    Ok(())
+    Ok(total)
 }
 
 pub fn plan(args: BenchPlanArgs) -> anyhow::Result<()> {

@@ -352,6 +352,17 @@ pub struct BenchBuildArgs {
     /// Keep device nodes and FIFOs (a debootstrapped tree has some).
     #[arg(long)]
     pub allow_special_files: bool,
+    /// Also time an ostree commit of the same tree: Strata's ostree format against
+    /// ostree-ext's own encoder (needs --ref and --ostree-ext-encoder).
+    #[arg(long, value_name = "REPO", requires_all = ["ostree_ref", "ostree_ext_encoder"])]
+    pub ostree_repo: Option<PathBuf>,
+    /// The commit to encapsulate: a ref or checksum in --ostree-repo.
+    #[arg(long = "ref", value_name = "REF", requires = "ostree_repo")]
+    pub ostree_ref: Option<String>,
+    /// ostree-ext's encoder: the `strata-ostree-import` helper built from
+    /// tools/ostree-import (run as `PATH --encapsulate REPO REF IMAGE LAYERS`).
+    #[arg(long, value_name = "PATH", requires = "ostree_repo")]
+    pub ostree_ext_encoder: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -3,21 +3,35 @@
 //! `ImageImporter`, the code path of `rpm-ostree rebase` and bootc. Prints JSON: the
 //! imported commit, and how many ostree layers were already present beforehand.
 //!
-//! `strata-ostree-import --encapsulate REPO REV IMAGE`: ostree-ext's own encoder
-//! (`ostree container encapsulate`, unchunked), timed, for the benchmark.
+//! `strata-ostree-import --encapsulate REPO REV IMAGE [LAYERS]`: ostree-ext's own
+//! encoder (`ostree container encapsulate`), timed, for the benchmark. With LAYERS it
+//! chunks: content objects are grouped into components by their directory (three
+//! levels deep), as a content map for ostree-ext's packer, and packed into LAYERS layers.
 
 use anyhow::{bail, Context, Result};
 use ostree_ext::container::store::{ImageImporter, PrepareResult};
 use ostree_ext::container::{ImageReference, OstreeImageReference, SignatureSource};
+use ostree_ext::chunking::ObjectMetaSized;
+use ostree_ext::container::ExportOpts;
+use ostree_ext::gio;
+use ostree_ext::objectsource::{ContentID, ObjectMeta, ObjectSourceMeta};
 use ostree_ext::ostree;
+use ostree_ext::prelude::*;
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if let [_, flag, repo_path, rev, image] = args.as_slice() {
-        if flag == "--encapsulate" {
-            return encapsulate(repo_path, rev, image).await;
+    match args.as_slice() {
+        [_, flag, repo_path, rev, image] if flag == "--encapsulate" => {
+            return encapsulate(repo_path, rev, image, None).await;
         }
+        [_, flag, repo_path, rev, image, layers] if flag == "--encapsulate" => {
+            let layers = layers
+                .parse()
+                .with_context(|| format!("{layers}: not a layer count"))?;
+            return encapsulate(repo_path, rev, image, Some(layers)).await;
+        }
+        _ => {}
     }
     let [_, repo_path, image] = args.as_slice() else {
         bail!("usage: strata-ostree-import REPO IMAGE");
@@ -59,22 +73,69 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-async fn encapsulate(repo_path: &str, rev: &str, image: &str) -> Result<()> {
+async fn encapsulate(
+    repo_path: &str,
+    rev: &str,
+    image: &str,
+    layers: Option<std::num::NonZeroU32>,
+) -> Result<()> {
     let repo = ostree::Repo::new_for_path(repo_path);
     repo.open(ostree::gio::Cancellable::NONE)?;
     let dest = ImageReference::try_from(image)?;
     let started = std::time::Instant::now();
-    let digest = ostree_ext::container::encapsulate(
-        &repo,
-        rev,
-        &Default::default(),
-        None,
-        &dest,
-    )
-    .await?;
+    // Mapping objects to components is part of what a chunked encapsulation costs.
+    let contentmeta = match layers {
+        Some(_) => Some(content_map(&repo, rev)?),
+        None => None,
+    };
+    let mut opts = ExportOpts::default();
+    opts.max_layers = layers;
+    opts.contentmeta = contentmeta.as_ref();
+    let digest =
+        ostree_ext::container::encapsulate(&repo, rev, &Default::default(), Some(opts), &dest)
+            .await?;
     println!(
         "{}",
         serde_json::json!({"digest": digest.to_string(), "seconds": started.elapsed().as_secs_f64()})
     );
+    Ok(())
+}
+
+/// Every content object of `rev`, keyed by its directory three levels deep.
+fn content_map(repo: &ostree::Repo, rev: &str) -> Result<ObjectMetaSized> {
+    let (root, _) = repo.read_commit(rev, gio::Cancellable::NONE)?;
+    let mut meta = ObjectMeta::default();
+    walk(&root, "", 0, &mut meta)?;
+    Ok(ObjectMetaSized::compute_sizes(repo, meta)?)
+}
+
+fn walk(dir: &gio::File, path: &str, depth: usize, meta: &mut ObjectMeta) -> Result<()> {
+    let children = dir.enumerate_children(
+        "standard::name,standard::type",
+        gio::FileQueryInfoFlags::NOFOLLOW_SYMLINKS,
+        gio::Cancellable::NONE,
+    )?;
+    while let Some(info) = children.next_file(gio::Cancellable::NONE)? {
+        let name = info.name();
+        let name = name.to_string_lossy();
+        let child = children.child(&info);
+        if info.file_type() == gio::FileType::Directory {
+            let below = if depth < 3 { format!("{path}/{name}") } else { path.to_string() };
+            walk(&child, &below, depth + 1, meta)?;
+            continue;
+        }
+        let file = child
+            .downcast_ref::<ostree::RepoFile>()
+            .context("not an ostree repository file")?;
+        let component: ContentID = if path.is_empty() { "/".into() } else { path.into() };
+        meta.set.insert(ObjectSourceMeta {
+            identifier: component.clone(),
+            name: component.clone(),
+            srcid: component.clone(),
+            change_time_offset: 0,
+            change_frequency: 1,
+        });
+        meta.map.insert(file.checksum().to_string(), component);
+    }
     Ok(())
 }

@@ -113,3 +113,44 @@ fn a_debian_minbase_commit_imports_as_the_exact_commit() {
     assert_eq!(imported["commit"], rev.as_str());
     assert_eq!(ls(&client, &rev), ls(&source, &rev));
 }
+
+/// `strata bench build` with an ostree commit times ostree-ext's encoder on the same
+/// commit and layer count in the same run, and prints the ratio.
+#[test]
+fn the_build_benchmark_runs_ostree_ext_on_the_same_commit() {
+    if !real_parts(&["ostree", "pigz", "zstd"]) {
+        return;
+    }
+    let Some(bin) = importer() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, tree) = (tmp.path().join("repo"), tmp.path().join("tree"));
+    ostree(&[
+        "init",
+        &format!("--repo={}", repo.display()),
+        "--mode=archive",
+    ]);
+    edge_tree(&tree, "1");
+    commit(&repo, &tree, "os/41");
+    let stdout = common::ok(common::strata(&[
+        "bench",
+        "build",
+        "--rootfs",
+        tree.to_str().unwrap(),
+        "--ostree-repo",
+        repo.to_str().unwrap(),
+        "--ref",
+        "os/41",
+        "--ostree-ext-encoder",
+        bin.to_str().unwrap(),
+        "-n",
+        "6",
+    ]));
+    for row in [
+        "tar | pigz -6",
+        "strata build (ostree)",
+        "ostree-ext encoder (6 layers)",
+        "strata ÷ ostree-ext encoder: ",
+    ] {
+        assert!(stdout.contains(row), "no '{row}' in:\n{stdout}");
+    }
+}

@@ -231,11 +231,7 @@ fn an_rpm_root_commit_imports_as_the_exact_commit() {
     rpm_install(&fx.root, "-i", &[&fx.hello]);
     let t = fx.tmp.path();
     let source = t.join("source");
-    ostree(&[
-        "init",
-        &format!("--repo={}", source.display()),
-        "--mode=archive",
-    ]);
+    ostree_client::init_archive(&source);
     let rev = ostree_client::commit(&source, &fx.root, "rpm/os");
     let image = t.join("image");
     let report = t.join("report.json");

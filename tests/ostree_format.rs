@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::ostree_client::{build_from_ostree, commit, import, importer, ls};
-use common::{edge_tree, ostree, real_parts};
+use common::ostree_client::{build_from_ostree, commit, import, importer, init_archive, ls};
+use common::{edge_tree, real_parts};
 
 #[test]
 fn ostree_clients_import_the_exact_commit_and_reuse_layers() {
@@ -16,11 +16,7 @@ fn ostree_clients_import_the_exact_commit_and_reuse_layers() {
     let Some(bin) = importer() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let (source, client) = (tmp.path().join("source"), tmp.path().join("client"));
-    ostree(&[
-        "init",
-        &format!("--repo={}", source.display()),
-        "--mode=archive",
-    ]);
+    init_archive(&source);
     let tree = tmp.path().join("tree");
     edge_tree(&tree, "1");
     // Two paths of one content object.
@@ -100,11 +96,7 @@ fn a_debian_minbase_commit_imports_as_the_exact_commit() {
         .unwrap();
     assert!(removed.success());
     let source = tmp.path().join("source");
-    ostree(&[
-        "init",
-        &format!("--repo={}", source.display()),
-        "--mode=archive",
-    ]);
+    init_archive(&source);
     let rev = commit(&source, &tree, "debian/12");
     let image = tmp.path().join("image");
     build_from_ostree(&source, "debian/12", &image, &[]);
@@ -124,11 +116,7 @@ fn the_build_benchmark_runs_ostree_ext_on_the_same_commit() {
     let Some(bin) = importer() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let (repo, tree) = (tmp.path().join("repo"), tmp.path().join("tree"));
-    ostree(&[
-        "init",
-        &format!("--repo={}", repo.display()),
-        "--mode=archive",
-    ]);
+    init_archive(&repo);
     edge_tree(&tree, "1");
     commit(&repo, &tree, "os/41");
     let stdout = common::ok(common::strata(&[

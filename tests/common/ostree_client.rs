@@ -42,6 +42,15 @@ pub fn ls(repo: &Path, rev: &str) -> String {
     super::ostree(&["ls", "-R", "-C", "-X", &repo_arg, rev])
 }
 
+/// A new archive-mode repository at `repo` (what build servers publish).
+pub fn init_archive(repo: &Path) {
+    super::ostree(&[
+        "init",
+        &format!("--repo={}", repo.display()),
+        "--mode=archive",
+    ]);
+}
+
 /// Commits `tree` to `branch` with a version; returns the checksum.
 pub fn commit(repo: &Path, tree: &Path, branch: &str) -> String {
     let repo_arg = format!("--repo={}", repo.display());

@@ -42,15 +42,22 @@ impl std::fmt::Display for BuildSource {
     }
 }
 
-/// Everything `strata build` is asked to do.
+/// Everything `strata build` is asked to do: what to plan, and where and how the image
+/// is written.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
-    pub source: BuildSource,
+    pub inputs: PlanInputs,
     pub output: ImageRef,
-    pub priors: Vec<ImageRef>,
-    pub plan: PlanOptions,
     pub compression: Compression,
     pub labels: BTreeMap<String, String>,
+}
+
+/// What a plan is made from: the source, the stream's prior images, and the options.
+#[derive(Debug, Clone)]
+pub struct PlanInputs {
+    pub source: BuildSource,
+    pub priors: Vec<ImageRef>,
+    pub plan: PlanOptions,
     pub stream: Option<String>,
     pub allow_special_files: bool,
     pub registry: RegistryOptions,
@@ -73,7 +80,7 @@ pub enum ImageFormat {
     Ostree,
 }
 
-impl BuildOptions {
+impl PlanInputs {
     fn format(&self) -> ImageFormat {
         self.format.unwrap_or(match self.source {
             BuildSource::Ostree { .. } => ImageFormat::Ostree,
@@ -152,7 +159,7 @@ pub fn build(
     opts: &BuildOptions,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<BuildReport, BuildError> {
-    opts.plan_options()?;
+    opts.inputs.plan_options()?;
     let (staging, tag) = match &opts.output {
         ImageRef::Oci { dir, tag } => (staging_dir(dir)?, tag.clone()),
         ImageRef::OciArchive { file, .. } => (
@@ -193,7 +200,7 @@ fn publish(
                 tag: tag.clone(),
             }
             .to_string();
-            let pushed = remote::push(staging, STAGING_TAG, &dest, &opts.registry);
+            let pushed = remote::push(staging, STAGING_TAG, &dest, &opts.inputs.registry);
             let renamed = pushed.and_then(|_| {
                 std::fs::rename(&partial, file).map_err(|source| ImageError::Io {
                     path: file.clone(),
@@ -207,8 +214,12 @@ fn publish(
         }
         other => {
             progress(&format!("pushing to {other}"));
-            report.image.manifest_digest =
-                remote::push(staging, STAGING_TAG, &other.to_string(), &opts.registry)?;
+            report.image.manifest_digest = remote::push(
+                staging,
+                STAGING_TAG,
+                &other.to_string(),
+                &opts.inputs.registry,
+            )?;
             Ok(())
         }
     }
@@ -279,7 +290,7 @@ pub const PLAN_REPORT_SCHEMA: &str = "strata.plan-report/v1";
 
 /// Reads the source and plans it, writing nothing.
 pub fn plan_only(
-    opts: &BuildOptions,
+    opts: &PlanInputs,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<PlanReport, BuildError> {
     opts.plan_options()?;
@@ -304,7 +315,7 @@ struct ReadSource {
 
 /// Reads the source's entries; a flattened image lives in a scratch directory.
 fn read_source(
-    opts: &BuildOptions,
+    opts: &PlanInputs,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<ReadSource, BuildError> {
     let (root, scratch) = match &opts.source {
@@ -346,7 +357,7 @@ fn read_source(
     })
 }
 
-fn prepare(opts: &BuildOptions, progress: &(dyn Fn(&str) + Sync)) -> Result<Prepared, BuildError> {
+fn prepare(opts: &PlanInputs, progress: &(dyn Fn(&str) + Sync)) -> Result<Prepared, BuildError> {
     let source = read_source(opts, progress)?;
     let entries = &source.entries;
     let date = opts
@@ -436,7 +447,7 @@ fn build_into(
         priors,
         warnings,
         plan,
-    } = prepare(opts, progress)?;
+    } = prepare(&opts.inputs, progress)?;
     let entries = &source.entries;
     let members_of: std::collections::HashMap<&str, &Vec<usize>> = assigned
         .build
@@ -462,7 +473,7 @@ fn build_into(
             .map_err(|e| output_error(staging, e))?;
     let oci = ocidir::OciDir::ensure(oci_dir).map_err(|e| output_error(staging, e))?;
     let (with_annotations, ostree_labels) = match source.content.ostree() {
-        Some(commit) if opts.format() == ImageFormat::Ostree => ostree_layers(
+        Some(commit) if opts.inputs.format() == ImageFormat::Ostree => ostree_layers(
             &oci,
             opts.compression,
             commit,
@@ -477,7 +488,7 @@ fn build_into(
                 content: source.content.as_ref(),
                 entries,
                 compression: opts.compression,
-                mtime_clamp: opts.source_date_epoch.unwrap_or(0),
+                mtime_clamp: opts.inputs.source_date_epoch.unwrap_or(0),
             };
             let written = layers::write_all(&job, &layer_members, |done, total| {
                 progress(&format!("layer {done}/{total} written"));
@@ -607,10 +618,10 @@ fn image_meta(opts: &BuildOptions, plan: &Plan, tag: Option<&str>) -> ImageMeta 
     if let Some(date) = &plan.date {
         annotations.insert(image::BUILD_DATE.into(), date.clone());
     }
-    if let Some(stream) = &opts.stream {
+    if let Some(stream) = &opts.inputs.stream {
         annotations.insert(image::STREAM.into(), stream.clone());
     }
-    annotations.insert(image::SOURCE.into(), opts.source.to_string());
+    annotations.insert(image::SOURCE.into(), opts.inputs.source.to_string());
     ImageMeta {
         labels: opts.labels.clone(),
         annotations,

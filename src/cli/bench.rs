@@ -12,7 +12,7 @@ use super::{BenchBuildArgs, BenchPlanArgs, ReplayArgs};
 use crate::bench::baselines::{self, STRATEGIES};
 use crate::bench::replay::{replay as run_replay, ReplayOptions, ReplayResult};
 use crate::bench::{peak_rss_bytes, read_history};
-use crate::build::BuildSource;
+use crate::build::{BuildSource, PlanInputs};
 use crate::bytes::human_bytes;
 use crate::layers::Compression;
 
@@ -126,19 +126,21 @@ impl TimedBuild<'_> {
     ) -> anyhow::Result<f64> {
         let dir = self.scratch.join(label.replace([' ', '(', ')'], "-"));
         let build_opts = crate::build::BuildOptions {
-            source,
+            inputs: PlanInputs {
+                source,
+                priors: Vec::new(),
+                plan: self.plan.clone(),
+                stream: None,
+                allow_special_files: self.args.allow_special_files,
+                registry: Default::default(),
+                components_map: Default::default(),
+                source_date_epoch: None,
+                fixed_plan: None,
+                format: None,
+            },
             output: crate::image::ImageRef::Oci { dir, tag: None },
-            priors: Vec::new(),
-            plan: self.plan.clone(),
             compression,
             labels: Default::default(),
-            stream: None,
-            allow_special_files: self.args.allow_special_files,
-            registry: Default::default(),
-            components_map: Default::default(),
-            source_date_epoch: None,
-            fixed_plan: None,
-            format: None,
         };
         let started = Instant::now();
         let report = crate::build::build(&build_opts, &|_| {})?;

@@ -3,7 +3,7 @@
 use anyhow::Context;
 
 use super::BuildArgs;
-use crate::build::{build, BuildOptions};
+use crate::build::{build, BuildOptions, PlanInputs};
 use crate::output::write_atomic;
 
 pub const EXAMPLES: &str = "\
@@ -31,22 +31,24 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         Err(_) => None,
     };
     let opts = BuildOptions {
-        source,
+        inputs: PlanInputs {
+            source,
+            priors: args.prior.clone(),
+            plan: args.planner.options(),
+            stream: args.stream.clone(),
+            allow_special_files: args.allow_special_files,
+            registry: args.registry.options(),
+            components_map: match &args.components_map {
+                Some(path) => crate::components::map::ComponentMap::read(path)?,
+                None => Default::default(),
+            },
+            source_date_epoch,
+            fixed_plan: None,
+            format: args.format,
+        },
         output: args.output.clone(),
-        priors: args.prior.clone(),
-        plan: args.planner.options(),
         compression: args.compression,
         labels: args.label.iter().cloned().collect(),
-        stream: args.stream.clone(),
-        allow_special_files: args.allow_special_files,
-        registry: args.registry.options(),
-        components_map: match &args.components_map {
-            Some(path) => crate::components::map::ComponentMap::read(path)?,
-            None => Default::default(),
-        },
-        source_date_epoch,
-        fixed_plan: None,
-        format: args.format,
     };
     let report = build(&opts, &|line| eprintln!("strata: {line}"))?;
     if let Some(path) = &args.report {

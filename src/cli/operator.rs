@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use super::{ControllerArgs, WorkerArgs, WorkerStep};
-use crate::build::BuildOptions;
+use crate::build::PlanInputs;
 use crate::operator::{self, controller, health, lease, report::Step, worker, Settings};
 
 pub const CONTROLLER_EXAMPLES: &str = "\
@@ -90,12 +90,9 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         WorkerStep::Plan => Step::Plan,
         WorkerStep::Build => Step::Build,
     };
-    let output = match (&args.output, step) {
-        (Some(o), _) => o.clone(),
-        // The plan step writes no image; this output is never opened.
-        (None, Step::Plan) => "oci:/nonexistent".parse().expect("a valid reference"),
-        (None, Step::Build) => bail!("the build step needs --output"),
-    };
+    if step == Step::Build && args.output.is_none() {
+        bail!("the build step needs --output");
+    }
     let task = worker::Task {
         step,
         namespace: args.namespace,
@@ -104,13 +101,10 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         attempt: args.attempt,
         plan_file: args.plan_file,
         termination_log: args.termination_log,
-        build: BuildOptions {
+        inputs: PlanInputs {
             source,
-            output,
             priors: args.prior,
             plan: args.planner.options(),
-            compression: args.compression,
-            labels: Default::default(),
             stream: args.stream,
             allow_special_files: true,
             registry: args.registry.options(),
@@ -119,6 +113,8 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
             fixed_plan: None,
             format: None,
         },
+        output: args.output,
+        compression: args.compression,
     };
     worker::run(&task, &|line| eprintln!("strata worker: {line}"))?;
     Ok(())

@@ -10,7 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::build::{self, BuildError, BuildOptions, PlanReport};
+use crate::build::{self, BuildError, BuildOptions, PlanInputs, PlanReport};
+use crate::image::ImageRef;
+use crate::layers::Compression;
 use crate::output::write_atomic;
 
 use super::report::{self, Step, Termination};
@@ -26,7 +28,10 @@ pub struct Task {
     /// Written by the plan step, read by the build step.
     pub plan_file: PathBuf,
     pub termination_log: PathBuf,
-    pub build: BuildOptions,
+    pub inputs: PlanInputs,
+    /// Where the build step writes the image (the plan step writes none).
+    pub output: Option<ImageRef>,
+    pub compression: Compression,
 }
 
 /// Why a step failed.
@@ -36,6 +41,8 @@ pub enum WorkerError {
     Build(#[from] BuildError),
     #[error("{path}: {problem}")]
     PlanFile { path: PathBuf, problem: String },
+    #[error("the build step has no output image to write")]
+    NoOutput,
     #[error("the report is {0} bytes gzipped; a ConfigMap holds at most 1 MiB")]
     ReportTooLarge(usize),
     #[error("cannot write the report ConfigMap {name}: {source}")]
@@ -95,7 +102,7 @@ fn step(task: &Task, progress: &(dyn Fn(&str) + Sync)) -> Result<(Vec<u8>, Strin
     };
     let (bytes, digest) = match task.step {
         Step::Plan => {
-            let report = build::plan_only(&task.build, progress)?;
+            let report = build::plan_only(&task.inputs, progress)?;
             let json = serde_json::to_vec_pretty(&report).expect("plans serialise");
             write_atomic(&task.plan_file, &json).map_err(|e| plan_error(e.to_string()))?;
             report::encode(&report)
@@ -105,8 +112,14 @@ fn step(task: &Task, progress: &(dyn Fn(&str) + Sync)) -> Result<(Vec<u8>, Strin
                 .map_err(|e| plan_error(format!("cannot read the plan step's plan: {e}")))?;
             let planned: PlanReport = serde_json::from_slice(&text)
                 .map_err(|e| plan_error(format!("not a plan report: {e}")))?;
-            let mut opts = task.build.clone();
-            opts.fixed_plan = Some(planned.plan);
+            let mut inputs = task.inputs.clone();
+            inputs.fixed_plan = Some(planned.plan);
+            let opts = BuildOptions {
+                inputs,
+                output: task.output.clone().ok_or(WorkerError::NoOutput)?,
+                compression: task.compression,
+                labels: Default::default(),
+            };
             let built = build::build(&opts, progress)?;
             report::encode(&built)
         }

@@ -518,7 +518,7 @@ fn build_into(
         image: BuiltImage {
             reference: String::new(),
             manifest_digest: desc.digest().to_string(),
-            size: built.manifest.layers().iter().map(|l| l.size()).sum(),
+            size: built.layer_bytes(),
             layers: built.manifest.layers().len(),
             layer_digests: new_layout
                 .layers

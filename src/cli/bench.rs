@@ -179,18 +179,9 @@ fn ostree_ext_encoder(
     print_row(
         &format!("ostree-ext encoder ({layers} layers)"),
         seconds,
-        blob_bytes(&dir)? as f64,
+        crate::image::read_local(&dir, Some("1"))?.layer_bytes() as f64,
     );
     Ok(seconds)
-}
-
-/// The bytes of every blob in an OCI directory (one image: its layers, config, manifest).
-fn blob_bytes(dir: &std::path::Path) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir.join("blobs/sha256"))? {
-        total += entry?.metadata()?.len();
-    }
-    Ok(total)
 }
 
 pub fn plan(args: BenchPlanArgs) -> anyhow::Result<()> {

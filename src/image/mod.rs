@@ -160,6 +160,13 @@ pub struct LocalImage {
     pub manifest: ImageManifest,
 }
 
+impl LocalImage {
+    /// Compressed bytes of all its layers: what a client without any of them fetches.
+    pub fn layer_bytes(&self) -> u64 {
+        self.manifest.layers().iter().map(|l| l.size()).sum()
+    }
+}
+
 /// Reads the manifest of `dir` tagged `tag` (or its only manifest when untagged).
 pub fn read_local(dir: &Path, tag: Option<&str>) -> Result<LocalImage, ImageError> {
     let index_path = dir.join("index.json");

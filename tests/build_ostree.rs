@@ -10,8 +10,8 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::ostree_client::build_from_ostree;
-use common::{edge_tree, ok, ostree, real_parts, strata};
+use common::ostree_client::{build_from_ostree, strata_from_ostree};
+use common::{edge_tree, ok, ostree, real_parts};
 
 fn layer_digests(oci: &Path) -> Vec<String> {
     let index: serde_json::Value =
@@ -100,17 +100,8 @@ fn a_missing_repository_or_ref_is_a_clear_error_with_nothing_written() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
     let out_dir = tmp.path().join("out");
-    let build = |repo: &Path, rev: &str| {
-        strata(&[
-            "build",
-            "--ostree-repo",
-            repo.to_str().unwrap(),
-            "--ref",
-            rev,
-            "--output",
-            &format!("oci:{}", out_dir.display()),
-        ])
-    };
+    let output = format!("oci:{}", out_dir.display());
+    let build = |repo: &Path, rev: &str| strata_from_ostree(repo, rev, &output, &[]);
     let out = build(&repo, "os/test");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not an ostree repository"));

@@ -1,6 +1,8 @@
 //! `strata build --from-image`: an image with whiteouts (written here as a plain
 //! two-layer OCI image) is flattened and laid out afresh.
 
+mod common;
+
 use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
@@ -88,21 +90,13 @@ fn an_image_with_whiteouts_is_flattened_and_rechunked() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     write_source_image(&t.join("src"));
-    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args([
-            "build",
-            "--from-image",
-            &format!("oci:{}:src", t.join("src").display()),
-            "--output",
-        ])
-        .arg(format!("oci:{}:v1", t.join("out").display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::ok(common::strata(&[
+        "build",
+        "--from-image",
+        &format!("oci:{}:src", t.join("src").display()),
+        "--output",
+        &format!("oci:{}:v1", t.join("out").display()),
+    ]));
 
     let index: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(t.join("out/index.json")).unwrap()).unwrap();

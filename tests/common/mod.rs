@@ -14,9 +14,15 @@ pub fn strata(args: &[&str]) -> Output {
 
 /// Its standard output, after asserting it succeeded.
 pub fn ok(out: Output) -> String {
+    succeeded(out, "strata")
+}
+
+/// The standard output of a command that must have succeeded; `what` names it in the
+/// failure, next to its standard error.
+pub fn succeeded(out: Output, what: impl std::fmt::Display) -> String {
     assert!(
         out.status.success(),
-        "{}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
@@ -75,16 +81,8 @@ pub fn dpkg_tree(root: &std::path::Path, version: &str) {
 
 /// Runs the ostree CLI, asserting it succeeds; its standard output.
 pub fn ostree(args: &[&str]) -> String {
-    let out = std::process::Command::new("ostree")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ostree {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    let out = Command::new("ostree").args(args).output().unwrap();
+    succeeded(out, format!("ostree {args:?}"))
 }
 
 /// A tree with the edge cases: empty directories, odd modes, symlinks, xattrs,

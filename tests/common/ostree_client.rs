@@ -2,7 +2,7 @@
 //! CLI's view of a commit.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// ostree-ext 0.15.3's importer (tools/ostree-import), or `None` (skip) outside CI.
 pub fn importer() -> Option<PathBuf> {
@@ -71,6 +71,11 @@ pub fn commit(repo: &Path, tree: &Path, branch: &str) -> String {
 /// succeed; its standard output.
 pub fn build_from_ostree(repo: &Path, rev: &str, image: &Path, extra: &[&str]) -> String {
     let output = format!("oci:{}:1", image.display());
+    super::ok(strata_from_ostree(repo, rev, &output, extra))
+}
+
+/// `strata build --ostree-repo REPO --ref REV --output OUTPUT EXTRA…`, however it ends.
+pub fn strata_from_ostree(repo: &Path, rev: &str, output: &str, extra: &[&str]) -> Output {
     let mut args = vec![
         "build",
         "--ostree-repo",
@@ -78,8 +83,8 @@ pub fn build_from_ostree(repo: &Path, rev: &str, image: &Path, extra: &[&str]) -
         "--ref",
         rev,
         "--output",
-        &output,
+        output,
     ];
     args.extend_from_slice(extra);
-    super::ok(super::strata(&args))
+    super::strata(&args)
 }

@@ -63,10 +63,6 @@ pub fn inspect(reference: &str) -> serde_json::Value {
         .args(["inspect", "--tls-verify=false", reference])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{reference} is not in the registry: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let json = super::succeeded(out, format!("{reference} is not in the registry"));
+    serde_json::from_str(&json).unwrap()
 }

@@ -103,6 +103,7 @@ mod tests {
                 })
                 .collect(),
             size: members.iter().map(|m| m.2).sum(),
+            blob_size: None,
             digest: None,
             commit_layer: false,
         }
@@ -180,7 +181,7 @@ fn rows(layout: &Layout) -> Vec<LayerRow> {
         .map(|(index, l)| LayerRow {
             index,
             digest: l.digest.clone().unwrap_or_default(),
-            size: l.size,
+            size: l.blob_size.unwrap_or(l.size),
             components: l.components.len(),
         })
         .collect()

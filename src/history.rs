@@ -34,9 +34,12 @@ pub struct LayoutComponent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayoutLayer {
     pub components: Vec<LayoutComponent>,
-    /// Uncompressed size in bytes.
+    /// Uncompressed size in bytes: the sum of the components' sizes.
     #[serde(default)]
     pub size: u64,
+    /// Compressed size of the layer blob, once built (what clients download).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_size: Option<u64>,
     /// The layer blob digest, once built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
@@ -175,7 +178,7 @@ const HALF_LIFE_BUILDS: f64 = 16.0;
 /// Weight halves for every this many days of age (when builds are dated).
 const HALF_LIFE_DAYS: f64 = 180.0;
 /// How many transitions the cold-start guess counts for against observed history.
-const PRIOR_WEIGHT: f64 = 4.0;
+pub const PRIOR_WEIGHT: f64 = 4.0;
 /// The assumed build interval when dates are missing.
 const DEFAULT_INTERVAL_DAYS: f64 = 7.0;
 /// Change probability with no information at all.
@@ -491,6 +494,7 @@ mod tests {
                     })
                     .collect(),
                 size: comps.len() as u64,
+                blob_size: None,
                 digest: None,
                 commit_layer: false,
             }],

@@ -70,6 +70,7 @@ fn layout_of(build: &Build, groups: Vec<Vec<usize>>) -> Layout {
                 LayoutLayer {
                     size: components.iter().map(|c| c.size).sum(),
                     components,
+                    blob_size: None,
                     digest: None,
                     commit_layer: false,
                 }

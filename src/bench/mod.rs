@@ -4,6 +4,7 @@
 pub mod baselines;
 pub mod replay;
 pub mod synthetic;
+pub mod trees;
 
 use std::path::Path;
 

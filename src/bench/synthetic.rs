@@ -59,6 +59,7 @@ pub fn stream(components: usize, priors: usize, layers: usize) -> (Build, Vec<La
                         })
                         .collect(),
                     size: chunk.iter().map(|&i| size(i)).sum(),
+                    blob_size: None,
                     digest: None,
                     commit_layer: false,
                 })

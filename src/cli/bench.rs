@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use std::process::Command;
 
-use super::{BenchBuildArgs, BenchPlanArgs, ReplayArgs};
+use super::{BenchBuildArgs, BenchPlanArgs, BenchTreesArgs, ReplayArgs};
 use crate::bench::baselines::{self, STRATEGIES};
 use crate::bench::replay::{replay as run_replay, ReplayOptions, ReplayResult};
 use crate::bench::{peak_rss_bytes, read_history};
@@ -42,7 +42,65 @@ Examples:
   strata bench build --rootfs TREE --ostree-repo /tmp/repo --ref os \\
       --ostree-ext-encoder tools/ostree-import/target/release/strata-ostree-import";
 
+pub const TREES_EXAMPLES: &str = "\
+Examples:
+  # The Debian stream of scripts/tree-sequence.sh (a security update, new packages,
+  # a removal with config edits, nothing changed, a larger set, a release upgrade)
+  strata bench trees -n 24 --allow-special-files $(scripts/tree-sequence.sh)
+
+  # Two builds of your own, as JSON
+  strata bench trees --json /srv/os/build-41 /srv/os/build-42";
+
 const MB: f64 = 1e6;
+
+pub fn trees(args: BenchTreesArgs) -> anyhow::Result<()> {
+    use crate::bench::trees::{self, TreesOptions, BASELINES};
+    let plan = args.planner.options();
+    plan.validate()?;
+    let scratch = tempfile::Builder::new()
+        .prefix("strata-bench-trees-")
+        .tempdir()?;
+    let opts = TreesOptions {
+        trees: args.trees,
+        plan,
+        allow_special_files: args.allow_special_files,
+        scratch: scratch.path().to_path_buf(),
+    };
+    let rows = trees::run(&opts, &|line| eprintln!("strata: {line}"))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&trees::summary(&rows))?);
+        return Ok(());
+    }
+    let mut header = format!("{:<28} {:>9} {:>16}", "update", "bound MB", "strata MB (×)");
+    for name in BASELINES {
+        write!(header, " {:>16}", format!("{name} MB (×)"))?;
+    }
+    println!("{header}  strata reused");
+    let summary = trees::summary(&rows);
+    let labelled = rows.iter().map(|r| (trees::short_name(&r.from, &r.to), r));
+    for (label, row) in labelled.chain([("total".to_string(), &summary.total)]) {
+        let ratio = |bytes: u64| trees::ratio(bytes, row.file_level_bound);
+        let cell = |bytes: u64| format!("{:.1} ({})", bytes as f64 / MB, ratio(bytes));
+        let mut line = format!(
+            "{:<28} {:>9.2} {:>16}",
+            label,
+            row.file_level_bound as f64 / MB,
+            cell(row.strata.bytes)
+        );
+        for name in BASELINES {
+            write!(line, " {:>16}", cell(row.baselines[name].bytes))?;
+        }
+        write!(line, "  {}/{}", row.strata.reused_layers, row.strata.layers)?;
+        println!("{line}");
+    }
+    println!(
+        "worst single update, strata: {} (updates with a bound of zero left out)",
+        summary
+            .worst_strata_ratio
+            .map_or("-".into(), |r| format!("{r:.2}"))
+    );
+    Ok(())
+}
 
 /// Reference pipelines; the tree is passed as `$1`, never spliced into the script.
 const PIPELINES: [(&str, &str); 2] = [

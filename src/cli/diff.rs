@@ -30,7 +30,8 @@ fn layout(r: &ImageRef, registry: &RegistryOptions) -> anyhow::Result<Layout> {
             .iter()
             .map(|d| crate::history::LayoutLayer {
                 components: vec![],
-                size: d.size(),
+                size: 0,
+                blob_size: Some(d.size()),
                 digest: Some(d.digest().to_string()),
                 commit_layer: false,
             })

@@ -340,6 +340,25 @@ pub enum BenchCommand {
     /// Time one plan of a synthetic build of N components with M prior builds.
     #[command(after_help = bench::PLAN_EXAMPLES)]
     Plan(BenchPlanArgs),
+    /// Encapsulate a stream of real trees in order and measure each update against
+    /// the file-level bound and layouts that keep no history.
+    #[command(after_help = bench::TREES_EXAMPLES)]
+    Trees(BenchTreesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTreesArgs {
+    /// The stream's root filesystems, oldest first (at least two).
+    #[arg(value_name = "TREE", num_args = 2.., required = true)]
+    pub trees: Vec<PathBuf>,
+    #[command(flatten)]
+    pub planner: PlannerArgs,
+    /// Keep device nodes and FIFOs (a debootstrapped tree has some).
+    #[arg(long)]
+    pub allow_special_files: bool,
+    /// Print JSON (every transition and total) instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -417,5 +436,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Replay(args)) => bench::replay(args),
         Command::Bench(BenchCommand::Plan(args)) => bench::plan(args),
         Command::Bench(BenchCommand::Build(args)) => bench::build(args),
+        Command::Bench(BenchCommand::Trees(args)) => bench::trees(args),
     }
 }

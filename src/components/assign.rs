@@ -1,11 +1,20 @@
 //! Which files belong to which component.
 //!
 //! Order of precedence: a `user.component` xattr, the components map, the package
-//! database, then
-//! rules for files no package owns, each as stable a group as it can be: the kernel
-//! tree of each version, the package database itself, `/etc`, every unowned file of
-//! 1 MiB or more on its own, and the rest by top-level directory. All directories
-//! form one generated component, so empty directories survive.
+//! database (its paths resolved through the tree's own directory links, see
+//! [`super::resolve`]), then rules for files no package owns. Every component is
+//! versioned by the digest of its content, so a version changes exactly when some
+//! byte of the component does, whatever the package database says.
+//!
+//! Components are made small where that pays, because clients download whole layers:
+//! - a package's files are split by directory ([`units`]), so a security update that
+//!   rebuilds a binary leaves its documentation, locales and data in place;
+//! - files no package owns go into units by directory: caches, logs and package
+//!   manager leftovers are volatile from the first build, the package database is one
+//!   unit of its own, and alternatives links share one small stable unit;
+//! - any file of [`LARGE_FILE`] or more is a unit of its own.
+//!
+//! All directories form one generated component, so empty directories survive.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -13,20 +22,26 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::dpkg;
 use super::map::ComponentMap;
 use super::package::{Package, Tree};
-use super::rpmdb;
+use super::resolve::Resolver;
+use super::units::{self, Unit};
+use super::{dpkg, rpmdb};
 use super::{Build, Component, ComponentKind};
 use crate::source::content::Content;
 use crate::source::{Entry, EntryKind};
 
+pub use super::error::AssignError;
+pub use super::units::LARGE_FILE;
+
 /// The xattr that names a file's component explicitly.
 pub const COMPONENT_XATTR: &str = "user.component";
-/// Unowned files at least this large get a component of their own.
-pub const LARGE_FILE: u64 = 1 << 20;
 /// The component holding every directory.
 pub const TREE_COMPONENT: &str = "filesystem-tree";
+/// The component holding the package databases.
+pub const DATABASE_COMPONENT: &str = "package-database";
+/// The component holding alternatives links (`/etc/alternatives` and links into it).
+pub const ALTERNATIVES_COMPONENT: &str = "alternatives";
 /// Package databases: generated, and rewritten by every package change.
 const PACKAGE_DATABASES: [&str; 4] = [
     "var/lib/dpkg/",
@@ -34,24 +49,30 @@ const PACKAGE_DATABASES: [&str; 4] = [
     "var/lib/rpm/",
     "usr/share/rpm/",
 ];
+/// Unowned content that changes on every build: caches, logs, scratch space and
+/// apt's package lists. Recognised on the first build, before history can tell.
+const VOLATILE_DIRS: [&str; 5] = [
+    "var/cache/",
+    "var/log/",
+    "var/lib/apt/lists/",
+    "var/tmp/",
+    "tmp/",
+];
+const ALTERNATIVES_DIR: &str = "etc/alternatives/";
+/// Where packages keep their configuration.
+const CONFIG_DIR: &str = "etc";
 
-#[derive(Debug, thiserror::Error)]
-pub enum AssignError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path}: {problem}")]
-    Invalid { path: PathBuf, problem: String },
-}
-
-/// Entries gathered under one component name while walking.
-struct Group {
-    kind: ComponentKind,
-    /// Index into the packages, for package components.
-    package: Option<usize>,
-    members: Vec<usize>,
+/// What claims an entry, before units are cut.
+#[derive(Debug, Clone)]
+enum Claim {
+    /// A component named outright: an xattr, a map rule, or a fixed rule.
+    Named(String, ComponentKind),
+    /// Owned by this package.
+    Package(usize),
+    /// Owned by nobody; `true` for volatile content.
+    Unowned { volatile: bool },
+    /// A hard link: wherever its target goes.
+    Link(PathBuf),
 }
 
 /// A build's components, and which entries each one holds.
@@ -60,6 +81,13 @@ pub struct Assigned {
     pub build: Build,
     /// For each component of `build` (same order): indices into the entries.
     pub members: Vec<Vec<usize>>,
+}
+
+/// One component before its version is known.
+struct Draft {
+    kind: ComponentKind,
+    package: Option<usize>,
+    members: Vec<usize>,
 }
 
 /// Groups the walked `entries` of a tree (its files read through `content`) into
@@ -74,148 +102,263 @@ pub fn assign(
     let mut packages: Vec<Package> = rpmdb::read(&tree)?.unwrap_or_default();
     packages.extend(dpkg::read(&tree)?.unwrap_or_default());
     packages.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut owner: HashMap<&Path, usize> = HashMap::new();
+    let owner = owners(entries, &packages);
+    let claims: Vec<Claim> = entries
+        .iter()
+        .map(|e| claim(e, map, owner.get(e.path.as_path()).copied()))
+        .collect();
+    let drafts = draft(content, entries, &claims, &packages)?;
+    finish(content, entries, drafts, &packages, date)
+}
+
+/// Each path a package lists, resolved to where the tree holds it, with its owner.
+/// Packages are sorted by name, so the first claim is the deterministic owner.
+fn owners<'e>(entries: &'e [Entry], packages: &[Package]) -> HashMap<PathBuf, usize> {
+    let resolver = Resolver::new(entries);
+    let mut owner = HashMap::new();
     for (p, pkg) in packages.iter().enumerate() {
         for f in &pkg.files {
-            // Packages are sorted by name, so the first claim is the deterministic owner.
-            owner.entry(f.as_path()).or_insert(p);
+            let at = resolver.resolve(f).unwrap_or_else(|| f.clone());
+            owner.entry(at).or_insert(p);
         }
     }
-    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
-    let mut group_of: HashMap<&Path, String> = HashMap::new();
-    for (i, e) in entries.iter().enumerate() {
-        let (name, kind, pkg) = match &e.kind {
-            EntryKind::Dir => (TREE_COMPONENT.to_string(), ComponentKind::Generated, None),
-            EntryKind::Hardlink(target) => {
-                let name = group_of.get(target.as_path()).cloned().ok_or_else(|| {
-                    AssignError::Invalid {
-                        path: content.describe(&e.path),
-                        problem: format!(
-                            "hard link to {} which the walk did not see first",
-                            target.display()
-                        ),
-                    }
-                })?;
-                let g = &groups[&name];
-                (name, g.kind, g.package)
-            }
-            _ => classify(e, map, owner.get(e.path.as_path()).copied(), &packages),
-        };
-        group_of.insert(e.path.as_path(), name.clone());
-        groups
-            .entry(name)
-            .or_insert(Group {
-                kind,
-                package: pkg,
-                members: Vec::new(),
-            })
-            .members
-            .push(i);
+    owner
+}
+
+/// What claims one entry: xattr, map, owner, then the rules for unowned files.
+fn claim(e: &Entry, map: &ComponentMap, owner: Option<usize>) -> Claim {
+    let named = |name: &str, kind| Claim::Named(name.to_string(), kind);
+    match &e.kind {
+        EntryKind::Dir => return named(TREE_COMPONENT, ComponentKind::Generated),
+        EntryKind::Hardlink(target) => return Claim::Link(target.clone()),
+        _ => {}
     }
-    let mut build = Build {
-        date,
-        components: Vec::new(),
-    };
-    let groups: Vec<(String, Group)> = groups.into_iter().collect();
-    // Content digests read every unowned byte: spread them over all cores.
+    if let Some((_, v)) = e.xattrs.iter().find(|(k, _)| k == COMPONENT_XATTR) {
+        return named(&String::from_utf8_lossy(v), ComponentKind::Files);
+    }
+    if let Some(name) = map.component_of(&e.path) {
+        return named(name, ComponentKind::Files);
+    }
+    if let Some(p) = owner {
+        return Claim::Package(p);
+    }
+    let path = e.path.to_string_lossy();
+    if let Some(rest) = path.strip_prefix("usr/lib/modules/") {
+        let version = rest.split('/').next().unwrap_or_default();
+        return Claim::Named(format!("kernel:{version}"), ComponentKind::Generated);
+    }
+    if is_volatile(&path) {
+        return Claim::Unowned { volatile: true };
+    }
+    if PACKAGE_DATABASES.iter().any(|db| path.starts_with(db)) {
+        return named(DATABASE_COMPONENT, ComponentKind::Generated);
+    }
+    let into_alternatives = matches!(&e.kind, EntryKind::Symlink(t)
+        if t.to_string_lossy().trim_start_matches('/').starts_with(ALTERNATIVES_DIR));
+    if path.starts_with(ALTERNATIVES_DIR) || into_alternatives {
+        return named(ALTERNATIVES_COMPONENT, ComponentKind::Files);
+    }
+    Claim::Unowned { volatile: false }
+}
+
+/// Caches, logs, scratch space, and dpkg's `*-old` backups.
+fn is_volatile(path: &str) -> bool {
+    VOLATILE_DIRS.iter().any(|d| path.starts_with(d))
+        || path
+            .strip_prefix("var/lib/dpkg/")
+            .is_some_and(|name| !name.contains('/') && name.ends_with("-old"))
+}
+
+/// Cuts the claims into components: named ones whole, each package and the unowned
+/// content of each top-level directory into units.
+fn draft(
+    content: &dyn Content,
+    entries: &[Entry],
+    claims: &[Claim],
+    packages: &[Package],
+) -> Result<BTreeMap<String, Draft>, AssignError> {
+    let mut named: BTreeMap<String, Draft> = BTreeMap::new();
+    let mut by_package: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut unowned: BTreeMap<(bool, String), Vec<usize>> = BTreeMap::new();
+    let mut links = Vec::new();
+    for (i, c) in claims.iter().enumerate() {
+        match c {
+            Claim::Named(name, kind) => add(&mut named, name.clone(), *kind, None, i),
+            Claim::Package(p) => by_package.entry(*p).or_default().push(i),
+            Claim::Unowned { volatile } => {
+                let top = top_dir(&entries[i].path);
+                unowned.entry((*volatile, top)).or_default().push(i);
+            }
+            Claim::Link(target) => links.push((i, target)),
+        }
+    }
+    for (p, members) in by_package {
+        let name = &packages[p].name;
+        // A package's configuration is its own unit: an administrator's edit to one
+        // conffile must not rewrite the layer of the package's binaries.
+        let (config, rest): (Vec<usize>, Vec<usize>) = members
+            .into_iter()
+            .partition(|&i| entries[i].path.starts_with(CONFIG_DIR));
+        if !config.is_empty() {
+            let unit_name = format!("{name}:/{CONFIG_DIR}");
+            for i in config {
+                add(
+                    &mut named,
+                    unit_name.clone(),
+                    ComponentKind::Files,
+                    Some(p),
+                    i,
+                );
+            }
+        }
+        for unit in units::split(entries, &rest, Path::new("")) {
+            let unit_name = match &unit.path {
+                None => name.clone(),
+                Some(path) => format!("{name}:/{}", path.display()),
+            };
+            extend(&mut named, unit_name, ComponentKind::Package, Some(p), unit);
+        }
+    }
+    for ((volatile, top), members) in unowned {
+        let (prefix, kind) = match volatile {
+            true => ("volatile", ComponentKind::Generated),
+            false => ("unowned", ComponentKind::Files),
+        };
+        for unit in units::split(entries, &members, Path::new(&top)) {
+            let unit_name = match (&unit.path, unit.single_file) {
+                (Some(path), true) => format!("file:/{}", path.display()),
+                (Some(path), false) => format!("{prefix}:/{}", path.display()),
+                (None, _) => format!("{prefix}:/{top}"),
+            };
+            extend(&mut named, unit_name, kind, None, unit);
+        }
+    }
+    place_links(content, entries, &mut named, links)?;
+    Ok(named)
+}
+
+fn add(
+    drafts: &mut BTreeMap<String, Draft>,
+    name: String,
+    kind: ComponentKind,
+    package: Option<usize>,
+    member: usize,
+) {
+    drafts
+        .entry(name)
+        .or_insert(Draft {
+            kind,
+            package,
+            members: Vec::new(),
+        })
+        .members
+        .push(member);
+}
+
+fn extend(
+    drafts: &mut BTreeMap<String, Draft>,
+    name: String,
+    kind: ComponentKind,
+    package: Option<usize>,
+    unit: Unit,
+) {
+    for m in unit.members {
+        add(drafts, name.clone(), kind, package, m);
+    }
+}
+
+/// Hard links go with the component of the path they link to.
+fn place_links(
+    content: &dyn Content,
+    entries: &[Entry],
+    drafts: &mut BTreeMap<String, Draft>,
+    links: Vec<(usize, &PathBuf)>,
+) -> Result<(), AssignError> {
+    let mut component_of: HashMap<&Path, String> = HashMap::new();
+    for (name, d) in drafts.iter() {
+        for &m in &d.members {
+            component_of.insert(entries[m].path.as_path(), name.clone());
+        }
+    }
+    for (i, target) in links {
+        let name =
+            component_of
+                .get(target.as_path())
+                .cloned()
+                .ok_or_else(|| AssignError::Invalid {
+                    path: content.describe(&entries[i].path),
+                    problem: format!(
+                        "hard link to {} which the walk did not see first",
+                        target.display()
+                    ),
+                })?;
+        let d = drafts
+            .get_mut(&name)
+            .expect("the target's component exists");
+        d.members.push(i);
+        d.members.sort_unstable();
+    }
+    Ok(())
+}
+
+/// The first component of a path with more than one, else "" (the root's own files).
+fn top_dir(path: &Path) -> String {
+    let mut parts = path.components();
+    match (parts.next(), parts.next()) {
+        (Some(first), Some(_)) => first.as_os_str().to_string_lossy().into_owned(),
+        _ => String::new(),
+    }
+}
+
+/// Versions every draft by the digest of its content and writes the build.
+fn finish(
+    content: &dyn Content,
+    entries: &[Entry],
+    drafts: BTreeMap<String, Draft>,
+    packages: &[Package],
+    date: Option<String>,
+) -> Result<Assigned, AssignError> {
+    let drafts: Vec<(String, Draft)> = drafts.into_iter().collect();
+    // Content digests read every byte of the tree: spread them over all cores.
     let digests = crate::parallel::try_map(
-        &groups,
-        |_, (_, g)| match g.package {
-            Some(_) => Ok(None),
-            None => content_version(content, entries, &g.members).map(Some),
-        },
+        &drafts,
+        |_, (_, d)| content_version(content, entries, &d.members),
         |_, _| {},
     )?;
-    let mut members = Vec::new();
-    for (
-        (
-            name,
-            Group {
-                kind,
-                package: pkg,
-                members: idx,
-            },
-        ),
-        digest,
-    ) in groups.into_iter().zip(digests)
-    {
-        let size = idx.iter().map(|&i| entries[i].size).sum();
-        let (version, source, changelog) = match pkg {
-            Some(p) => (
-                packages[p].version.clone(),
-                packages[p]
-                    .source
-                    .clone()
-                    .or(Some(packages[p].name.clone())),
-                packages[p].changelog.clone(),
-            ),
-            None => (digest.unwrap_or_default(), None, Vec::new()),
-        };
+    let mut build = Build {
+        date,
+        components: Vec::with_capacity(drafts.len()),
+    };
+    let mut members = Vec::with_capacity(drafts.len());
+    for ((name, d), version) in drafts.into_iter().zip(digests) {
+        // A package's units change together when it is updated: they share its
+        // history and a layer. Its configuration is edited on its own.
+        let pkg = d
+            .package
+            .map(|p| &packages[p])
+            .filter(|_| d.kind == ComponentKind::Package);
         build.components.push(Component {
             name,
             version,
-            size,
-            source,
-            changelog,
+            size: d.members.iter().map(|&i| entries[i].size).sum(),
+            source: pkg.map(|p| p.source.clone().unwrap_or_else(|| p.name.clone())),
+            changelog: pkg.map(|p| p.changelog.clone()).unwrap_or_default(),
             update_interval_days: None,
-            kind,
+            kind: d.kind,
         });
-        members.push(idx);
+        members.push(d.members);
     }
     Ok(Assigned { build, members })
 }
 
-/// The component of a non-directory entry, by xattr, owner, then the unowned rules.
-fn classify(
-    e: &Entry,
-    map: &ComponentMap,
-    owner: Option<usize>,
-    packages: &[Package],
-) -> (String, ComponentKind, Option<usize>) {
-    if let Some((_, v)) = e.xattrs.iter().find(|(k, _)| k == COMPONENT_XATTR) {
-        return (
-            String::from_utf8_lossy(v).into_owned(),
-            ComponentKind::Files,
-            None,
-        );
-    }
-    if let Some(name) = map.component_of(&e.path) {
-        return (name.to_string(), ComponentKind::Files, None);
-    }
-    if let Some(p) = owner {
-        return (packages[p].name.clone(), ComponentKind::Package, Some(p));
-    }
-    let path = e.path.to_string_lossy();
-    let generated = |name: String| (name, ComponentKind::Generated, None);
-    if let Some(rest) = path.strip_prefix("usr/lib/modules/") {
-        let version = rest.split('/').next().unwrap_or_default();
-        return generated(format!("kernel:{version}"));
-    }
-    if PACKAGE_DATABASES.iter().any(|db| path.starts_with(db)) {
-        return generated("package-database".into());
-    }
-    if path.starts_with("etc/") {
-        return generated("etc".into());
-    }
-    if e.size >= LARGE_FILE {
-        return generated(format!("file:/{path}"));
-    }
-    let top = path
-        .split('/')
-        .next()
-        .filter(|_| path.contains('/'))
-        .unwrap_or("");
-    generated(format!("unowned:/{top}"))
-}
-
-/// A version for content no package versions: a digest of every member's path,
-/// metadata and bytes.
+/// A component's version: a digest of every member's path, metadata and bytes.
 fn content_version(
     content: &dyn Content,
     entries: &[Entry],
     members: &[usize],
 ) -> Result<String, AssignError> {
     let mut h = Sha256::new();
+    let mut buf = vec![0; 64 << 10];
     for &i in members {
         let e = &entries[i];
         h.update(e.path.as_os_str().as_encoded_bytes());
@@ -230,7 +373,6 @@ fn content_version(
                 source,
             };
             let mut f = content.open(e).map_err(err)?;
-            let mut buf = vec![0; 64 << 10];
             loop {
                 let n = f.read(&mut buf).map_err(err)?;
                 if n == 0 {

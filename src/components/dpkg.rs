@@ -9,11 +9,13 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::assign::AssignError;
+use super::error::AssignError;
 use super::package::{Package, Tree, MAX_DB_FILE};
 
 /// The status file, relative to the root.
 pub const STATUS: &str = "var/lib/dpkg/status";
+/// Which package's file dpkg moved aside, and where (`dpkg-divert`).
+pub const DIVERSIONS: &str = "var/lib/dpkg/diversions";
 /// Only this much of a decompressed changelog is read.
 const MAX_CHANGELOG: u64 = 4 << 20;
 
@@ -59,7 +61,41 @@ pub fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
         });
     }
     packages.sort_by(|a, b| a.name.cmp(&b.name));
+    apply_diversions(tree, &mut packages)?;
     Ok(Some(packages))
+}
+
+/// Moves each diverted file to where dpkg put it: the diverted package's copy lives
+/// at the divert-to path, and the original path belongs to the diverting package
+/// (which lists it too). Lists name files by their original paths.
+fn apply_diversions(tree: &Tree, packages: &mut [Package]) -> Result<(), AssignError> {
+    let Some(data) = tree.read(Path::new(DIVERSIONS), MAX_DB_FILE)? else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(&data);
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() % 3 != 0 {
+        return Err(AssignError::Invalid {
+            path: tree.describe(Path::new(DIVERSIONS)),
+            problem: format!(
+                "has {} lines; diversions come in threes (from, to, package)",
+                lines.len()
+            ),
+        });
+    }
+    for d in lines.chunks(3) {
+        let (from, to, by) = (relative(d[0]), relative(d[1]), d[2]);
+        for pkg in packages.iter_mut().filter(|p| p.name != by) {
+            if let Some(f) = pkg.files.iter_mut().find(|f| **f == from) {
+                *f = to.clone();
+            }
+        }
+    }
+    Ok(())
+}
+
+fn relative(listed: &str) -> PathBuf {
+    PathBuf::from(listed.trim_start_matches('/'))
 }
 
 fn parse_paragraph(para: &str) -> HashMap<&str, String> {

@@ -7,9 +7,12 @@
 
 pub mod assign;
 pub mod dpkg;
+pub mod error;
 pub mod map;
 pub mod package;
+pub mod resolve;
 pub mod rpmdb;
+pub mod units;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -27,7 +30,8 @@ pub enum ComponentKind {
     Package,
     /// Content made at build time (initramfs, package database, unowned files).
     Generated,
-    /// An explicit file group (a `user.component` xattr or a mapping-file entry).
+    /// Files grouped without a package: a `user.component` xattr, a mapping-file
+    /// entry, or unowned files of one directory.
     Files,
 }
 

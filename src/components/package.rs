@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::assign::AssignError;
+use super::error::AssignError;
 use crate::source::content::Content;
 use crate::source::{Entry, EntryKind};
 

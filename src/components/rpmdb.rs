@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::assign::AssignError;
+use super::error::AssignError;
 use super::package::{Package, Tree, MAX_DB_FILE};
 
 /// Where rpm keeps its sqlite database, newest location first.

@@ -288,8 +288,9 @@ pub fn layout_from_manifest(
             Vec::new()
         };
         layers.push(LayoutLayer {
+            size: components.iter().map(|c: &LayoutComponent| c.size).sum(),
+            blob_size: Some(desc.size()),
             components,
-            size: desc.size(),
             digest: Some(desc.digest().to_string()),
             commit_layer: false,
         });

@@ -131,6 +131,9 @@ fn moved_reason(ctx: &Ctx, prior_layer: usize, why: Option<&Dirty>, repacked: bo
             "prior layer {prior_layer} was merged to fit the cap of {} layers",
             ctx.max_layers
         ),
+        (Dirty::Opened, _) => format!(
+            "prior layer {prior_layer} was reopened to give new or changed content room"
+        ),
         (Dirty::Changed(change), _) => format!(
             "prior layer {prior_layer} is rewritten anyway ({change}); regrouped by change probability at no extra download"
         ),

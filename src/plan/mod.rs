@@ -188,6 +188,7 @@ impl Plan {
                 .map(|l| LayoutLayer {
                     components: l.components.clone(),
                     size: l.size,
+                    blob_size: None,
                     digest: None,
                     commit_layer: false,
                 })
@@ -204,6 +205,7 @@ pub fn plan(build: &Build, priors: &[Layout], opts: &PlanOptions) -> Result<Plan
         build,
         estimates: &estimates,
         max_layers: opts.max_layers,
+        transitions: priors.len(),
     };
     let outcome = match priors.first() {
         None => first_build(&ctx, opts),
@@ -217,6 +219,8 @@ struct Ctx<'a> {
     build: &'a Build,
     estimates: &'a [Estimate],
     max_layers: usize,
+    /// Updates the estimates could learn from: one per prior build.
+    transitions: usize,
 }
 
 impl Ctx<'_> {
@@ -289,6 +293,8 @@ impl Ctx<'_> {
 enum Dirty {
     Changed(String),
     OverCap,
+    /// Opened to give new or changed content more layers (see the repack reason).
+    Opened,
 }
 
 /// What the planning steps decide before the output is assembled.
@@ -320,6 +326,7 @@ fn first_build(ctx: &Ctx, opts: &PlanOptions) -> Outcome {
 }
 
 /// The prior layers split into those reused unchanged and the content to regroup.
+#[derive(Clone)]
 struct Sticky {
     clean: Vec<(usize, Vec<usize>)>,
     pool: Vec<usize>,
@@ -403,21 +410,8 @@ fn fit_cap(ctx: &Ctx, sticky: &mut Sticky) {
 fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
     let mut sticky = split_prior(ctx, prior);
     fit_cap(ctx, &mut sticky);
-    let slots = ctx.max_layers - sticky.clean.len();
-    let regrouped = if sticky.pool.is_empty() {
-        Vec::new()
-    } else {
-        ctx.pack(&sticky.pool, slots)
-    };
-    let mut layers: Vec<(Vec<usize>, Option<usize>)> = sticky
-        .clean
-        .iter()
-        .map(|(l, m)| (m.clone(), Some(*l)))
-        .collect();
-    layers.extend(regrouped.into_iter().map(|m| (m, None)));
+    let layers = sticky_layers(ctx, &sticky);
     let sticky_cost: f64 = layers.iter().map(|(m, _)| ctx.group(m).cost()).sum();
-
-    let unchanged = sticky.dirty.is_empty() && sticky.pool.is_empty();
     let mut repack = RepackDecision {
         policy: opts.repack,
         performed: false,
@@ -427,78 +421,222 @@ fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
         one_time_cost_bytes: 0,
         horizon: opts.horizon,
     };
-    if unchanged {
+    let keep = |layers, dirty, repack| Outcome {
+        layers,
+        dirty,
+        repack,
+    };
+    if sticky.dirty.is_empty() && sticky.pool.is_empty() {
         repack.reason = "nothing changed since the prior build: its layout is reused as is".into();
-        return Outcome {
-            layers,
-            dirty: sticky.dirty,
-            repack,
-        };
+        return keep(layers, sticky.dirty, repack);
     }
     if opts.repack == RepackPolicy::Never {
         repack.reason = "repack policy is 'never': unchanged layers are kept".into();
-        return Outcome {
-            layers,
-            dirty: sticky.dirty,
-            repack,
-        };
+        return keep(layers, sticky.dirty, repack);
     }
+    let price = Pricing::new(ctx, prior, opts);
+    let (sticky, layers, opened) = open_room(ctx, &price, sticky, layers);
+    let sticky_cost: f64 = layers.iter().map(|(m, _)| ctx.group(m).cost()).sum();
+    repack.sticky_expected_bytes = sticky_cost;
+    repack.one_time_cost_bytes = opened;
 
     let all: Vec<usize> = (0..ctx.build.components.len()).collect();
     let fresh = ctx.pack(&all, ctx.max_layers);
     let fresh_cost = ctx.cost(&fresh);
-    let sticky_download: u64 = sticky.pool.iter().map(|&i| ctx.component(i).size).sum();
-    let prior_keys: HashSet<String> = prior
-        .layers
-        .iter()
-        .filter_map(LayoutLayer::content_key)
-        .collect();
-    let rewritten: Vec<&Vec<usize>> = fresh
-        .iter()
-        .filter(|m| !prior_keys.contains(&members_key(ctx, m)))
-        .collect();
-    let fresh_download: u64 = rewritten.iter().map(|m| ctx.group(m).size).sum();
-    let extra_layers = rewritten
-        .len()
-        .saturating_sub(layers.len() - sticky.clean.len());
-    repack.fresh_expected_bytes = fresh_cost;
-    repack.one_time_cost_bytes =
-        fresh_download.saturating_sub(sticky_download) + extra_layers as u64 * LAYER_OVERHEAD_BYTES;
-    let saving = (sticky_cost - fresh_cost) * opts.horizon;
-    let worth = saving > repack.one_time_cost_bytes as f64 && fresh_cost < sticky_cost;
+    let fresh_once = price.fresh_one_time(ctx, &sticky, &fresh, layers.len());
+    let worth = price.value(fresh_cost, fresh_once) < price.value(sticky_cost, opened)
+        && fresh_cost < sticky_cost;
     repack.performed = opts.repack == RepackPolicy::Always || worth;
-    repack.reason = repack_reason(opts, saving, &repack);
+    if repack.performed {
+        repack.fresh_expected_bytes = fresh_cost;
+        repack.one_time_cost_bytes = fresh_once;
+    } else {
+        repack.fresh_expected_bytes = fresh_cost;
+    }
+    repack.reason = repack_reason(opts, &price, &repack, opened, fresh_once);
     if !repack.performed {
-        return Outcome {
-            layers,
-            dirty: sticky.dirty,
-            repack,
-        };
+        return keep(layers, sticky.dirty, repack);
     }
     let mut dirty = sticky.dirty;
     for (l, _) in &sticky.clean {
         dirty.insert(*l, Dirty::Changed("the layout was re-planned".into()));
     }
-    Outcome {
-        layers: fresh.into_iter().map(|m| (m, None)).collect(),
+    keep(
+        fresh.into_iter().map(|m| (m, None)).collect(),
         dirty,
         repack,
+    )
+}
+
+type Layers = Vec<(Vec<usize>, Option<usize>)>;
+
+/// Compressed bytes per uncompressed byte in `prior`'s published layers (1 when it
+/// was never built), to price plans in what clients really download.
+fn compression_ratio(prior: &Layout) -> f64 {
+    let (blob, raw) = prior
+        .layers
+        .iter()
+        .filter_map(|l| Some((l.blob_size?, l.size)))
+        .filter(|&(_, raw)| raw > 0)
+        .fold((0u64, 0u64), |(b, r), (lb, lr)| (b + lb, r + lr));
+    match raw {
+        0 => 1.0,
+        _ => (blob as f64 / raw as f64).clamp(0.0, 1.0),
     }
 }
 
-fn repack_reason(opts: &PlanOptions, saving: f64, r: &RepackDecision) -> String {
+/// How far estimates resting on `transitions` observed updates are trusted: the same
+/// shrinkage the estimator gives its cold-start guess (one transition: 1/5).
+fn history_confidence(transitions: usize) -> f64 {
+    let t = transitions as f64;
+    t / (t + history::PRIOR_WEIGHT)
+}
+
+/// The clean prior layers as they are, and the pool regrouped into the free slots.
+fn sticky_layers(ctx: &Ctx, sticky: &Sticky) -> Layers {
+    let slots = ctx.max_layers - sticky.clean.len();
+    let mut layers: Layers = sticky
+        .clean
+        .iter()
+        .map(|(l, m)| (m.clone(), Some(*l)))
+        .collect();
+    if !sticky.pool.is_empty() {
+        layers.extend(ctx.pack(&sticky.pool, slots).into_iter().map(|m| (m, None)));
+    }
+    layers
+}
+
+/// How a layout is weighed against what it costs to get there: expected bytes over
+/// the horizon, compressed and trusted as far as the history behind them, against
+/// the compressed bytes clients download once.
+struct Pricing<'a> {
+    prior: &'a Layout,
+    /// Compressed bytes per expected uncompressed byte over the horizon.
+    weight: f64,
+    ratio: f64,
+}
+
+impl<'a> Pricing<'a> {
+    fn new(ctx: &Ctx, prior: &'a Layout, opts: &PlanOptions) -> Self {
+        let ratio = compression_ratio(prior);
+        // The saving rests on estimates learnt from few transitions early in a
+        // stream: it counts only as far as the history behind it can be trusted.
+        let weight = opts.horizon * ratio * history_confidence(ctx.transitions);
+        Pricing {
+            prior,
+            weight,
+            ratio,
+        }
+    }
+
+    fn value(&self, expected: f64, one_time: u64) -> f64 {
+        expected * self.weight + one_time as f64
+    }
+
+    /// What rewriting prior layer `l` makes clients download once.
+    fn compressed(&self, l: usize) -> u64 {
+        let layer = &self.prior.layers[l];
+        layer
+            .blob_size
+            .unwrap_or((layer.size as f64 * self.ratio).round() as u64)
+    }
+
+    /// What a fresh plan makes clients download once beyond the sticky layout: the
+    /// clean layers it rewrites, and a request per extra layer.
+    fn fresh_one_time(
+        &self,
+        ctx: &Ctx,
+        sticky: &Sticky,
+        fresh: &[Vec<usize>],
+        sticky_layers: usize,
+    ) -> u64 {
+        let fresh_keys: HashSet<String> = fresh.iter().map(|m| members_key(ctx, m)).collect();
+        let prior_keys: HashSet<String> = self
+            .prior
+            .layers
+            .iter()
+            .filter_map(LayoutLayer::content_key)
+            .collect();
+        let rewritten: u64 = sticky
+            .clean
+            .iter()
+            .filter(|(l, _)| {
+                self.prior.layers[*l]
+                    .content_key()
+                    .is_none_or(|k| !fresh_keys.contains(&k))
+            })
+            .map(|(l, _)| self.compressed(*l))
+            .sum();
+        let fresh_new = fresh
+            .iter()
+            .filter(|m| !prior_keys.contains(&members_key(ctx, m)))
+            .count();
+        let regrouped = sticky_layers - sticky.clean.len();
+        rewritten + fresh_new.saturating_sub(regrouped) as u64 * LAYER_OVERHEAD_BYTES
+    }
+}
+
+/// Opens the smallest clean layers when new or changed content needs more layers
+/// than the dirty ones leave, as far as that pays over the horizon. Tries 1, 2, 4, …
+/// layers; returns the layout chosen and the compressed bytes it rewrites once.
+fn open_room(ctx: &Ctx, price: &Pricing, sticky: Sticky, layers: Layers) -> (Sticky, Layers, u64) {
+    let cost = |layers: &Layers| layers.iter().map(|(m, _)| ctx.group(m).cost()).sum::<f64>();
+    let mut by_size: Vec<usize> = (0..sticky.clean.len()).collect();
+    by_size.sort_by_key(|&k| (price.compressed(sticky.clean[k].0), sticky.clean[k].0));
+    let mut best_value = price.value(cost(&layers), 0);
+    let mut best = (sticky.clone(), layers, 0);
+    let mut k = 1;
+    while k <= by_size.len() / 2 && !sticky.pool.is_empty() {
+        let mut trial = sticky.clone();
+        let mut opened: Vec<usize> = by_size[..k].to_vec();
+        opened.sort_unstable_by(|a, b| b.cmp(a));
+        let mut once = 0;
+        for at in opened {
+            let (l, members) = trial.clean.remove(at);
+            once += price.compressed(l);
+            trial.pool.extend(members);
+            trial.dirty.insert(l, Dirty::Opened);
+        }
+        trial.pool.sort_unstable();
+        let trial_layers = sticky_layers(ctx, &trial);
+        let value = price.value(cost(&trial_layers), once);
+        if value < best_value {
+            best_value = value;
+            best = (trial, trial_layers, once);
+        }
+        k *= 2;
+    }
+    best
+}
+
+fn repack_reason(
+    opts: &PlanOptions,
+    price: &Pricing,
+    r: &RepackDecision,
+    opened: u64,
+    fresh_once: u64,
+) -> String {
     let per_update = r.sticky_expected_bytes - r.fresh_expected_bytes;
+    let saving = per_update * price.weight;
     let figures = format!(
-        "a fresh plan saves {} per update, {} over {} builds, for a one-time {}",
+        "a fresh plan saves {} per update (uncompressed), {} over {} builds once \
+         compressed and weighed by the history behind it, for a one-time {}",
         human_bytes(per_update.max(0.0) as u64),
         human_bytes(saving.max(0.0) as u64),
         opts.horizon,
-        human_bytes(r.one_time_cost_bytes)
+        human_bytes(fresh_once.saturating_sub(opened))
     );
+    let room = match opened {
+        0 => String::new(),
+        _ => format!(
+            "; reopened the smallest unchanged layers ({}) to give new content room",
+            human_bytes(opened)
+        ),
+    };
     match (opts.repack, r.performed) {
         (RepackPolicy::Always, _) => format!("repack policy is 'always': re-planned ({figures})"),
         (_, true) => format!("re-planned: {figures}"),
-        (_, false) => format!("kept the prior layout: {figures}"),
+        (_, false) => format!("kept the prior layout{room}: {figures}"),
     }
 }
 

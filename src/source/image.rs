@@ -4,9 +4,12 @@
 //!
 //! Extraction goes through `tar`'s `unpack_in`, which refuses paths that would land
 //! outside the directory, including through symlinks laid down by earlier layers.
+//! Whiteouts are applied through directory descriptors opened with `O_NOFOLLOW` at
+//! every component, so no link, wherever it sits in the path, is ever followed.
 
 use std::fs;
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use ocidir::oci_spec::image::{Descriptor, MediaType};
@@ -84,6 +87,12 @@ fn is_gzip(blob: &Path) -> Result<bool, SourceError> {
     Ok(f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b])
 }
 
+/// Whether a layer entry is a whiteout (names need not be UTF-8).
+fn is_whiteout(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(WHITEOUT.as_bytes()))
+}
+
 /// Applies one layer: its whiteouts remove what lower layers put there, then its
 /// entries are unpacked on top.
 fn apply_layer(blob: &Path, desc: &Descriptor, into: &Path) -> Result<(), SourceError> {
@@ -97,15 +106,12 @@ fn apply_layer(blob: &Path, desc: &Descriptor, into: &Path) -> Result<(), Source
         .map_err(io)?
     {
         let path = entry.map_err(io)?.path().map_err(io)?.into_owned();
-        if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(WHITEOUT))
-        {
+        if is_whiteout(&path) {
             whiteouts.push(safe_relative(blob, &path)?);
         }
     }
     for w in &whiteouts {
-        remove_whited_out(into, w)?;
+        remove_whited_out(blob, into, w)?;
     }
     let mut archive = tar::Archive::new(open_layer(blob, desc)?);
     archive.set_preserve_permissions(true);
@@ -115,10 +121,7 @@ fn apply_layer(blob: &Path, desc: &Descriptor, into: &Path) -> Result<(), Source
     for entry in archive.entries().map_err(io)? {
         let mut entry = entry.map_err(io)?;
         let path = entry.path().map_err(io)?.into_owned();
-        if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(WHITEOUT))
-        {
+        if is_whiteout(&path) {
             continue;
         }
         entry
@@ -157,32 +160,86 @@ fn safe_relative(blob: &Path, path: &Path) -> Result<PathBuf, SourceError> {
     Ok(out)
 }
 
-fn remove_whited_out(into: &Path, whiteout: &Path) -> Result<(), SourceError> {
-    let name = whiteout
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let parent = into.join(whiteout.parent().unwrap_or(Path::new("")));
-    // Never act through a symlink an earlier layer left in the way.
-    if fs::symlink_metadata(&parent)
-        .map(|m| !m.is_dir())
-        .unwrap_or(true)
-    {
-        return Ok(());
+/// Applies one whiteout (`dir/.wh.NAME` or `dir/.wh..wh..opq`) beneath `into`.
+/// Every directory on the way is opened without following a symlink, so a link an
+/// earlier layer planted cannot steer the removal outside the tree.
+fn remove_whited_out(blob: &Path, into: &Path, whiteout: &Path) -> Result<(), SourceError> {
+    let name = whiteout.file_name().unwrap_or_default().as_encoded_bytes();
+    let target = &name[WHITEOUT.len()..];
+    let opaque = name == OPAQUE.as_bytes();
+    if !opaque && matches!(target, b"" | b"." | b"..") {
+        return Err(invalid(
+            blob,
+            format!("whiteout {} names no file", whiteout.display()),
+        ));
     }
-    let io = |path: PathBuf| move |source| SourceError::Io { path, source };
-    let remove = |target: PathBuf| -> Result<(), SourceError> {
-        match fs::symlink_metadata(&target) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&target).map_err(io(target)),
-            Ok(_) => fs::remove_file(&target).map_err(io(target)),
-            Err(_) => Ok(()),
-        }
+    let parent = whiteout.parent().unwrap_or(Path::new(""));
+    let io = |source| SourceError::Io {
+        path: into.join(whiteout),
+        source,
     };
-    if name == OPAQUE {
-        for child in fs::read_dir(&parent).map_err(io(parent.clone()))? {
-            remove(child.map_err(io(parent.clone()))?.path())?;
-        }
+    let Some(dir) = open_beneath(into, parent).map_err(|e| match e {
+        Beneath::Io(e) => io(e),
+        Beneath::Link(at) => invalid(
+            blob,
+            format!(
+                "whiteout {} passes through {}, which is not a directory",
+                whiteout.display(),
+                at.display()
+            ),
+        ),
+    })?
+    else {
         return Ok(());
+    };
+    if opaque {
+        let children: Vec<std::ffi::OsString> = dir
+            .entries()
+            .and_then(|it| it.map(|c| c.map(|c| c.file_name())).collect())
+            .map_err(io)?;
+        return children
+            .iter()
+            .try_for_each(|c| remove_in(&dir, c.as_ref()).map_err(io));
     }
-    remove(parent.join(&name[WHITEOUT.len()..]))
+    remove_in(&dir, std::ffi::OsStr::from_bytes(target)).map_err(io)
+}
+
+type CapDir = ocidir::cap_std::fs::Dir;
+
+/// Why a directory beneath the root could not be opened.
+enum Beneath {
+    Io(std::io::Error),
+    /// This component is a symlink or not a directory.
+    Link(PathBuf),
+}
+
+/// Opens `rel` (plain components) beneath `root`, one `openat(O_NOFOLLOW |
+/// O_DIRECTORY)` per component; `None` when some component does not exist.
+fn open_beneath(root: &Path, rel: &Path) -> Result<Option<CapDir>, Beneath> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::io::Errno;
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut fd = rustix::fs::open(root, flags, Mode::empty()).map_err(|e| Beneath::Io(e.into()))?;
+    let mut walked = PathBuf::new();
+    for c in rel.components() {
+        walked.push(c);
+        fd = match rustix::fs::openat(&fd, c.as_os_str(), flags, Mode::empty()) {
+            Ok(next) => next,
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::LOOP | Errno::NOTDIR) => return Err(Beneath::Link(walked)),
+            Err(e) => return Err(Beneath::Io(e.into())),
+        };
+    }
+    Ok(Some(CapDir::from_std_file(std::fs::File::from(fd))))
+}
+
+/// Removes `name` in `dir` (a whole directory tree, never through a link); absent
+/// names are fine.
+fn remove_in(dir: &CapDir, name: &std::ffi::OsStr) -> std::io::Result<()> {
+    match dir.symlink_metadata(name) {
+        Ok(m) if m.is_dir() => dir.remove_dir_all(name),
+        Ok(_) => dir.remove_file(name),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }

@@ -1,5 +1,6 @@
 //! `strata build --from-image`: an image with whiteouts (written here as a plain
-//! two-layer OCI image) is flattened and laid out afresh.
+//! two-layer OCI image) is flattened and laid out afresh, and crafted layers cannot
+//! reach outside the flattening directory.
 
 mod common;
 
@@ -12,31 +13,43 @@ use ocidir::cap_std::fs::Dir;
 use ocidir::oci_spec::image::{Os, PlatformBuilder};
 use ocidir::OciDir;
 
-fn layer(oci: &OciDir, files: &[(&str, Option<&str>)]) -> ocidir::Layer {
+/// One entry of a crafted layer.
+enum Node {
+    File(&'static str),
+    Dir,
+    Link(String),
+}
+
+fn layer(oci: &OciDir, files: &[(&str, Node)]) -> ocidir::Layer {
     let mut builder = tar::Builder::new(oci.create_gzip_layer(None).unwrap());
-    for (path, content) in files {
+    for (path, node) in files {
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
         h.set_uid(0);
         h.set_gid(0);
         h.set_mtime(0);
-        match content {
-            Some(text) => {
+        h.set_size(0);
+        match node {
+            Node::File(text) => {
                 h.set_size(text.len() as u64);
                 builder.append_data(&mut h, path, text.as_bytes()).unwrap();
             }
-            None => {
+            Node::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_mode(0o755);
-                h.set_size(0);
                 builder.append_data(&mut h, path, std::io::empty()).unwrap();
+            }
+            Node::Link(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                builder.append_link(&mut h, path, target).unwrap();
             }
         }
     }
     builder.into_inner().unwrap().complete().unwrap()
 }
 
-fn write_source_image(dir: &Path) {
+/// Writes an OCI layout at `dir`, tag `src`, with `layers` from the bottom up.
+fn write_image(dir: &Path, layers: &[&[(&str, Node)]]) {
     fs::create_dir_all(dir).unwrap();
     let oci =
         OciDir::ensure(Dir::open_ambient_dir(dir, ocidir::cap_std::ambient_authority()).unwrap())
@@ -45,29 +58,8 @@ fn write_source_image(dir: &Path) {
     let mut config = ocidir::oci_spec::image::ImageConfigurationBuilder::default()
         .build()
         .unwrap();
-    let lower = layer(
-        &oci,
-        &[
-            ("etc", None),
-            ("etc/a", Some("a")),
-            ("etc/keep", Some("keep")),
-            ("opt", None),
-            ("opt/x", Some("x")),
-            ("usr", None),
-            ("usr/bin", None),
-            ("usr/bin/tool", Some("v1")),
-        ],
-    );
-    let upper = layer(
-        &oci,
-        &[
-            ("etc/.wh.a", Some("")),
-            ("opt/.wh..wh..opq", Some("")),
-            ("opt/y", Some("y")),
-            ("usr/bin/tool", Some("v2")),
-        ],
-    );
-    for l in [lower, upper] {
+    for files in layers {
+        let l = layer(&oci, files);
         oci.push_layer(
             &mut manifest,
             &mut config,
@@ -83,6 +75,117 @@ fn write_source_image(dir: &Path) {
         .unwrap();
     oci.insert_manifest_and_config(manifest, config, Some("src"), platform)
         .unwrap();
+}
+
+fn write_source_image(dir: &Path) {
+    use Node::{Dir as D, File as F};
+    write_image(
+        dir,
+        &[
+            &[
+                ("etc", D),
+                ("etc/a", F("a")),
+                ("etc/keep", F("keep")),
+                ("opt", D),
+                ("opt/x", F("x")),
+                ("usr", D),
+                ("usr/bin", D),
+                ("usr/bin/tool", F("v1")),
+            ],
+            &[
+                ("etc/.wh.a", F("")),
+                ("opt/.wh..wh..opq", F("")),
+                ("opt/y", F("y")),
+                ("usr/bin/tool", F("v2")),
+            ],
+        ],
+    );
+}
+
+/// A victim directory outside the image: a file to whiteout and a directory to empty.
+fn victim(root: &Path) -> std::path::PathBuf {
+    let v = root.join("victim");
+    fs::create_dir_all(v.join("dir")).unwrap();
+    fs::write(v.join("secret.txt"), "secret").unwrap();
+    fs::write(v.join("dir/keep.txt"), "keep").unwrap();
+    v
+}
+
+fn rechunk(src: &Path, out: &Path) -> std::process::Output {
+    common::strata(&[
+        "build",
+        "--from-image",
+        &format!("oci:{}:src", src.display()),
+        "--output",
+        &format!("oci:{}:v1", out.display()),
+    ])
+}
+
+#[test]
+fn whiteouts_through_a_planted_symlink_touch_nothing_outside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let outside = victim(&t.join("outside"));
+    // Absolute, and relative climbing out of the flattening directory.
+    let targets = [
+        outside.parent().unwrap().display().to_string(),
+        "../../../../../../../..".to_string() + &outside.parent().unwrap().display().to_string(),
+    ];
+    for (k, target) in targets.into_iter().enumerate() {
+        let src = t.join(format!("src{k}"));
+        write_image(
+            &src,
+            &[
+                &[("x", Node::Link(target))],
+                &[
+                    ("x/victim/.wh.secret.txt", Node::File("")),
+                    ("x/victim/dir/.wh..wh..opq", Node::File("")),
+                ],
+            ],
+        );
+        let out = rechunk(&src, &t.join(format!("out{k}")));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "the crafted image was accepted");
+        assert!(
+            err.contains("x/victim/") && err.contains("passes through x"),
+            "{err}"
+        );
+        assert_eq!(
+            fs::read_to_string(outside.join("secret.txt")).unwrap(),
+            "secret"
+        );
+        assert_eq!(
+            fs::read_to_string(outside.join("dir/keep.txt")).unwrap(),
+            "keep"
+        );
+        assert!(
+            !t.join(format!("out{k}")).exists(),
+            "no output after a refusal"
+        );
+    }
+}
+
+#[test]
+fn whiteouts_naming_no_file_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    for (k, name) in ["etc/.wh.", "etc/.wh..", "etc/.wh..."]
+        .into_iter()
+        .enumerate()
+    {
+        let src = t.join(format!("src{k}"));
+        write_image(
+            &src,
+            &[
+                &[("etc", Node::Dir), ("etc/keep", Node::File("keep"))],
+                &[(name, Node::File(""))],
+            ],
+        );
+        let out = rechunk(&src, &t.join(format!("out{k}")));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} was accepted");
+        assert!(err.contains("names no file"), "{name}: {err}");
+    }
 }
 
 #[test]

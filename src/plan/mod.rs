@@ -435,7 +435,10 @@ fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
         return keep(layers, sticky.dirty, repack);
     }
     let price = Pricing::new(ctx, prior, opts);
-    let (sticky, layers, opened) = open_room(ctx, &price, sticky, layers);
+    let (sticky, layers, opened) = match has_new_components(ctx, prior) {
+        true => open_room(ctx, &price, sticky, layers),
+        false => (sticky, layers, 0),
+    };
     let sticky_cost: f64 = layers.iter().map(|(m, _)| ctx.group(m).cost()).sum();
     repack.sticky_expected_bytes = sticky_cost;
     repack.one_time_cost_bytes = opened;
@@ -576,8 +579,18 @@ impl<'a> Pricing<'a> {
     }
 }
 
-/// Opens the smallest clean layers when new or changed content needs more layers
-/// than the dirty ones leave, as far as that pays over the horizon. Tries 1, 2, 4, …
+/// Whether the build has components the prior lacks (new packages, not updates).
+fn has_new_components(ctx: &Ctx, prior: &Layout) -> bool {
+    let before = prior.by_name();
+    ctx.build
+        .components
+        .iter()
+        .any(|c| !before.contains_key(c.name.as_str()))
+}
+
+/// Opens the smallest clean layers when new content needs more layers than the
+/// dirty ones leave, as far as that pays over the horizon. Updates alone never
+/// reopen a layer: on day two every unchanged layer stays. Tries 1, 2, 4, …
 /// layers; returns the layout chosen and the compressed bytes it rewrites once.
 fn open_room(ctx: &Ctx, price: &Pricing, sticky: Sticky, layers: Layers) -> (Sticky, Layers, u64) {
     let cost = |layers: &Layers| layers.iter().map(|(m, _)| ctx.group(m).cost()).sum::<f64>();

@@ -1,0 +1,267 @@
+//! Components and reuse on real Debian trees: the debootstrapped minbase and the
+//! stream that `scripts/tree-sequence.sh` makes with apt against Debian's mirror.
+//! Checks ownership through merged /usr, a dpkg diversion, an edited conffile and
+//! alternatives, and that a real security update reuses every layer whose content
+//! did not change.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{ok, strata};
+
+const CACHE: &str = "/var/cache/strata-test";
+
+/// The cached tree `name`, or `None` (the test is skipped, except under CI).
+fn cached(name: &str) -> Option<PathBuf> {
+    let cache = std::env::var("STRATA_TEST_CACHE").unwrap_or_else(|_| CACHE.into());
+    let tree = Path::new(&cache).join(name);
+    if tree.join("var/lib/dpkg/status").exists() {
+        return Some(tree);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing: .ci/run must create it",
+        tree.display()
+    );
+    println!(
+        "skipped: no {} (scripts/tree-sequence.sh makes it)",
+        tree.display()
+    );
+    None
+}
+
+fn build(tree: &Path, out: &Path, priors: &[&Path], layers: &str) -> serde_json::Value {
+    let report = out.with_extension("json");
+    let output = format!("oci:{}:v", out.display());
+    let prior_refs: Vec<String> = priors
+        .iter()
+        .map(|p| format!("oci:{}:v", p.display()))
+        .collect();
+    let mut args = vec![
+        "build",
+        "--rootfs",
+        tree.to_str().unwrap(),
+        "--allow-special-files",
+        "-n",
+        layers,
+        "--output",
+        &output,
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    for p in &prior_refs {
+        args.extend(["--prior", p.as_str()]);
+    }
+    ok(strata(&args));
+    serde_json::from_str(&fs::read_to_string(report).unwrap()).unwrap()
+}
+
+/// Every planned component, by name: (version, size).
+fn components(report: &serde_json::Value) -> HashMap<String, (String, u64)> {
+    report["plan"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["components"].as_array().unwrap())
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                (
+                    c["version"].as_str().unwrap().to_string(),
+                    c["size"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -a {}", from.display());
+}
+
+#[test]
+fn ownership_follows_the_tree_diversions_and_edited_conffiles() {
+    let Some(minbase) = cached("bookworm-minbase") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let tree = t.join("tree");
+    copy_tree(&minbase, &tree);
+    // Cleaned as image builds clean: no apt caches or package lists.
+    for dir in ["var/cache/apt", "var/lib/apt/lists"] {
+        fs::remove_dir_all(tree.join(dir)).unwrap();
+        fs::create_dir(tree.join(dir)).unwrap();
+    }
+    // A diversion as dpkg-divert records it: tar's /bin/tar moved aside by another
+    // package. dpkg's lists keep the original path.
+    fs::rename(tree.join("usr/bin/tar"), tree.join("usr/bin/tar.distrib")).unwrap();
+    fs::write(
+        tree.join("usr/bin/tar"),
+        "#!/bin/sh\nexec tar.distrib \"$@\"\n",
+    )
+    .unwrap();
+    let diversions = tree.join("var/lib/dpkg/diversions");
+    let mut text = fs::read_to_string(&diversions).unwrap_or_default();
+    text.push_str("/bin/tar\n/bin/tar.distrib\ndash\n");
+    fs::write(&diversions, text).unwrap();
+    let first = build(&tree, &t.join("v1"), &[], "24");
+    let comps = components(&first);
+
+    // dpkg lists /bin/bash; merged /usr keeps it at usr/bin/bash.
+    assert!(
+        comps.contains_key("bash:/usr/bin/bash"),
+        "{:?}",
+        comps.keys()
+    );
+    assert!(
+        !comps.keys().any(|n| n.starts_with("file:/usr/")),
+        "every large file under /usr has its package"
+    );
+    // The diverted file stays with tar, under its new name.
+    let distrib = fs::metadata(tree.join("usr/bin/tar.distrib"))
+        .unwrap()
+        .len();
+    assert_eq!(comps["tar:/usr/bin"].1, distrib, "tar owns tar.distrib");
+    // Alternatives links share one small unit, and caches or logs are volatile.
+    assert!(comps.contains_key("alternatives"));
+    assert!(comps.keys().any(|n| n.starts_with("volatile:/var/log")));
+    assert!(comps.contains_key("package-database"));
+
+    // An administrator edits a conffile: only the package's configuration changes.
+    let bashrc = tree.join("etc/bash.bashrc");
+    let mut rc = fs::read_to_string(&bashrc).unwrap();
+    rc.push_str("export HISTSIZE=5000\n");
+    fs::write(&bashrc, rc).unwrap();
+    let second = build(&tree, &t.join("v2"), &[&t.join("v1")], "24");
+    let after = components(&second);
+    assert_ne!(
+        after["bash:/etc"].0, comps["bash:/etc"].0,
+        "the edit is a new version"
+    );
+    let changed: Vec<&String> = after
+        .iter()
+        .filter(|(n, (v, _))| comps.get(*n).is_none_or(|(old, _)| old != v))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        changed,
+        ["bash:/etc"],
+        "nothing but the edited unit changed"
+    );
+    let download = &second["diffs"][0];
+    let (bytes, total) = (
+        download["download_bytes"].as_u64().unwrap(),
+        download["total_bytes"].as_u64().unwrap(),
+    );
+    assert!(bytes < total / 10, "an edit downloads little: {download}");
+}
+
+/// The old layers whose every component is in `new` at the same version.
+fn unchanged_layers(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    let now: HashSet<(String, String)> = components(new)
+        .into_iter()
+        .map(|(n, (v, _))| (n, v))
+        .collect();
+    let digests = old["image"]["layer_digests"].as_array().unwrap();
+    old["plan"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(digests)
+        .filter(|(l, _)| {
+            l["components"].as_array().unwrap().iter().all(|c| {
+                now.contains(&(
+                    c["name"].as_str().unwrap().to_string(),
+                    c["version"].as_str().unwrap().to_string(),
+                ))
+            })
+        })
+        .map(|(_, d)| d.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_security_update_reuses_every_unchanged_layer() {
+    let (Some(base), Some(updated)) = (cached("sequence/0-base"), cached("sequence/1-security"))
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let first = build(&base, &t.join("v1"), &[], "24");
+    let second = build(&updated, &t.join("v2"), &[&t.join("v1")], "24");
+    let kept = unchanged_layers(&first, &second);
+    let new: HashSet<&str> = second["image"]["layer_digests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(
+        kept.len() >= 12,
+        "most layers hold no updated package: {kept:?}"
+    );
+    for digest in &kept {
+        assert!(
+            new.contains(digest.as_str()),
+            "{digest} was rewritten: {}",
+            second["plan"]["repack"]
+        );
+    }
+    assert!(!second["plan"]["repack"]["performed"].as_bool().unwrap());
+
+    // The same tree again reuses every layer.
+    let third = build(
+        &updated,
+        &t.join("v3"),
+        &[&t.join("v2"), &t.join("v1")],
+        "24",
+    );
+    assert_eq!(
+        third["diffs"][0]["download_bytes"], 0,
+        "{}",
+        third["diffs"][0]
+    );
+}
+
+#[test]
+fn bench_trees_prints_the_bound_and_every_baseline() {
+    let (Some(base), Some(updated)) = (cached("sequence/0-base"), cached("sequence/1-security"))
+    else {
+        return;
+    };
+    let out = ok(strata(&[
+        "bench",
+        "trees",
+        "-n",
+        "24",
+        "--allow-special-files",
+        "--json",
+        base.to_str().unwrap(),
+        updated.to_str().unwrap(),
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = &summary["transitions"][0];
+    let bound = row["file_level_bound"].as_u64().unwrap();
+    let ours = row["strata"]["bytes"].as_u64().unwrap();
+    let single = row["baselines"]["single"]["bytes"].as_u64().unwrap();
+    assert!(bound > 0 && ours >= bound, "{row}");
+    assert!(ours < single / 2, "layering beats one layer: {row}");
+    for name in ["single", "top-dirs", "chunkah"] {
+        assert!(
+            row["baselines"][name]["layers"].as_u64().unwrap() > 0,
+            "{name}"
+        );
+    }
+}

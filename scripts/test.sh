@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/fixtures.sh
+# A stream of real Debian trees for tests/real_trees.rs (cached; a few minutes the first time).
+scripts/tree-sequence.sh >/dev/null
 scripts/control-plane.sh build
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings

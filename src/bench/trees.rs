@@ -289,6 +289,9 @@ fn file_level_bound(old: &Tree, new: &Tree, scratch: &Path) -> anyhow::Result<u6
             changed_paths.insert(e.path.as_path());
         }
     }
+    if changed.is_empty() {
+        return Ok(0);
+    }
     let oci = scratch_oci(&scratch.join("bound"))?;
     let job = LayerJob {
         oci: &oci,

@@ -293,7 +293,7 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     let history = read_history(&args.history)?;
     let replay_opts = ReplayOptions {
         warmup: args.warmup,
-        history_depth: args.history_depth,
+        history_depth: args.history_depth.unwrap_or(usize::MAX),
     };
     let mut results = Vec::new();
     for name in &names {

@@ -413,9 +413,10 @@ pub struct ReplayArgs {
     /// Transitions left out of the figures while history is learnt.
     #[arg(long, default_value_t = 10)]
     pub warmup: usize,
-    /// Prior builds handed to each plan, newest first.
-    #[arg(long, default_value_t = 100)]
-    pub history_depth: usize,
+    /// Prior builds handed to each plan, newest first (default: the whole history,
+    /// so the baselines see the full 365-day window their changelog counts use).
+    #[arg(long)]
+    pub history_depth: Option<usize>,
     /// Print JSON (with every transition) instead of tables.
     #[arg(long)]
     pub json: bool,

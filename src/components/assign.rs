@@ -113,7 +113,7 @@ pub fn assign(
 
 /// Each path a package lists, resolved to where the tree holds it, with its owner.
 /// Packages are sorted by name, so the first claim is the deterministic owner.
-fn owners<'e>(entries: &'e [Entry], packages: &[Package]) -> HashMap<PathBuf, usize> {
+fn owners(entries: &[Entry], packages: &[Package]) -> HashMap<PathBuf, usize> {
     let resolver = Resolver::new(entries);
     let mut owner = HashMap::new();
     for (p, pkg) in packages.iter().enumerate() {

@@ -74,7 +74,7 @@ fn apply_diversions(tree: &Tree, packages: &mut [Package]) -> Result<(), AssignE
     };
     let text = String::from_utf8_lossy(&data);
     let lines: Vec<&str> = text.lines().collect();
-    if lines.len() % 3 != 0 {
+    if !lines.len().is_multiple_of(3) {
         return Err(AssignError::Invalid {
             path: tree.describe(Path::new(DIVERSIONS)),
             problem: format!(

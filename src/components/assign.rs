@@ -337,6 +337,12 @@ fn finish(
             .package
             .map(|p| &packages[p])
             .filter(|_| d.kind == ComponentKind::Package);
+        // A package's own unit carries the package's version, so diffs read as
+        // package updates; its other units are versioned by content alone.
+        let version = match pkg {
+            Some(p) if p.name == name => p.version.clone(),
+            _ => version,
+        };
         build.components.push(Component {
             name,
             version,

@@ -8,7 +8,7 @@
 //! a tar of only the files that are new or changed (`shared/notes/real-trees.md`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -310,15 +310,8 @@ fn file_level_bound(old: &Tree, new: &Tree, scratch: &Path) -> anyhow::Result<u6
 
 fn digest(content: &dyn Content, e: &Entry) -> io::Result<[u8; 32]> {
     let mut h = Sha256::new();
-    let mut f = content.open(e)?;
-    let mut buf = vec![0; 64 << 10];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            return Ok(h.finalize().into());
-        }
-        h.update(&buf[..n]);
-    }
+    io::copy(&mut content.open(e)?, &mut h)?;
+    Ok(h.finalize().into())
 }
 
 /// Counts the bytes written to it.

@@ -2,9 +2,11 @@
 //!
 //! Order of precedence: a `user.component` xattr, the components map, the package
 //! database (its paths resolved through the tree's own directory links, see
-//! [`super::resolve`]), then rules for files no package owns. Every component is
-//! versioned by the digest of its content, so a version changes exactly when some
-//! byte of the component does, whatever the package database says.
+//! [`super::resolve`]), then rules for files no package owns. Every component but a
+//! package's own unit is versioned by the digest of its content, so its version
+//! changes exactly when some byte does, whatever the package database says. A
+//! package's own unit (docs, changelog, small directories) carries the package's
+//! version, so diffs read as package updates.
 //!
 //! Components are made small where that pays, because clients download whole layers:
 //! - a package's files are split by directory ([`units`]), so a security update that
@@ -17,7 +19,6 @@
 //! All directories form one generated component, so empty directories survive.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -25,7 +26,7 @@ use sha2::{Digest, Sha256};
 use super::map::ComponentMap;
 use super::package::{Package, Tree};
 use super::resolve::Resolver;
-use super::units::{self, Unit};
+use super::units;
 use super::{dpkg, rpmdb};
 use super::{Build, Component, ComponentKind};
 use crate::source::content::Content;
@@ -183,7 +184,7 @@ fn draft(
     let mut links = Vec::new();
     for (i, c) in claims.iter().enumerate() {
         match c {
-            Claim::Named(name, kind) => add(&mut named, name.clone(), *kind, None, i),
+            Claim::Named(name, kind) => add(&mut named, name, *kind, None, [i]),
             Claim::Package(p) => by_package.entry(*p).or_default().push(i),
             Claim::Unowned { volatile } => {
                 let top = top_dir(&entries[i].path);
@@ -201,22 +202,26 @@ fn draft(
             .partition(|&i| entries[i].path.starts_with(CONFIG_DIR));
         if !config.is_empty() {
             let unit_name = format!("{name}:/{CONFIG_DIR}");
-            for i in config {
-                add(
-                    &mut named,
-                    unit_name.clone(),
-                    ComponentKind::Files,
-                    Some(p),
-                    i,
-                );
-            }
+            add(
+                &mut named,
+                &unit_name,
+                ComponentKind::Files,
+                Some(p),
+                config,
+            );
         }
         for unit in units::split(entries, &rest, Path::new("")) {
             let unit_name = match &unit.path {
                 None => name.clone(),
                 Some(path) => format!("{name}:/{}", path.display()),
             };
-            extend(&mut named, unit_name, ComponentKind::Package, Some(p), unit);
+            add(
+                &mut named,
+                &unit_name,
+                ComponentKind::Package,
+                Some(p),
+                unit.members,
+            );
         }
     }
     for ((volatile, top), members) in unowned {
@@ -230,41 +235,27 @@ fn draft(
                 (Some(path), false) => format!("{prefix}:/{}", path.display()),
                 (None, _) => format!("{prefix}:/{top}"),
             };
-            extend(&mut named, unit_name, kind, None, unit);
+            add(&mut named, &unit_name, kind, None, unit.members);
         }
     }
     place_links(content, entries, &mut named, links)?;
     Ok(named)
 }
 
+/// Adds `members` to the draft `name`, creating it with `kind` and `package`.
 fn add(
     drafts: &mut BTreeMap<String, Draft>,
-    name: String,
+    name: &str,
     kind: ComponentKind,
     package: Option<usize>,
-    member: usize,
+    members: impl IntoIterator<Item = usize>,
 ) {
-    drafts
-        .entry(name)
-        .or_insert(Draft {
-            kind,
-            package,
-            members: Vec::new(),
-        })
-        .members
-        .push(member);
-}
-
-fn extend(
-    drafts: &mut BTreeMap<String, Draft>,
-    name: String,
-    kind: ComponentKind,
-    package: Option<usize>,
-    unit: Unit,
-) {
-    for m in unit.members {
-        add(drafts, name.clone(), kind, package, m);
-    }
+    let draft = drafts.entry(name.to_string()).or_insert(Draft {
+        kind,
+        package,
+        members: Vec::new(),
+    });
+    draft.members.extend(members);
 }
 
 /// Hard links go with the component of the path they link to.
@@ -310,7 +301,7 @@ fn top_dir(path: &Path) -> String {
     }
 }
 
-/// Versions every draft by the digest of its content and writes the build.
+/// Versions every draft and writes the build.
 fn finish(
     content: &dyn Content,
     entries: &[Entry],
@@ -319,10 +310,22 @@ fn finish(
     date: Option<String>,
 ) -> Result<Assigned, AssignError> {
     let drafts: Vec<(String, Draft)> = drafts.into_iter().collect();
-    // Content digests read every byte of the tree: spread them over all cores.
-    let digests = crate::parallel::try_map(
+    // A package's units change together when it is updated: they share its history
+    // and a layer. Its configuration is edited on its own.
+    let package_of = |d: &Draft| {
+        d.package
+            .map(|p| &packages[p])
+            .filter(|_| d.kind == ComponentKind::Package)
+    };
+    // A package's own unit carries the package's version, so diffs read as package
+    // updates; every other unit is versioned by its content. Content digests read
+    // nearly every byte of the tree: spread them over all cores.
+    let versions = crate::parallel::try_map(
         &drafts,
-        |_, (_, d)| content_version(content, entries, &d.members),
+        |_, (name, d)| match package_of(d) {
+            Some(p) if p.name == *name => Ok(p.version.clone()),
+            _ => content_version(content, entries, &d.members),
+        },
         |_, _| {},
     )?;
     let mut build = Build {
@@ -330,19 +333,8 @@ fn finish(
         components: Vec::with_capacity(drafts.len()),
     };
     let mut members = Vec::with_capacity(drafts.len());
-    for ((name, d), version) in drafts.into_iter().zip(digests) {
-        // A package's units change together when it is updated: they share its
-        // history and a layer. Its configuration is edited on its own.
-        let pkg = d
-            .package
-            .map(|p| &packages[p])
-            .filter(|_| d.kind == ComponentKind::Package);
-        // A package's own unit carries the package's version, so diffs read as
-        // package updates; its other units are versioned by content alone.
-        let version = match pkg {
-            Some(p) if p.name == name => p.version.clone(),
-            _ => version,
-        };
+    for ((name, d), version) in drafts.into_iter().zip(versions) {
+        let pkg = package_of(&d);
         build.components.push(Component {
             name,
             version,
@@ -364,7 +356,6 @@ fn content_version(
     members: &[usize],
 ) -> Result<String, AssignError> {
     let mut h = Sha256::new();
-    let mut buf = vec![0; 64 << 10];
     for &i in members {
         let e = &entries[i];
         h.update(e.path.as_os_str().as_encoded_bytes());
@@ -374,18 +365,13 @@ fn content_version(
             h.update(v);
         }
         if e.kind == EntryKind::File {
-            let err = |source| AssignError::Io {
-                path: content.describe(&e.path),
-                source,
-            };
-            let mut f = content.open(e).map_err(err)?;
-            loop {
-                let n = f.read(&mut buf).map_err(err)?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
+            content
+                .open(e)
+                .and_then(|mut f| std::io::copy(&mut f, &mut h))
+                .map_err(|source| AssignError::Io {
+                    path: content.describe(&e.path),
+                    source,
+                })?;
         }
     }
     Ok(crate::bytes::sha256_label(&h.finalize()[..10]))

@@ -293,7 +293,7 @@ impl Ctx<'_> {
 enum Dirty {
     Changed(String),
     OverCap,
-    /// Opened to give new or changed content more layers (see the repack reason).
+    /// Reopened to give new components more layers (see the repack reason).
     Opened,
 }
 
@@ -411,7 +411,7 @@ fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
     let mut sticky = split_prior(ctx, prior);
     fit_cap(ctx, &mut sticky);
     let layers = sticky_layers(ctx, &sticky);
-    let sticky_cost: f64 = layers.iter().map(|(m, _)| ctx.group(m).cost()).sum();
+    let sticky_cost = layers_cost(ctx, &layers);
     let mut repack = RepackDecision {
         policy: opts.repack,
         performed: false,
@@ -435,27 +435,23 @@ fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
         return keep(layers, sticky.dirty, repack);
     }
     let price = Pricing::new(ctx, prior, opts);
+    let all: Vec<usize> = (0..ctx.build.components.len()).collect();
+    let fresh = ctx.pack(&all, ctx.max_layers);
+    let fresh_cost = ctx.cost(&fresh);
+    // Both are priced against the prior as it stands: a fresh plan rewrites the layers
+    // that making room would reopen too.
+    let fresh_once = price.fresh_one_time(ctx, &sticky, &fresh, layers.len());
     let (sticky, layers, opened) = match has_new_components(ctx, prior) {
         true => open_room(ctx, &price, sticky, layers),
         false => (sticky, layers, 0),
     };
-    let sticky_cost: f64 = layers.iter().map(|(m, _)| ctx.group(m).cost()).sum();
-    repack.sticky_expected_bytes = sticky_cost;
-    repack.one_time_cost_bytes = opened;
-
-    let all: Vec<usize> = (0..ctx.build.components.len()).collect();
-    let fresh = ctx.pack(&all, ctx.max_layers);
-    let fresh_cost = ctx.cost(&fresh);
-    let fresh_once = price.fresh_one_time(ctx, &sticky, &fresh, layers.len());
+    let sticky_cost = layers_cost(ctx, &layers);
     let worth = price.value(fresh_cost, fresh_once) < price.value(sticky_cost, opened)
         && fresh_cost < sticky_cost;
     repack.performed = opts.repack == RepackPolicy::Always || worth;
-    if repack.performed {
-        repack.fresh_expected_bytes = fresh_cost;
-        repack.one_time_cost_bytes = fresh_once;
-    } else {
-        repack.fresh_expected_bytes = fresh_cost;
-    }
+    repack.sticky_expected_bytes = sticky_cost;
+    repack.fresh_expected_bytes = fresh_cost;
+    repack.one_time_cost_bytes = if repack.performed { fresh_once } else { opened };
     repack.reason = repack_reason(opts, &price, &repack, opened, fresh_once);
     if !repack.performed {
         return keep(layers, sticky.dirty, repack);
@@ -472,6 +468,11 @@ fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
 }
 
 type Layers = Vec<(Vec<usize>, Option<usize>)>;
+
+/// Expected bytes per update of a layout.
+fn layers_cost(ctx: &Ctx, layers: &Layers) -> f64 {
+    layers.iter().map(|(m, _)| ctx.group(m).cost()).sum()
+}
 
 /// Compressed bytes per uncompressed byte in `prior`'s published layers (1 when it
 /// was never built), to price plans in what clients really download.
@@ -593,10 +594,9 @@ fn has_new_components(ctx: &Ctx, prior: &Layout) -> bool {
 /// reopen a layer: on day two every unchanged layer stays. Tries 1, 2, 4, …
 /// layers; returns the layout chosen and the compressed bytes it rewrites once.
 fn open_room(ctx: &Ctx, price: &Pricing, sticky: Sticky, layers: Layers) -> (Sticky, Layers, u64) {
-    let cost = |layers: &Layers| layers.iter().map(|(m, _)| ctx.group(m).cost()).sum::<f64>();
     let mut by_size: Vec<usize> = (0..sticky.clean.len()).collect();
     by_size.sort_by_key(|&k| (price.compressed(sticky.clean[k].0), sticky.clean[k].0));
-    let mut best_value = price.value(cost(&layers), 0);
+    let mut best_value = price.value(layers_cost(ctx, &layers), 0);
     let mut best = (sticky.clone(), layers, 0);
     let mut k = 1;
     while k <= by_size.len() / 2 && !sticky.pool.is_empty() {
@@ -612,7 +612,7 @@ fn open_room(ctx: &Ctx, price: &Pricing, sticky: Sticky, layers: Layers) -> (Sti
         }
         trial.pool.sort_unstable();
         let trial_layers = sticky_layers(ctx, &trial);
-        let value = price.value(cost(&trial_layers), once);
+        let value = price.value(layers_cost(ctx, &trial_layers), once);
         if value < best_value {
             best_value = value;
             best = (trial, trial_layers, once);
@@ -637,7 +637,7 @@ fn repack_reason(
         human_bytes(per_update.max(0.0) as u64),
         human_bytes(saving.max(0.0) as u64),
         opts.horizon,
-        human_bytes(fresh_once.saturating_sub(opened))
+        human_bytes(fresh_once)
     );
     let room = match opened {
         0 => String::new(),

@@ -7,14 +7,11 @@ use common::*;
 
 use std::fs;
 use std::os::unix::fs::symlink;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use strata::source::rootfs::{walk, WalkOptions};
 use strata::source::{Entry, EntryKind};
-
-/// Where `.ci/run` leaves a debootstrapped bookworm minbase.
-const MINBASE: &str = "/var/cache/strata-test/bookworm-minbase";
 
 fn write(path: &Path, text: &str) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -306,19 +303,9 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
 
 #[test]
 fn a_debootstrapped_minbase_round_trips() {
-    let minbase = PathBuf::from(std::env::var("STRATA_MINBASE").unwrap_or_else(|_| MINBASE.into()));
-    if !minbase.join("var/lib/dpkg/status").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{} is missing: .ci/run must create it",
-            minbase.display()
-        );
-        println!(
-            "skipped: no Debian minbase at {} (scripts/fixtures.sh makes one)",
-            minbase.display()
-        );
+    let Some(minbase) = common::cached_tree("bookworm-minbase") else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let report = t.join("report.json");

@@ -8,31 +8,10 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{ok, strata};
-
-const CACHE: &str = "/var/cache/strata-test";
-
-/// The cached tree `name`, or `None` (the test is skipped, except under CI).
-fn cached(name: &str) -> Option<PathBuf> {
-    let cache = std::env::var("STRATA_TEST_CACHE").unwrap_or_else(|_| CACHE.into());
-    let tree = Path::new(&cache).join(name);
-    if tree.join("var/lib/dpkg/status").exists() {
-        return Some(tree);
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{} is missing: .ci/run must create it",
-        tree.display()
-    );
-    println!(
-        "skipped: no {} (scripts/tree-sequence.sh makes it)",
-        tree.display()
-    );
-    None
-}
+use common::{cached_tree as cached, ok, strata};
 
 fn build(tree: &Path, out: &Path, priors: &[&Path], layers: &str) -> serde_json::Value {
     let report = out.with_extension("json");

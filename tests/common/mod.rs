@@ -54,6 +54,29 @@ pub fn real_parts(tools: &[&str]) -> bool {
     false
 }
 
+/// The tree `name` in the test cache that `scripts/fixtures.sh` and
+/// `scripts/tree-sequence.sh` fill (`$STRATA_TEST_CACHE`, default
+/// `/var/cache/strata-test`), or `None`: the test is skipped with a message, except
+/// under CI, where `.ci/run` must have made it and the test fails.
+pub fn cached_tree(name: &str) -> Option<std::path::PathBuf> {
+    let cache =
+        std::env::var("STRATA_TEST_CACHE").unwrap_or_else(|_| "/var/cache/strata-test".into());
+    let tree = std::path::Path::new(&cache).join(name);
+    if tree.join("var/lib/dpkg/status").exists() {
+        return Some(tree);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{} is missing: .ci/run must create it",
+        tree.display()
+    );
+    println!(
+        "skipped: no {} (the scripts/ fixtures make it)",
+        tree.display()
+    );
+    None
+}
+
 /// A small dpkg-managed tree: package `stable` never changes, `busy` is at `version`.
 pub fn dpkg_tree(root: &std::path::Path, version: &str) {
     for (path, text) in [

@@ -244,3 +244,68 @@ fn bench_trees_prints_the_bound_and_every_baseline() {
         );
     }
 }
+
+#[test]
+fn crafted_package_paths_and_diversions_stay_inside_the_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let secret = t.join("secret");
+    fs::write(&secret, "outside\n").unwrap();
+    let root = t.join("root");
+    common::dpkg_tree(&root, "1");
+    // A link out of the tree, a list naming paths through it and above the root, and
+    // a diversion moving a file to a path above the root.
+    std::os::unix::fs::symlink(t, root.join("usr/escape")).unwrap();
+    fs::write(
+        root.join("var/lib/dpkg/info/busy.list"),
+        format!(
+            "/usr/bin/busy\n/usr/escape/secret\n/../../../..{}\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        root.join("var/lib/dpkg/diversions"),
+        format!("/usr/bin/stable\n/../../..{}\nbusy\n", secret.display()),
+    )
+    .unwrap();
+    let report = build(&root, &t.join("v1"), &[], "4");
+    let sizes: u64 = components(&report).values().map(|(_, s)| s).sum();
+    let inside: u64 = ["usr/bin/stable", "usr/bin/busy", "etc/os-release"]
+        .iter()
+        .map(|p| fs::metadata(root.join(p)).unwrap().len())
+        .sum::<u64>()
+        + fs::metadata(root.join("var/lib/dpkg/status"))
+            .unwrap()
+            .len()
+        + ["busy.list", "stable.list"]
+            .iter()
+            .map(|f| {
+                fs::metadata(root.join("var/lib/dpkg/info").join(f))
+                    .unwrap()
+                    .len()
+            })
+            .sum::<u64>()
+        + fs::metadata(root.join("var/lib/dpkg/diversions"))
+            .unwrap()
+            .len();
+    assert_eq!(sizes, inside, "only the tree's own bytes are planned");
+    assert_eq!(fs::read_to_string(&secret).unwrap(), "outside\n");
+
+    // A diversions file that is not in threes is refused, naming it.
+    fs::write(root.join("var/lib/dpkg/diversions"), "/usr/bin/stable\n").unwrap();
+    let out = strata(&[
+        "build",
+        "--rootfs",
+        root.to_str().unwrap(),
+        "--output",
+        &format!("oci:{}:v", t.join("v2").display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("var/lib/dpkg/diversions") && err.contains("in threes"),
+        "{err}"
+    );
+    assert!(!t.join("v2").exists());
+}

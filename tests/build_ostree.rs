@@ -121,3 +121,54 @@ fn a_missing_repository_or_ref_is_a_clear_error_with_nothing_written() {
     );
     assert!(!out_dir.exists(), "nothing at the destination");
 }
+
+#[test]
+fn bench_trees_measures_a_stream_of_ostree_commits() {
+    if !real_parts(&["ostree"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    common::ostree_client::init_archive(&repo);
+    let (tree, next) = (tmp.path().join("v1"), tmp.path().join("v2"));
+    edge_tree(&tree, "1");
+    edge_tree(&next, "2");
+    let first = common::ostree_client::commit(&repo, &tree, "os/stable");
+    let second = common::ostree_client::commit(&repo, &next, "os/stable");
+    let arg = |rev: &str| format!("ostree:{}:{rev}", repo.display());
+    let out = ok(common::strata(&[
+        "bench",
+        "trees",
+        "--json",
+        "-n",
+        "6",
+        &arg(&first),
+        &arg(&second),
+    ]));
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = &summary["transitions"][0];
+    assert_eq!(row["to"], arg(&second).as_str());
+    let bound = row["file_level_bound"].as_u64().unwrap();
+    assert!(bound > 0, "busy changed: {row}");
+    assert!(row["strata"]["bytes"].as_u64().unwrap() >= bound, "{row}");
+    assert!(
+        row["strata"]["reused_layers"].as_u64().unwrap() > 0,
+        "the firmware blob's layer is reused: {row}"
+    );
+
+    // A malformed commit argument and a directory that is no repository are refused
+    // by name.
+    let bad = common::strata(&["bench", "trees", "ostree:nowhere", &arg(&first)]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("ostree:REPO:REV"),
+        "{err}"
+    );
+    let not_repo = format!("ostree:{}:os/stable", tree.display());
+    let bad = common::strata(&["bench", "trees", &not_repo, &arg(&first)]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("is not an ostree repository"),
+        "{err}"
+    );
+}

@@ -28,7 +28,7 @@ fn strata_downloads_less_than_the_baselines_on_fcos_stable() {
         history_depth: 100,
     };
     let mean = |name: &str| {
-        let mut s = strategy(name, &opts).unwrap();
+        let mut s = strategy(name, &opts, ro.warmup).unwrap();
         replay(&history, s.as_mut(), &ro, |_| {})
     };
     let strata = mean("strata");

@@ -27,8 +27,11 @@ pub const STRATEGIES: [&str; 6] = [
     "chunkah",
 ];
 
-/// Builds the named strategy for `opts.max_layers` layers.
-pub fn strategy(name: &str, opts: &PlanOptions) -> Option<Box<dyn Strategy>> {
+/// Builds the named strategy for `opts.max_layers` layers. `ostree-ext-prior` packs
+/// afresh for its first `freeze_after` builds and then freezes its layout, as a
+/// stream's maintainers do once it runs (freezing build 0's plan, made with no
+/// history, would be its worst case).
+pub fn strategy(name: &str, opts: &PlanOptions, freeze_after: usize) -> Option<Box<dyn Strategy>> {
     let n = opts.max_layers;
     Some(match name {
         "strata" => Box::new(Strata(opts.clone())),
@@ -36,11 +39,13 @@ pub fn strategy(name: &str, opts: &PlanOptions) -> Option<Box<dyn Strategy>> {
         "largest-first" => Box::new(LargestFirst(n)),
         "ostree-ext" => Box::new(OstreeExt {
             layers: n,
-            use_prior: false,
+            freeze_after: None,
+            built: 0,
         }),
         "ostree-ext-prior" => Box::new(OstreeExt {
             layers: n,
-            use_prior: true,
+            freeze_after: Some(freeze_after),
+            built: 0,
         }),
         "chunkah" => Box::new(Chunkah(n)),
         _ => return None,
@@ -193,23 +198,27 @@ fn band(v: f64, (mean, sd): (f64, f64), k: f64) -> usize {
 }
 
 /// rpm-ostree / bootc chunking (ostree-ext): a fresh size-and-frequency packing every
-/// build, or with `use_prior`, the prior layout frozen and new packages appended to its
-/// last layer.
+/// build, or from build `freeze_after` on, the prior layout frozen and new packages
+/// appended to its last layer.
 struct OstreeExt {
     layers: usize,
-    use_prior: bool,
+    freeze_after: Option<usize>,
+    /// Layouts made so far.
+    built: usize,
 }
 
 impl Strategy for OstreeExt {
     fn name(&self) -> &str {
-        if self.use_prior {
+        if self.freeze_after.is_some() {
             "ostree-ext-prior"
         } else {
             "ostree-ext"
         }
     }
     fn layout(&mut self, build: &Build, priors: &[Layout]) -> Layout {
-        match priors.first().filter(|_| self.use_prior) {
+        let frozen_now = self.freeze_after.is_some_and(|k| self.built >= k.max(1));
+        self.built += 1;
+        match priors.first().filter(|_| frozen_now) {
             Some(prior) => frozen(build, prior),
             None => layout_of(build, ostree_ext_fresh(build, priors, self.layers)),
         }

@@ -25,8 +25,8 @@ use crate::source::{Entry, EntryKind};
 
 /// What the benchmark is asked for.
 pub struct TreesOptions {
-    /// The stream's trees, oldest first.
-    pub trees: Vec<PathBuf>,
+    /// The stream's builds, oldest first: directories or ostree commits.
+    pub trees: Vec<BuildSource>,
     pub plan: PlanOptions,
     pub allow_special_files: bool,
     /// Where images are written while the benchmark runs.
@@ -62,7 +62,7 @@ type Blobs = Vec<(String, u64)>;
 /// One tree read: its entries, and where their content is.
 struct Tree {
     entries: Vec<Entry>,
-    content: Dir,
+    content: Box<dyn Content>,
 }
 
 /// Runs the stream; `progress` gets a line per step.
@@ -73,23 +73,28 @@ pub fn run(
     let mut outputs: Vec<ImageRef> = Vec::new();
     let mut previous: Option<(Tree, Blobs, BTreeMap<String, Blobs>)> = None;
     let mut rows = Vec::new();
-    for (k, path) in opts.trees.iter().enumerate() {
+    for (k, source) in opts.trees.iter().enumerate() {
         progress(&format!(
             "tree {}/{}: {}",
             k + 1,
             opts.trees.len(),
-            path.display()
+            label(source)
         ));
-        let tree = read_tree(path, opts.allow_special_files)?;
+        let tree = read_tree(source, opts.allow_special_files)?;
         let output = ImageRef::Oci {
             dir: opts.scratch.join(format!("strata-{k}")),
             tag: Some("bench".into()),
         };
         let priors: Vec<ImageRef> = outputs.iter().rev().cloned().collect();
-        build::build(&strata_build(opts, path, priors, &output), &|_| {})?;
+        build::build(&strata_build(opts, source, priors, &output), &|_| {})?;
         let strata = image_blobs(&output)?;
         outputs.push(output);
-        let assigned = assign(&tree.content, &tree.entries, None, &Default::default())?;
+        let assigned = assign(
+            tree.content.as_ref(),
+            &tree.entries,
+            None,
+            &Default::default(),
+        )?;
         let mut baselines = BTreeMap::new();
         for name in BASELINES {
             let groups = baseline_groups(name, &tree, &assigned, opts.plan.max_layers);
@@ -100,8 +105,8 @@ pub fn run(
         if let Some((old, old_strata, old_baselines)) = &previous {
             progress("computing the file-level bound");
             rows.push(TreeTransition {
-                from: opts.trees[k - 1].display().to_string(),
-                to: path.display().to_string(),
+                from: label(&opts.trees[k - 1]),
+                to: label(source),
                 file_level_bound: file_level_bound(old, &tree, &opts.scratch)?,
                 strata: download(old_strata, &strata),
                 baselines: BASELINES
@@ -115,30 +120,47 @@ pub fn run(
     Ok(rows)
 }
 
-fn read_tree(path: &Path, allow_special_files: bool) -> anyhow::Result<Tree> {
-    let entries = walk(
-        path,
-        WalkOptions {
-            allow_special_files,
-        },
-    )?;
-    Ok(Tree {
-        entries,
-        content: Dir {
-            root: path.to_path_buf(),
-        },
-    })
+/// How a build is named in the table: its directory, or `ostree:REPO:REV`.
+fn label(source: &BuildSource) -> String {
+    match source {
+        BuildSource::Rootfs(dir) => dir.display().to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn read_tree(source: &BuildSource, allow_special_files: bool) -> anyhow::Result<Tree> {
+    match source {
+        BuildSource::Rootfs(path) => Ok(Tree {
+            entries: walk(
+                path,
+                WalkOptions {
+                    allow_special_files,
+                },
+            )?,
+            content: Box::new(Dir { root: path.clone() }),
+        }),
+        BuildSource::Ostree { repo, rev } => {
+            let commit = crate::source::ostree::read(repo, rev)?;
+            Ok(Tree {
+                entries: commit.entries,
+                content: Box::new(commit.content),
+            })
+        }
+        BuildSource::Image(_) => {
+            anyhow::bail!("{source}: bench trees reads directories and ostree commits")
+        }
+    }
 }
 
 fn strata_build(
     opts: &TreesOptions,
-    tree: &Path,
+    source: &BuildSource,
     priors: Vec<ImageRef>,
     output: &ImageRef,
 ) -> BuildOptions {
     BuildOptions {
         inputs: PlanInputs {
-            source: BuildSource::Rootfs(tree.to_path_buf()),
+            source: source.clone(),
             priors,
             plan: opts.plan.clone(),
             stream: Some("bench-trees".into()),
@@ -211,7 +233,7 @@ fn baseline_groups(
                 ..Default::default()
             };
             let mut strategy =
-                crate::bench::baselines::strategy(name, &opts).expect("a known baseline");
+                crate::bench::baselines::strategy(name, &opts, 0).expect("a known baseline");
             let layout = strategy.layout(&assigned.build, &[]);
             let members: HashMap<&str, &Vec<usize>> = assigned
                 .build
@@ -241,7 +263,7 @@ fn write_layers(tree: &Tree, groups: &[Vec<usize>], dir: &Path) -> anyhow::Resul
     let oci = scratch_oci(dir)?;
     let job = LayerJob {
         oci: &oci,
-        content: &tree.content,
+        content: tree.content.as_ref(),
         entries: &tree.entries,
         compression: Compression::Gzip,
         mtime_clamp: 0,
@@ -278,7 +300,9 @@ fn file_level_bound(old: &Tree, new: &Tree, scratch: &Path) -> anyhow::Result<u6
     for (i, e) in new.entries.iter().enumerate() {
         let keep = match &e.kind {
             EntryKind::File => match old_files.get(e.path.as_path()) {
-                Some(o) if o.size == e.size => digest(&old.content, o)? != digest(&new.content, e)?,
+                Some(o) if o.size == e.size => {
+                    digest(old.content.as_ref(), o)? != digest(new.content.as_ref(), e)?
+                }
                 _ => true,
             },
             EntryKind::Hardlink(target) => changed_paths.contains(target.as_path()),
@@ -295,7 +319,7 @@ fn file_level_bound(old: &Tree, new: &Tree, scratch: &Path) -> anyhow::Result<u6
     let oci = scratch_oci(&scratch.join("bound"))?;
     let job = LayerJob {
         oci: &oci,
-        content: &new.content,
+        content: new.content.as_ref(),
         entries: &new.entries,
         compression: Compression::Gzip,
         mtime_clamp: 0,
@@ -383,12 +407,13 @@ pub fn ratio(bytes: u64, bound: u64) -> String {
     }
 }
 
-/// `a → b` with only the trees' last path components.
+/// `a → b` with only the trees' last path components (an ostree commit's revision).
 pub fn short_name(from: &str, to: &str) -> String {
-    let last = |p: &str| {
-        Path::new(p)
+    let last = |p: &str| match p.strip_prefix("ostree:") {
+        Some(commit) => commit.rsplit(':').next().unwrap_or(commit).to_string(),
+        None => Path::new(p)
             .file_name()
-            .map_or(p.to_string(), |n| n.to_string_lossy().into_owned())
+            .map_or(p.to_string(), |n| n.to_string_lossy().into_owned()),
     };
     format!("{} → {}", last(from), last(to))
 }

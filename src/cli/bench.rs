@@ -297,7 +297,8 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
     };
     let mut results = Vec::new();
     for name in &names {
-        let mut strategy = baselines::strategy(name, &opts).expect("names come from STRATEGIES");
+        let mut strategy =
+            baselines::strategy(name, &opts, args.warmup).expect("names come from STRATEGIES");
         let total = history.len();
         let result = run_replay(&history, strategy.as_mut(), &replay_opts, |done| {
             if done % 50 == 0 || done == total {

@@ -97,8 +97,14 @@ pub fn table(d: &ImageDiff) -> String {
     for (name, old, new) in &c.updated {
         let _ = writeln!(out, "  updated  {name} {old} → {new}");
     }
+    // An unchanged component is downloaded again when its layer is rewritten,
+    // whether or not the layer's index changed.
     for (name, from, to) in &c.moved {
-        let _ = writeln!(out, "  moved    {name} layer {from} → {to}");
+        let _ = if from == to {
+            writeln!(out, "  carried  {name} in rewritten layer {to}")
+        } else {
+            writeln!(out, "  moved    {name} layer {from} → {to}")
+        };
     }
     out
 }

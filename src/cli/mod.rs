@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::build::BuildSource;
 use crate::plan::{RepackPolicy, DEFAULT_HORIZON, DEFAULT_MAX_LAYERS};
 
 /// Strata lays out OS builds as OCI images whose layers stay stable from build to
@@ -346,11 +347,29 @@ pub enum BenchCommand {
     Trees(BenchTreesArgs),
 }
 
+/// A `strata bench trees` input: a directory, or `ostree:REPO:REV`.
+fn parse_tree(arg: &str) -> Result<BuildSource, String> {
+    let Some(rest) = arg.strip_prefix("ostree:") else {
+        return Ok(BuildSource::Rootfs(PathBuf::from(arg)));
+    };
+    match rest.rsplit_once(':') {
+        Some((repo, rev)) if !repo.is_empty() && !rev.is_empty() => Ok(BuildSource::Ostree {
+            repo: PathBuf::from(repo),
+            rev: rev.to_string(),
+        }),
+        _ => Err(format!(
+            "{arg}: an ostree commit is written ostree:REPO:REV, for example ostree:/srv/repo:os/stable"
+        )),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct BenchTreesArgs {
-    /// The stream's root filesystems, oldest first (at least two).
-    #[arg(value_name = "TREE", num_args = 2.., required = true)]
-    pub trees: Vec<PathBuf>,
+    /// The stream's builds, oldest first (at least two): root filesystem directories,
+    /// or ostree commits written `ostree:REPO:REV` (REV a ref or checksum), which are
+    /// encapsulated in the ostree format as rpm-ostree and bootc clients get them.
+    #[arg(value_name = "TREE", num_args = 2.., required = true, value_parser = parse_tree)]
+    pub trees: Vec<BuildSource>,
     #[command(flatten)]
     pub planner: PlannerArgs,
     /// Keep device nodes and FIFOs (a debootstrapped tree has some).

@@ -16,6 +16,8 @@ use super::package::{Package, Tree, MAX_DB_FILE};
 pub const STATUS: &str = "var/lib/dpkg/status";
 /// Which package's file dpkg moved aside, and where (`dpkg-divert`).
 pub const DIVERSIONS: &str = "var/lib/dpkg/diversions";
+/// Where dpkg keeps each package's file list, checksums and maintainer scripts.
+const INFO: &str = "var/lib/dpkg/info";
 /// Only this much of a decompressed changelog is read.
 const MAX_CHANGELOG: u64 = 4 << 20;
 
@@ -29,6 +31,7 @@ pub fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
         path: status_path.clone(),
         problem: "is not UTF-8".into(),
     })?;
+    let mut control = control_files(tree);
     let mut packages = Vec::new();
     for (n, para) in text.split("\n\n").enumerate() {
         let fields = parse_paragraph(para);
@@ -50,7 +53,10 @@ pub fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
             .get("Source")
             .and_then(|s| s.split_whitespace().next())
             .map(str::to_string);
-        let files = list_files(tree, &name, &arch)?;
+        let mut files = list_files(tree, &name, &arch)?;
+        for key in [format!("{name}:{arch}"), name.clone()] {
+            files.extend(control.remove(&key).unwrap_or_default());
+        }
         let changelog = changelog_dates(tree, &name)?;
         packages.push(Package {
             name,
@@ -115,10 +121,32 @@ fn parse_paragraph(para: &str) -> HashMap<&str, String> {
     fields
 }
 
+/// The files of `var/lib/dpkg/info`, by the package they describe (`NAME.EXT` or
+/// `NAME:ARCH.EXT`). They change only when their package does, so they travel with
+/// it rather than with the status file, which every package change rewrites.
+fn control_files(tree: &Tree) -> HashMap<String, Vec<PathBuf>> {
+    let mut by_package: HashMap<String, Vec<PathBuf>> = HashMap::new();
+    for path in tree.files_in(Path::new(INFO)) {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if let Some((package, ext)) = name.rsplit_once('.') {
+            if !package.is_empty() && !ext.is_empty() && !ext.contains(':') {
+                by_package
+                    .entry(package.to_string())
+                    .or_default()
+                    .push(path.to_path_buf());
+            }
+        }
+    }
+    for files in by_package.values_mut() {
+        files.sort();
+    }
+    by_package
+}
+
 fn list_files(tree: &Tree, name: &str, arch: &str) -> Result<Vec<PathBuf>, AssignError> {
     let candidates = [format!("{name}:{arch}.list"), format!("{name}.list")];
     for file in candidates {
-        let rel = Path::new("var/lib/dpkg/info").join(&file);
+        let rel = Path::new(INFO).join(&file);
         if let Some(data) = tree.read(&rel, MAX_DB_FILE)? {
             let text = String::from_utf8_lossy(&data);
             return Ok(text

@@ -50,6 +50,14 @@ impl<'a> Tree<'a> {
         self.files.contains_key(rel)
     }
 
+    /// The regular files the walk found directly inside `dir`, in no order.
+    pub fn files_in<'t>(&'t self, dir: &'t Path) -> impl Iterator<Item = &'a Path> + 't {
+        self.files
+            .keys()
+            .copied()
+            .filter(move |p| p.parent() == Some(dir))
+    }
+
     /// Reads a regular file the walk found at `rel`; `None` if there is none.
     pub fn read(&self, rel: &Path, limit: u64) -> Result<Option<Vec<u8>>, AssignError> {
         let Some(entry) = self.files.get(rel) else {

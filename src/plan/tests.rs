@@ -270,13 +270,45 @@ fn history_beats_the_baselines_on_a_synthetic_stream() {
         history_depth: 100,
     };
     let mean = |name: &str| {
-        let mut s = strategy(name, &opts(8)).unwrap();
+        let mut s = strategy(name, &opts(8), 0).unwrap();
         bench_replay(&builds, s.as_mut(), &ro, |_| {}).mean_download_bytes
     };
     let strata = mean("strata");
     for baseline in ["single", "largest-first", "ostree-ext-prior", "chunkah"] {
         let other = mean(baseline);
         assert!(strata < other, "strata {strata} vs {baseline} {other}");
+    }
+}
+
+#[test]
+fn ostree_ext_prior_packs_afresh_until_it_freezes() {
+    use crate::bench::baselines::strategy;
+    let builds = stream(8, 4);
+    let names = |l: &Layout| -> Vec<Vec<String>> {
+        l.layers
+            .iter()
+            .map(|x| x.components.iter().map(|c| c.name.clone()).collect())
+            .collect()
+    };
+    let (mut fresh, mut prior) = (
+        strategy("ostree-ext", &opts(4), 0).unwrap(),
+        strategy("ostree-ext-prior", &opts(4), 2).unwrap(),
+    );
+    let mut layouts: Vec<Layout> = Vec::new();
+    for (k, b) in builds.iter().enumerate() {
+        let priors: Vec<Layout> = layouts.iter().rev().cloned().collect();
+        let ours = prior.layout(b, &priors);
+        if k < 2 {
+            assert_eq!(names(&ours), names(&fresh.layout(b, &priors)), "build {k}");
+        } else {
+            let grouping = |l: &Layout| {
+                let mut g = names(l);
+                g.iter_mut().for_each(|x| x.sort());
+                g
+            };
+            assert_eq!(grouping(&ours), grouping(&layouts[1]), "frozen at build 2");
+        }
+        layouts.push(ours);
     }
 }
 

@@ -307,7 +307,7 @@ pub fn plan_only(
 struct ReadSource {
     content: Box<dyn Content>,
     entries: Vec<crate::source::Entry>,
-    /// Holds a flattened image's tree until the layers are written.
+    /// Holds a flattened image's spooled content until the layers are written.
     _scratch: Option<tempfile::TempDir>,
     /// The build date the source carries (an ostree commit's timestamp).
     date: Option<i64>,
@@ -318,8 +318,8 @@ fn read_source(
     opts: &PlanInputs,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<ReadSource, BuildError> {
-    let (root, scratch) = match &opts.source {
-        BuildSource::Rootfs(dir) => (dir.clone(), None),
+    let root = match &opts.source {
+        BuildSource::Rootfs(dir) => dir.clone(),
         BuildSource::Ostree { repo, rev } => {
             progress(&format!("reading {rev} in {}", repo.display()));
             let commit = crate::source::ostree::read(repo, rev)?;
@@ -336,10 +336,20 @@ fn read_source(
                 .prefix("strata-flatten-")
                 .tempdir()
                 .map_err(|e| output_error(&std::env::temp_dir(), e))?;
-            let tree = scratch.path().join("rootfs");
-            std::fs::create_dir(&tree).map_err(|e| output_error(&tree, e))?;
-            crate::source::image::flatten(r, &opts.registry, scratch.path(), &tree)?;
-            (tree, Some(scratch))
+            let flat = crate::source::image::flatten(
+                r,
+                &opts.registry,
+                scratch.path(),
+                WalkOptions {
+                    allow_special_files: opts.allow_special_files,
+                },
+            )?;
+            return Ok(ReadSource {
+                entries: flat.entries,
+                content: Box::new(flat.content),
+                _scratch: Some(scratch),
+                date: None,
+            });
         }
     };
     progress(&format!("reading {}", root.display()));
@@ -352,7 +362,7 @@ fn read_source(
     Ok(ReadSource {
         content: Box::new(Dir { root }),
         entries,
-        _scratch: scratch,
+        _scratch: None,
         date: None,
     })
 }

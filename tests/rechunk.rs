@@ -18,32 +18,64 @@ enum Node {
     File(&'static str),
     Dir,
     Link(String),
+    /// A tar hard link to this path.
+    Hard(String),
+    /// A character device: major, minor.
+    Char(u32, u32),
+    Fifo,
+    /// A root-owned file with these mode bits.
+    Owned(&'static str, u32),
+}
+
+/// A crafted path: `%FF` stands for the byte 0xFF, so names need not be UTF-8.
+fn raw_path(path: &str) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.replace("%FF", "\u{1}").into_bytes();
+    let bytes: Vec<u8> = bytes.into_iter().map(|b| if b == 1 { 0xFF } else { b }).collect();
+    std::ffi::OsStr::from_bytes(&bytes).into()
 }
 
 fn layer(oci: &OciDir, files: &[(&str, Node)]) -> ocidir::Layer {
     let mut builder = tar::Builder::new(oci.create_gzip_layer(None).unwrap());
     for (path, node) in files {
+        let path = raw_path(path);
         let mut h = tar::Header::new_gnu();
         h.set_mode(0o644);
-        h.set_uid(0);
-        h.set_gid(0);
+        h.set_uid(1000);
+        h.set_gid(1000);
         h.set_mtime(0);
         h.set_size(0);
-        match node {
-            Node::File(text) => {
-                h.set_size(text.len() as u64);
-                builder.append_data(&mut h, path, text.as_bytes()).unwrap();
+        let (kind, text) = match node {
+            Node::File(text) => (tar::EntryType::Regular, *text),
+            Node::Owned(text, mode) => {
+                h.set_mode(*mode);
+                h.set_uid(0);
+                h.set_gid(0);
+                (tar::EntryType::Regular, *text)
             }
             Node::Dir => {
-                h.set_entry_type(tar::EntryType::Directory);
                 h.set_mode(0o755);
-                builder.append_data(&mut h, path, std::io::empty()).unwrap();
+                (tar::EntryType::Directory, "")
             }
-            Node::Link(target) => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                builder.append_link(&mut h, path, target).unwrap();
+            Node::Link(target) | Node::Hard(target) => {
+                let kind = match node {
+                    Node::Link(_) => tar::EntryType::Symlink,
+                    _ => tar::EntryType::Link,
+                };
+                h.set_entry_type(kind);
+                builder.append_link(&mut h, &path, target).unwrap();
+                continue;
             }
-        }
+            Node::Char(major, minor) => {
+                h.set_device_major(*major).unwrap();
+                h.set_device_minor(*minor).unwrap();
+                (tar::EntryType::Char, "")
+            }
+            Node::Fifo => (tar::EntryType::Fifo, ""),
+        };
+        h.set_entry_type(kind);
+        h.set_size(text.len() as u64);
+        builder.append_data(&mut h, &path, text.as_bytes()).unwrap();
     }
     builder.into_inner().unwrap().complete().unwrap()
 }
@@ -249,4 +281,221 @@ fn an_image_with_whiteouts_is_flattened_and_rechunked() {
         !unpacked.join("etc/.wh.a").exists(),
         "whiteout markers are not copied"
     );
+}
+
+/// One entry of a built image, read from its layer tars (Strata's layers are
+/// disjoint, so the merge order does not matter).
+#[derive(Debug)]
+struct Built {
+    kind: tar::EntryType,
+    uid: u64,
+    mode: u32,
+    content: Vec<u8>,
+    link: Option<std::path::PathBuf>,
+    device: Option<(u32, u32)>,
+}
+
+fn built_entries(out: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Built> {
+    use std::io::Read;
+    let index: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(out.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &str| out.join("blobs/sha256").join(&digest[7..]);
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(digest)).unwrap()).unwrap();
+    let mut all = std::collections::BTreeMap::new();
+    for l in manifest["layers"].as_array().unwrap() {
+        let file = fs::File::open(blob(l["digest"].as_str().unwrap())).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().into_owned();
+            let h = e.header().clone();
+            let mut content = Vec::new();
+            e.read_to_end(&mut content).unwrap();
+            let device = matches!(h.entry_type(), tar::EntryType::Char)
+                .then(|| (h.device_major().unwrap().unwrap(), h.device_minor().unwrap().unwrap()));
+            all.insert(
+                path,
+                Built {
+                    kind: h.entry_type(),
+                    uid: h.uid().unwrap(),
+                    mode: h.mode().unwrap(),
+                    content,
+                    link: e.link_name().unwrap().map(|l| l.into_owned()),
+                    device,
+                },
+            );
+        }
+    }
+    all
+}
+
+#[test]
+fn entries_through_a_planted_symlink_are_refused_and_nothing_is_written_outside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let outside = t.join("outside");
+    fs::create_dir(&outside).unwrap();
+    let src = t.join("src");
+    write_image(
+        &src,
+        &[
+            &[("x", Node::Link(outside.display().to_string()))],
+            &[("x/planted", Node::File("evil"))],
+        ],
+    );
+    let out = rechunk(&src, &t.join("out"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the crafted image was accepted");
+    assert!(err.contains("layer entry x/planted passes through x"), "{err}");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "nothing planted");
+    assert!(!t.join("out").exists(), "no output after a refusal");
+}
+
+#[test]
+fn replacing_and_special_entries_merge_as_a_runtime_would() {
+    use Node::{Dir as D, File as F};
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let src = t.join("src");
+    write_image(
+        &src,
+        &[
+            &[
+                ("opt", D),
+                ("opt/tree", D),
+                ("opt/tree/deep", F("deep")),
+                ("opt/dir", D),
+                ("opt/dir/x", F("x")),
+                ("etc", D),
+                ("etc/caf%FF", F("not UTF-8")),
+                ("etc/kept", F("kept")),
+                ("bin", D),
+                ("bin/real", F("shared bytes")),
+                ("bin/alias", Node::Hard("bin/real".into())),
+                ("dev", D),
+                ("dev/null", Node::Char(1, 3)),
+                ("run", D),
+                ("run/pipe", Node::Fifo),
+            ],
+            &[
+                // A directory replaced by a file, another by a symlink.
+                ("opt/tree", F("now a file")),
+                ("opt/dir", Node::Link("tree".into())),
+                // A whiteout whose name is not UTF-8.
+                ("etc/.wh.caf%FF", F("")),
+                // The first path of an inode goes; its other path keeps the bytes.
+                ("bin/.wh.real", F("")),
+            ],
+        ],
+    );
+    let refused = rechunk(&src, &t.join("refused"));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("dev/null: is a character device"),
+        "devices are refused by default, as in a tree: {err}"
+    );
+    common::ok(common::strata(&[
+        "build",
+        "--allow-special-files",
+        "--from-image",
+        &format!("oci:{}:src", src.display()),
+        "--output",
+        &format!("oci:{}:v1", t.join("out").display()),
+    ]));
+    let built = built_entries(&t.join("out"));
+    let at = |p: &str| built.get(Path::new(p)).unwrap_or_else(|| panic!("{p}: {built:?}"));
+    assert_eq!(at("opt/tree").content, b"now a file");
+    assert!(!built.contains_key(Path::new("opt/tree/deep")));
+    assert_eq!(at("opt/dir").kind, tar::EntryType::Symlink);
+    assert!(!built.contains_key(Path::new("opt/dir/x")));
+    assert!(!built.keys().any(|p| p.starts_with("etc/caf")), "{built:?}");
+    assert_eq!(at("etc/kept").content, b"kept");
+    assert_eq!(at("bin/alias").content, b"shared bytes");
+    assert!(!built.contains_key(Path::new("bin/real")));
+    assert_eq!(at("dev/null").kind, tar::EntryType::Char);
+    assert_eq!(at("dev/null").device, Some((1, 3)));
+    assert_eq!(at("run/pipe").kind, tar::EntryType::Fifo);
+    assert_eq!(at("opt/dir").link.as_deref(), Some(Path::new("tree")));
+}
+
+#[test]
+fn a_hard_link_to_nothing_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    write_image(&src, &[&[("a", Node::Hard("missing".into()))]]);
+    let out = rechunk(&src, &tmp.path().join("out"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("hard link a names missing"),
+        "{err}"
+    );
+}
+
+/// The worker runs image sources as uid 65532 with no capabilities: flattening must
+/// not need to own, chown or mknod anything, and root's files keep their owner.
+#[test]
+fn an_unprivileged_user_rechunks_root_owned_files_and_devices() {
+    if !is_root() || !common::have("setpriv") {
+        println!("skipped: needs root to drop to uid 65532 with setpriv");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let src = t.join("src");
+    write_image(
+        &src,
+        &[
+            &[
+                ("usr", Node::Dir),
+                ("usr/bin", Node::Dir),
+                ("usr/bin/su", Node::Owned("setuid root", 0o4755)),
+                ("etc", Node::Dir),
+                ("etc/shadow", Node::Owned("root only", 0o600)),
+                ("dev", Node::Dir),
+                ("dev/null", Node::Char(1, 3)),
+            ],
+            &[("etc/.wh.motd", Node::File(""))],
+        ],
+    );
+    let work = t.join("work");
+    fs::create_dir(&work).unwrap();
+    let open = |p: &Path| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(p, fs::Permissions::from_mode(0o777)).unwrap();
+    };
+    open(t);
+    open(&work);
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65532",
+            "--regid=65532",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "build",
+            "--allow-special-files",
+            "--from-image",
+            &format!("oci:{}:src", src.display()),
+            "--output",
+            &format!("oci:{}:v1", work.join("out").display()),
+        ])
+        .env("TMPDIR", &work)
+        .output()
+        .unwrap();
+    common::succeeded(out, "strata build --from-image as uid 65532");
+    let built = built_entries(&work.join("out"));
+    let su = &built[Path::new("usr/bin/su")];
+    assert_eq!((su.uid, su.mode & 0o7777), (0, 0o4755), "{su:?}");
+    assert_eq!(built[Path::new("etc/shadow")].content, b"root only");
+    assert_eq!(built[Path::new("dev/null")].device, Some((1, 3)));
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }

@@ -1,25 +1,38 @@
-//! An existing container image as a source (rechunking): its layers are flattened
-//! into a private directory, applying whiteouts, and that tree is then encapsulated
-//! like any root filesystem.
+//! An existing container image as a source (rechunking).
 //!
-//! Extraction goes through `tar`'s `unpack_in`, which refuses paths that would land
-//! outside the directory, including through symlinks laid down by earlier layers.
-//! Whiteouts are applied through directory descriptors opened with `O_NOFOLLOW` at
-//! every component, so no link, wherever it sits in the path, is ever followed.
+//! Nothing is extracted. The merged tree is built from the layers' tar headers alone:
+//! each layer's whiteouts remove what lower layers put there, then its entries go on
+//! top, by path. Owners, modes, xattrs and device numbers stay metadata, so flattening
+//! needs no privilege (an unprivileged worker cannot `chown`), and links are recorded,
+//! never followed, so no crafted layer can steer a write or a removal out of the
+//! tree. File content is copied once into a private spool file and read back from it
+//! when layers are written.
+//!
+//! A layer entry or whiteout whose parent is a symlink or a file in the merged tree is
+//! refused: a runtime would resolve the link, and where it points is not the image's
+//! to decide.
 
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
 use std::fs;
-use std::io::Read;
-use std::os::unix::ffi::OsStrExt;
+use std::io::{self, BufWriter, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
 
 use ocidir::oci_spec::image::{Descriptor, MediaType};
 
-use super::SourceError;
+use super::content::Content;
+use super::rootfs::WalkOptions;
+use super::{Entry, EntryKind, SourceError};
 use crate::image::remote::{self, RegistryOptions};
 use crate::image::{self, ImageRef};
 
-const WHITEOUT: &str = ".wh.";
-const OPAQUE: &str = ".wh..wh..opq";
+const WHITEOUT: &[u8] = b".wh.";
+const OPAQUE: &[u8] = b".wh..wh..opq";
+const XATTR_PAX: &str = "SCHILY.xattr.";
+/// Mode of a parent directory a layer implies without an entry of its own.
+const IMPLIED_DIR_MODE: u32 = 0o755;
 
 fn invalid(path: &Path, problem: impl Into<String>) -> SourceError {
     SourceError::Invalid {
@@ -28,14 +41,20 @@ fn invalid(path: &Path, problem: impl Into<String>) -> SourceError {
     }
 }
 
-/// Flattens `reference` into the empty directory `into`. Remote images are first
-/// copied to an OCI layout under `scratch` with skopeo.
+/// A flattened image: its merged entries, sorted by path bytes like a walked tree's.
+pub struct Flattened {
+    pub entries: Vec<Entry>,
+    pub content: Spool,
+}
+
+/// Flattens `reference`. Remote images are first copied to an OCI layout under
+/// `scratch` with skopeo; file content is spooled under `scratch` too.
 pub fn flatten(
     reference: &ImageRef,
     registry: &RegistryOptions,
     scratch: &Path,
-    into: &Path,
-) -> Result<(), SourceError> {
+    opts: WalkOptions,
+) -> Result<Flattened, SourceError> {
     let (dir, tag) = match reference {
         ImageRef::Oci { dir, tag } => (dir.clone(), tag.clone()),
         other => {
@@ -47,11 +66,439 @@ pub fn flatten(
     };
     let local =
         image::read_local(&dir, tag.as_deref()).map_err(|e| invalid(&dir, e.to_string()))?;
+    let spool_path = scratch.join("spool");
+    let spool_err = |source| SourceError::Io {
+        path: spool_path.clone(),
+        source,
+    };
+    let mut merge = Merge {
+        nodes: BTreeMap::new(),
+        spool: BufWriter::new(
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&spool_path)
+                .map_err(spool_err)?,
+        ),
+        spooled: 0,
+        inodes: 0,
+        opts,
+    };
     for desc in local.manifest.layers() {
         let blob = image::blob_path(&dir, desc).map_err(|e| invalid(&dir, e.to_string()))?;
-        apply_layer(&blob, desc, into)?;
+        merge.apply_layer(&blob, desc)?;
     }
-    Ok(())
+    let file = merge
+        .spool
+        .into_inner()
+        .map_err(|e| spool_err(e.into_error()))?;
+    let (entries, at) = finish(merge.nodes);
+    Ok(Flattened {
+        entries,
+        content: Spool {
+            file,
+            at,
+            name: PathBuf::from(reference.to_string()),
+        },
+    })
+}
+
+/// One path of the merged tree.
+#[derive(Debug, Clone)]
+struct Node {
+    kind: EntryKind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    xattrs: Vec<(String, Vec<u8>)>,
+    /// A regular file's bytes in the spool: offset, length.
+    data: Option<(u64, u64)>,
+    /// Paths of one inode (tar hard links) share this number.
+    inode: u64,
+}
+
+/// A layer's entry, read but not yet merged.
+enum Item {
+    Whiteout { parent: Vec<u8>, name: Vec<u8> },
+    Opaque { dir: Vec<u8> },
+    Add { path: Vec<u8>, node: Node },
+    /// A tar hard link: another path of `target`'s inode.
+    Link { path: Vec<u8>, target: Vec<u8> },
+}
+
+struct Merge {
+    /// Keyed by path bytes, so iteration is in sort order.
+    nodes: BTreeMap<Vec<u8>, Node>,
+    spool: BufWriter<fs::File>,
+    spooled: u64,
+    inodes: u64,
+    opts: WalkOptions,
+}
+
+impl Merge {
+    /// Applies one layer: its whiteouts first (they hide only lower layers), then its
+    /// entries in order.
+    fn apply_layer(&mut self, blob: &Path, desc: &Descriptor) -> Result<(), SourceError> {
+        let items = self.read_layer(blob, desc)?;
+        for item in &items {
+            match item {
+                Item::Whiteout { parent, name } => {
+                    self.parent_is_dir(blob, parent, &join(parent, name), "whiteout")?;
+                    self.remove(&join(parent, name));
+                }
+                Item::Opaque { dir } => {
+                    self.parent_is_dir(blob, dir, &join(dir, OPAQUE), "whiteout")?;
+                    self.remove_children(dir);
+                }
+                _ => {}
+            }
+        }
+        for item in items {
+            match item {
+                Item::Add { path, node } => self.add(blob, path, node)?,
+                Item::Link { path, target } => {
+                    let Some(node) = self.nodes.get(&target).filter(|n| n.kind != EntryKind::Dir) else {
+                        return Err(invalid(
+                            blob,
+                            format!(
+                                "hard link {} names {}, which is no file of the image",
+                                show(&path),
+                                show(&target)
+                            ),
+                        ));
+                    };
+                    let node = node.clone();
+                    self.add(blob, path, node)?;
+                }
+                Item::Whiteout { .. } | Item::Opaque { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a layer's headers, spooling file content as it goes.
+    fn read_layer(&mut self, blob: &Path, desc: &Descriptor) -> Result<Vec<Item>, SourceError> {
+        let io = |source| SourceError::Io {
+            path: blob.to_path_buf(),
+            source,
+        };
+        let mut items = Vec::new();
+        let mut archive = tar::Archive::new(open_layer(blob, desc)?);
+        for entry in archive.entries().map_err(io)? {
+            let mut entry = entry.map_err(io)?;
+            let path = safe_relative(blob, &entry.path_bytes())?;
+            if path.is_empty() {
+                continue; // the root itself
+            }
+            if let Some(item) = self.item(blob, path, &mut entry)? {
+                items.push(item);
+            }
+        }
+        Ok(items)
+    }
+
+    fn item(
+        &mut self,
+        blob: &Path,
+        path: Vec<u8>,
+        entry: &mut tar::Entry<impl Read>,
+    ) -> Result<Option<Item>, SourceError> {
+        let (parent, name) = split(&path);
+        if name == OPAQUE {
+            return Ok(Some(Item::Opaque {
+                dir: parent.to_vec(),
+            }));
+        }
+        if let Some(target) = name.strip_prefix(WHITEOUT) {
+            if matches!(target, b"" | b"." | b"..") {
+                return Err(invalid(
+                    blob,
+                    format!("whiteout {} names no file", show(&path)),
+                ));
+            }
+            return Ok(Some(Item::Whiteout {
+                parent: parent.to_vec(),
+                name: target.to_vec(),
+            }));
+        }
+        let header = entry.header();
+        let kind = match header.entry_type() {
+            tar::EntryType::Regular | tar::EntryType::Continuous => EntryKind::File,
+            tar::EntryType::Directory => EntryKind::Dir,
+            tar::EntryType::Symlink => {
+                let target = entry.link_name_bytes().unwrap_or_default();
+                EntryKind::Symlink(PathBuf::from(OsStr::from_bytes(&target)))
+            }
+            tar::EntryType::Link => {
+                let target = entry.link_name_bytes().unwrap_or_default();
+                let target = safe_relative(blob, &target)?;
+                return Ok(Some(Item::Link { path, target }));
+            }
+            tar::EntryType::Char => self.special(blob, &path, "character device", entry)?,
+            tar::EntryType::Block => self.special(blob, &path, "block device", entry)?,
+            tar::EntryType::Fifo => self.special(blob, &path, "FIFO", entry)?,
+            // Extension headers the tar reader did not fold into an entry.
+            _ => return Ok(None),
+        };
+        let node = self.node(blob, &path, kind, entry)?;
+        Ok(Some(Item::Add { path, node }))
+    }
+
+    /// A device or FIFO entry, refused unless special files are allowed (as a
+    /// walked tree's are).
+    fn special(
+        &self,
+        blob: &Path,
+        path: &[u8],
+        what: &'static str,
+        entry: &tar::Entry<impl Read>,
+    ) -> Result<EntryKind, SourceError> {
+        if !self.opts.allow_special_files {
+            return Err(SourceError::SpecialFile {
+                path: blob.join(OsStr::from_bytes(path)),
+                what,
+            });
+        }
+        let h = entry.header();
+        let number = |n: io::Result<Option<u32>>| n.ok().flatten().unwrap_or(0);
+        let dev = libc::makedev(number(h.device_major()), number(h.device_minor()));
+        Ok(match h.entry_type() {
+            tar::EntryType::Char => EntryKind::CharDevice(dev),
+            tar::EntryType::Block => EntryKind::BlockDevice(dev),
+            _ => EntryKind::Fifo,
+        })
+    }
+
+    /// The entry's metadata, with a regular file's content copied to the spool.
+    fn node(
+        &mut self,
+        blob: &Path,
+        path: &[u8],
+        kind: EntryKind,
+        entry: &mut tar::Entry<impl Read>,
+    ) -> Result<Node, SourceError> {
+        let bad = |what: &str| invalid(blob, format!("{}: {what}", show(path)));
+        let h = entry.header();
+        let id = |v: io::Result<u64>| {
+            v.ok()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| bad("owner is not a 32-bit id"))
+        };
+        let (uid, gid) = (id(h.uid())?, id(h.gid())?);
+        let mode = h.mode().map_err(|_| bad("mode is malformed"))? & 0o7777;
+        let mtime = h.mtime().map_err(|_| bad("mtime is malformed"))?;
+        let xattrs = xattrs(entry).map_err(|e| bad(&format!("extended headers: {e}")))?;
+        let data = if kind == EntryKind::File {
+            let len = entry.size();
+            let copied = io::copy(entry, &mut self.spool).map_err(|source| SourceError::Io {
+                path: blob.to_path_buf(),
+                source,
+            })?;
+            if copied != len {
+                return Err(bad(&format!("holds {copied} of its {len} bytes")));
+            }
+            self.spooled += len;
+            Some((self.spooled - len, len))
+        } else {
+            None
+        };
+        self.inodes += 1;
+        Ok(Node {
+            kind,
+            mode,
+            uid,
+            gid,
+            mtime: i64::try_from(mtime).unwrap_or(i64::MAX),
+            xattrs,
+            data,
+            inode: self.inodes,
+        })
+    }
+
+    /// Puts `node` at `path`: a directory over a directory keeps what is below it;
+    /// anything else replaces the path and everything below it.
+    fn add(&mut self, blob: &Path, path: Vec<u8>, node: Node) -> Result<(), SourceError> {
+        let (parent, _) = split(&path);
+        self.parent_is_dir(blob, parent, &path, "layer entry")?;
+        self.imply_dirs(parent);
+        let keeps_children = node.kind == EntryKind::Dir
+            && self.nodes.get(&path).is_some_and(|old| old.kind == EntryKind::Dir);
+        if !keeps_children {
+            self.remove(&path);
+        }
+        self.nodes.insert(path, node);
+        Ok(())
+    }
+
+    /// Refuses `what` at `path` when some ancestor in `parent` is not a directory.
+    fn parent_is_dir(
+        &self,
+        blob: &Path,
+        parent: &[u8],
+        path: &[u8],
+        what: &str,
+    ) -> Result<(), SourceError> {
+        for ancestor in ancestors(parent) {
+            match self.nodes.get(ancestor) {
+                Some(n) if n.kind != EntryKind::Dir => {
+                    return Err(invalid(
+                        blob,
+                        format!(
+                            "{what} {} passes through {}, which is not a directory",
+                            show(path),
+                            show(ancestor)
+                        ),
+                    ))
+                }
+                Some(_) => {}
+                None => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds the directories a layer implies without listing them.
+    fn imply_dirs(&mut self, parent: &[u8]) {
+        for ancestor in ancestors(parent) {
+            if !self.nodes.contains_key(ancestor) {
+                self.inodes += 1;
+                let dir = Node {
+                    kind: EntryKind::Dir,
+                    mode: IMPLIED_DIR_MODE,
+                    uid: 0,
+                    gid: 0,
+                    mtime: 0,
+                    xattrs: Vec::new(),
+                    data: None,
+                    inode: self.inodes,
+                };
+                self.nodes.insert(ancestor.to_vec(), dir);
+            }
+        }
+    }
+
+    /// Removes `path` and everything below it.
+    fn remove(&mut self, path: &[u8]) {
+        self.nodes.remove(path);
+        self.remove_children(path);
+    }
+
+    fn remove_children(&mut self, dir: &[u8]) {
+        let below: Vec<Vec<u8>> = self
+            .nodes
+            .range(child_range(dir))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in below {
+            self.nodes.remove(&k);
+        }
+    }
+}
+
+/// The merged nodes as entries; every later path of an inode becomes a hard link to
+/// its first. Also where each file's content is in the spool.
+fn finish(nodes: BTreeMap<Vec<u8>, Node>) -> (Vec<Entry>, HashMap<PathBuf, (u64, u64)>) {
+    let mut first: HashMap<u64, PathBuf> = HashMap::new();
+    let mut at = HashMap::new();
+    let mut entries = Vec::with_capacity(nodes.len());
+    for (path, node) in nodes {
+        let path = PathBuf::from(OsStr::from_bytes(&path));
+        let mut kind = node.kind;
+        let mut size = node.data.map_or(0, |(_, len)| len);
+        if kind == EntryKind::File {
+            match first.get(&node.inode) {
+                Some(target) => {
+                    kind = EntryKind::Hardlink(target.clone());
+                    size = 0;
+                }
+                None => {
+                    first.insert(node.inode, path.clone());
+                    at.insert(path.clone(), node.data.unwrap_or_default());
+                }
+            }
+        }
+        entries.push(Entry {
+            path,
+            kind,
+            mode: node.mode,
+            uid: node.uid,
+            gid: node.gid,
+            size,
+            mtime: node.mtime,
+            xattrs: node.xattrs,
+        });
+    }
+    (entries, at)
+}
+
+/// The content of a flattened image's files, in one spool file.
+pub struct Spool {
+    file: fs::File,
+    /// Path → offset and length in the spool.
+    at: HashMap<PathBuf, (u64, u64)>,
+    /// The image, for messages.
+    name: PathBuf,
+}
+
+impl Content for Spool {
+    fn open(&self, entry: &Entry) -> io::Result<Box<dyn Read + '_>> {
+        let Some(&(offset, len)) = self.at.get(&entry.path) else {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no such file in the flattened image",
+            ));
+        };
+        Ok(Box::new(SpoolReader {
+            file: &self.file,
+            pos: offset,
+            end: offset + len,
+        }))
+    }
+
+    fn describe(&self, rel: &Path) -> PathBuf {
+        self.name.join(rel)
+    }
+}
+
+/// Reads one span of the spool with positioned reads, so readers share the file.
+struct SpoolReader<'a> {
+    file: &'a fs::File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for SpoolReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min((self.end - self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Extended attributes from the entry's PAX records, sorted by name.
+fn xattrs(entry: &mut tar::Entry<impl Read>) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    if let Some(records) = entry.pax_extensions()? {
+        for record in records {
+            let record = record?;
+            if let Ok(key) = record.key() {
+                if let Some(name) = key.strip_prefix(XATTR_PAX) {
+                    out.push((name.to_string(), record.value_bytes().to_vec()));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn open_layer(blob: &Path, desc: &Descriptor) -> Result<Box<dyn Read>, SourceError> {
@@ -87,63 +534,9 @@ fn is_gzip(blob: &Path) -> Result<bool, SourceError> {
     Ok(f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b])
 }
 
-/// Whether a layer entry is a whiteout (names need not be UTF-8).
-fn is_whiteout(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.as_encoded_bytes().starts_with(WHITEOUT.as_bytes()))
-}
-
-/// Applies one layer: its whiteouts remove what lower layers put there, then its
-/// entries are unpacked on top.
-fn apply_layer(blob: &Path, desc: &Descriptor, into: &Path) -> Result<(), SourceError> {
-    let io = |source| SourceError::Io {
-        path: blob.to_path_buf(),
-        source,
-    };
-    let mut whiteouts = Vec::new();
-    for entry in tar::Archive::new(open_layer(blob, desc)?)
-        .entries()
-        .map_err(io)?
-    {
-        let path = entry.map_err(io)?.path().map_err(io)?.into_owned();
-        if is_whiteout(&path) {
-            whiteouts.push(safe_relative(blob, &path)?);
-        }
-    }
-    for w in &whiteouts {
-        remove_whited_out(blob, into, w)?;
-    }
-    let mut archive = tar::Archive::new(open_layer(blob, desc)?);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
-    archive.set_unpack_xattrs(true);
-    archive.set_overwrite(true);
-    for entry in archive.entries().map_err(io)? {
-        let mut entry = entry.map_err(io)?;
-        let path = entry.path().map_err(io)?.into_owned();
-        if is_whiteout(&path) {
-            continue;
-        }
-        entry
-            .unpack_in(into)
-            .map_err(|e| invalid(blob, format!("{}: {}", path.display(), error_chain(&e))))?;
-    }
-    Ok(())
-}
-
-/// An I/O error with its causes, which `tar` keeps behind its own message.
-fn error_chain(e: &std::io::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.get_ref().and_then(|inner| inner.source());
-    while let Some(c) = cause {
-        text.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    text
-}
-
-/// A layer path as a plain relative path; `..` and absolute paths are refused.
-fn safe_relative(blob: &Path, path: &Path) -> Result<PathBuf, SourceError> {
+/// A layer path as plain relative path bytes; `..` and absolute paths are refused.
+fn safe_relative(blob: &Path, raw: &[u8]) -> Result<Vec<u8>, SourceError> {
+    let path = Path::new(OsStr::from_bytes(raw));
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
@@ -157,89 +550,73 @@ fn safe_relative(blob: &Path, path: &Path) -> Result<PathBuf, SourceError> {
             }
         }
     }
-    Ok(out)
+    Ok(out.into_os_string().into_vec())
 }
 
-/// Applies one whiteout (`dir/.wh.NAME` or `dir/.wh..wh..opq`) beneath `into`.
-/// Every directory on the way is opened without following a symlink, so a link an
-/// earlier layer planted cannot steer the removal outside the tree.
-fn remove_whited_out(blob: &Path, into: &Path, whiteout: &Path) -> Result<(), SourceError> {
-    let name = whiteout.file_name().unwrap_or_default().as_encoded_bytes();
-    let target = &name[WHITEOUT.len()..];
-    let opaque = name == OPAQUE.as_bytes();
-    if !opaque && matches!(target, b"" | b"." | b"..") {
-        return Err(invalid(
-            blob,
-            format!("whiteout {} names no file", whiteout.display()),
-        ));
+/// `path` as parent and last name; the parent of a top-level name is empty.
+fn split(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => (&[], path),
     }
-    let parent = whiteout.parent().unwrap_or(Path::new(""));
-    let io = |source| SourceError::Io {
-        path: into.join(whiteout),
-        source,
-    };
-    let Some(dir) = open_beneath(into, parent).map_err(|e| match e {
-        Beneath::Io(e) => io(e),
-        Beneath::Link(at) => invalid(
-            blob,
-            format!(
-                "whiteout {} passes through {}, which is not a directory",
-                whiteout.display(),
-                at.display()
-            ),
-        ),
-    })?
-    else {
-        return Ok(());
-    };
-    if opaque {
-        let children: Vec<std::ffi::OsString> = dir
-            .entries()
-            .and_then(|it| it.map(|c| c.map(|c| c.file_name())).collect())
-            .map_err(io)?;
-        return children
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = dir.to_vec();
+    if !p.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// `a`, `a/b`, `a/b/c` for `a/b/c`, outermost first; nothing for the root.
+fn ancestors(dir: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let ends = dir
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'/')
+        .map(|(i, _)| i)
+        .chain((!dir.is_empty()).then_some(dir.len()));
+    ends.map(move |i| &dir[..i])
+}
+
+/// The keys strictly below `dir` (everything when `dir` is the root).
+fn child_range(dir: &[u8]) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    if dir.is_empty() {
+        return (Unbounded, Unbounded);
+    }
+    let mut lo = dir.to_vec();
+    lo.push(b'/');
+    let mut hi = dir.to_vec();
+    hi.push(b'/' + 1);
+    (Included(lo), Excluded(hi))
+}
+
+/// A path for messages.
+fn show(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestors_run_outermost_first() {
+        let a: Vec<&[u8]> = ancestors(b"a/b/c").collect();
+        assert_eq!(a, [&b"a"[..], b"a/b", b"a/b/c"]);
+        assert_eq!(ancestors(b"").count(), 0);
+    }
+
+    #[test]
+    fn the_child_range_holds_only_what_is_below() {
+        let keys: BTreeMap<Vec<u8>, ()> = [&b"a"[..], b"a/b", b"a/b/c", b"a-b", b"a0", b"ab"]
             .iter()
-            .try_for_each(|c| remove_in(&dir, c.as_ref()).map_err(io));
-    }
-    remove_in(&dir, std::ffi::OsStr::from_bytes(target)).map_err(io)
-}
-
-type CapDir = ocidir::cap_std::fs::Dir;
-
-/// Why a directory beneath the root could not be opened.
-enum Beneath {
-    Io(std::io::Error),
-    /// This component is a symlink or not a directory.
-    Link(PathBuf),
-}
-
-/// Opens `rel` (plain components) beneath `root`, one `openat(O_NOFOLLOW |
-/// O_DIRECTORY)` per component; `None` when some component does not exist.
-fn open_beneath(root: &Path, rel: &Path) -> Result<Option<CapDir>, Beneath> {
-    use rustix::fs::{Mode, OFlags};
-    use rustix::io::Errno;
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    let mut fd = rustix::fs::open(root, flags, Mode::empty()).map_err(|e| Beneath::Io(e.into()))?;
-    let mut walked = PathBuf::new();
-    for c in rel.components() {
-        walked.push(c);
-        fd = match rustix::fs::openat(&fd, c.as_os_str(), flags, Mode::empty()) {
-            Ok(next) => next,
-            Err(Errno::NOENT) => return Ok(None),
-            Err(Errno::LOOP | Errno::NOTDIR) => return Err(Beneath::Link(walked)),
-            Err(e) => return Err(Beneath::Io(e.into())),
-        };
-    }
-    Ok(Some(CapDir::from_std_file(std::fs::File::from(fd))))
-}
-
-/// Removes `name` in `dir` (a whole directory tree, never through a link); absent
-/// names are fine.
-fn remove_in(dir: &CapDir, name: &std::ffi::OsStr) -> std::io::Result<()> {
-    match dir.symlink_metadata(name) {
-        Ok(m) if m.is_dir() => dir.remove_dir_all(name),
-        Ok(_) => dir.remove_file(name),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+            .map(|k| (k.to_vec(), ()))
+            .collect();
+        let below: Vec<&[u8]> = keys.range(child_range(b"a")).map(|(k, _)| &k[..]).collect();
+        assert_eq!(below, [&b"a/b"[..], b"a/b/c"]);
     }
 }

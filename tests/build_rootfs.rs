@@ -372,8 +372,21 @@ fn the_xattr_and_the_components_map_override_the_package_database() {
         names.contains(&"blobs") && names.contains(&"bins"),
         "map rules apply: {names:?}"
     );
-    assert!(
-        !names.contains(&"world"),
+    // world keeps only its dpkg control files: the map took its binary.
+    let world: Vec<u64> = report["plan"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["components"].as_array().unwrap())
+        .filter(|c| c["name"].as_str().unwrap().starts_with("world"))
+        .map(|c| c["size"].as_u64().unwrap())
+        .collect();
+    let list = fs::metadata(root.join("var/lib/dpkg/info/world:amd64.list"))
+        .unwrap()
+        .len();
+    assert_eq!(
+        world,
+        [list],
         "the map beats the package database: {names:?}"
     );
 

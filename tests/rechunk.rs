@@ -31,7 +31,10 @@ enum Node {
 fn raw_path(path: &str) -> std::path::PathBuf {
     use std::os::unix::ffi::OsStrExt;
     let bytes = path.replace("%FF", "\u{1}").into_bytes();
-    let bytes: Vec<u8> = bytes.into_iter().map(|b| if b == 1 { 0xFF } else { b }).collect();
+    let bytes: Vec<u8> = bytes
+        .into_iter()
+        .map(|b| if b == 1 { 0xFF } else { b })
+        .collect();
     std::ffi::OsStr::from_bytes(&bytes).into()
 }
 
@@ -313,8 +316,12 @@ fn built_entries(out: &Path) -> std::collections::BTreeMap<std::path::PathBuf, B
             let h = e.header().clone();
             let mut content = Vec::new();
             e.read_to_end(&mut content).unwrap();
-            let device = matches!(h.entry_type(), tar::EntryType::Char)
-                .then(|| (h.device_major().unwrap().unwrap(), h.device_minor().unwrap().unwrap()));
+            let device = matches!(h.entry_type(), tar::EntryType::Char).then(|| {
+                (
+                    h.device_major().unwrap().unwrap(),
+                    h.device_minor().unwrap().unwrap(),
+                )
+            });
             all.insert(
                 path,
                 Built {
@@ -348,8 +355,15 @@ fn entries_through_a_planted_symlink_are_refused_and_nothing_is_written_outside(
     let out = rechunk(&src, &t.join("out"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the crafted image was accepted");
-    assert!(err.contains("layer entry x/planted passes through x"), "{err}");
-    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "nothing planted");
+    assert!(
+        err.contains("layer entry x/planted passes through x"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing planted"
+    );
     assert!(!t.join("out").exists(), "no output after a refusal");
 }
 
@@ -405,7 +419,11 @@ fn replacing_and_special_entries_merge_as_a_runtime_would() {
         &format!("oci:{}:v1", t.join("out").display()),
     ]));
     let built = built_entries(&t.join("out"));
-    let at = |p: &str| built.get(Path::new(p)).unwrap_or_else(|| panic!("{p}: {built:?}"));
+    let at = |p: &str| {
+        built
+            .get(Path::new(p))
+            .unwrap_or_else(|| panic!("{p}: {built:?}"))
+    };
     assert_eq!(at("opt/tree").content, b"now a file");
     assert!(!built.contains_key(Path::new("opt/tree/deep")));
     assert_eq!(at("opt/dir").kind, tar::EntryType::Symlink);

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::error::AssignError;
-use super::package::{Package, Tree, MAX_DB_FILE};
+use super::package::{Package, Tree, MAX_DB_FILE, PATH_OVERHEAD};
 
 /// The status file, relative to the root.
 pub const STATUS: &str = "var/lib/dpkg/status";
@@ -149,12 +149,15 @@ fn list_files(tree: &Tree, name: &str, arch: &str) -> Result<Vec<PathBuf>, Assig
         let rel = Path::new(INFO).join(&file);
         if let Some(data) = tree.read(&rel, MAX_DB_FILE)? {
             let text = String::from_utf8_lossy(&data);
-            return Ok(text
+            let listed: Vec<&str> = text
                 .lines()
                 .filter_map(|l| l.strip_prefix('/'))
                 .filter(|l| !l.is_empty() && *l != ".")
-                .map(PathBuf::from)
-                .collect());
+                .collect();
+            // Each path costs far more in memory than its line; bound them first.
+            let cost = listed.iter().map(|l| l.len() as u64 + PATH_OVERHEAD).sum();
+            tree.charge_paths(&rel, cost)?;
+            return Ok(listed.into_iter().map(PathBuf::from).collect());
         }
     }
     Ok(Vec::new())

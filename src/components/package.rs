@@ -1,6 +1,7 @@
 //! What every package database yields: installed packages and their files, read
 //! from inside a walked tree without following symlinks.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,9 @@ use super::error::AssignError;
 use crate::source::content::Content;
 use crate::source::{Entry, EntryKind};
 
+/// What one listed path costs in memory beyond its bytes (a `PathBuf`'s own size);
+/// charged with each path against the tree's budget.
+pub const PATH_OVERHEAD: u64 = 24;
 /// Larger database files are refused rather than read into memory.
 pub const MAX_DB_FILE: u64 = 256 << 20;
 
@@ -24,10 +28,19 @@ pub struct Package {
     pub changelog: Vec<i64>,
 }
 
+/// Package databases may list this many bytes of paths per byte of the walk's own
+/// paths (real ones list each path about once, plus shared directories), plus
+/// [`PATH_BUDGET_BASE`]. A crafted database that lists more would cost memory far
+/// beyond its size on disk, and is refused.
+const PATH_BUDGET_PER_TREE_BYTE: u64 = 4;
+const PATH_BUDGET_BASE: u64 = 16 << 20;
+
 /// The regular files of a walk, by path, for reading inside the tree only.
 pub struct Tree<'a> {
     pub content: &'a dyn Content,
     files: HashMap<&'a Path, &'a Entry>,
+    /// Bytes of listed paths the package databases may still yield.
+    path_budget: Cell<u64>,
 }
 
 impl<'a> Tree<'a> {
@@ -37,7 +50,36 @@ impl<'a> Tree<'a> {
             .filter(|e| e.kind == EntryKind::File)
             .map(|e| (e.path.as_path(), e))
             .collect();
-        Tree { content, files }
+        let tree_bytes: u64 = entries
+            .iter()
+            .map(|e| e.path.as_os_str().len() as u64)
+            .sum();
+        Tree {
+            content,
+            files,
+            path_budget: Cell::new(PATH_BUDGET_PER_TREE_BYTE * tree_bytes + PATH_BUDGET_BASE),
+        }
+    }
+
+    /// The bytes of listed paths still allowed; see [`Tree::charge_paths`].
+    pub fn path_budget(&self) -> u64 {
+        self.path_budget.get()
+    }
+
+    /// Accounts for `bytes` of paths the database at `db` lists; an error once the
+    /// databases together list far more than the tree holds.
+    pub fn charge_paths(&self, db: &Path, bytes: u64) -> Result<(), AssignError> {
+        let left =
+            self.path_budget
+                .get()
+                .checked_sub(bytes)
+                .ok_or_else(|| AssignError::Invalid {
+                    path: self.describe(db),
+                    problem: "lists far more paths than the tree holds (a crafted database?)"
+                        .into(),
+                })?;
+        self.path_budget.set(left);
+        Ok(())
     }
 
     /// How to name `rel` in messages.

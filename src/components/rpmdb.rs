@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::AssignError;
-use super::package::{Package, Tree, MAX_DB_FILE};
+use super::package::{Package, Tree, MAX_DB_FILE, PATH_OVERHEAD};
 
 /// Where rpm keeps its sqlite database, newest location first.
 pub const DATABASES: [&str; 3] = [
@@ -41,6 +41,15 @@ const TYPE_I18NSTRING: u32 = 9;
 /// A header never has more index entries or data than this.
 const MAX_ENTRIES: u32 = 1 << 16;
 const MAX_DATA: u32 = 256 << 20;
+/// No string array holds more elements (a package of a million files is far beyond
+/// any real one).
+const MAX_ARRAY: u32 = 1 << 20;
+/// Joined file names may be this many times the header's own bytes: names share
+/// directories, but a crafted header repeating one long directory would otherwise
+/// cost gigabytes from megabytes.
+const NAME_EXPANSION: usize = 16;
+/// How long reading the database may take before it is refused as crafted.
+const QUERY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// What is wrong with a header blob.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,8 +182,17 @@ impl<'a> Header<'a> {
         };
         Self::check_type(e, &[TYPE_STRING, TYPE_STRING_ARRAY, TYPE_I18NSTRING])?;
         let count = if e.ty == TYPE_STRING { 1 } else { e.count };
+        // Every string takes at least its NUL: a count beyond the bytes present is a
+        // lie that would otherwise allocate an empty string per claimed element.
+        let present = self.data.len().saturating_sub(e.offset as usize);
+        if count > MAX_ARRAY || count as usize > present {
+            return Err(HeaderError::OutOfBounds {
+                what: "string count",
+                value: count.into(),
+            });
+        }
         let mut at = e.offset as usize;
-        let mut out = Vec::with_capacity(count.min(MAX_ENTRIES) as usize);
+        let mut out = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let rest = self.data.get(at..).ok_or(HeaderError::OutOfBounds {
                 what: "string offset",
@@ -216,6 +234,7 @@ impl<'a> Header<'a> {
 /// Parses one header blob as stored in `rpmdb.sqlite`'s `Packages` table.
 pub fn parse_header(blob: &[u8]) -> Result<RpmHeader, HeaderError> {
     let h = Header::parse(blob)?;
+    let name_limit = blob.len().saturating_mul(NAME_EXPANSION);
     let required = |tag, name| h.string(tag)?.ok_or(HeaderError::Missing(name));
     Ok(RpmHeader {
         name: required(tag::NAME, "NAME")?,
@@ -224,7 +243,7 @@ pub fn parse_header(blob: &[u8]) -> Result<RpmHeader, HeaderError> {
         release: required(tag::RELEASE, "RELEASE")?,
         arch: h.string(tag::ARCH)?,
         source_rpm: h.string(tag::SOURCERPM)?,
-        files: file_names(&h)?,
+        files: file_names(&h, name_limit)?,
         changelog: h
             .int32s(tag::CHANGELOGTIME)?
             .unwrap_or_default()
@@ -234,7 +253,9 @@ pub fn parse_header(blob: &[u8]) -> Result<RpmHeader, HeaderError> {
     })
 }
 
-fn file_names(h: &Header) -> Result<Vec<String>, HeaderError> {
+/// The header's file names, joined from directories and base names; refused when
+/// they would take more than `limit` bytes.
+fn file_names(h: &Header, limit: usize) -> Result<Vec<String>, HeaderError> {
     if let Some(old) = h.strings(tag::OLDFILENAMES)? {
         return Ok(old);
     }
@@ -247,6 +268,17 @@ fn file_names(h: &Header) -> Result<Vec<String>, HeaderError> {
         return Err(HeaderError::OutOfBounds {
             what: "directory index count",
             value: index.len() as u64,
+        });
+    }
+    let joined: usize = bases
+        .iter()
+        .zip(&index)
+        .map(|(b, &d)| b.len() + dirs.get(d as usize).map_or(0, String::len))
+        .sum();
+    if joined > limit {
+        return Err(HeaderError::OutOfBounds {
+            what: "joined file name bytes",
+            value: joined as u64,
         });
     }
     bases
@@ -294,21 +326,22 @@ pub fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
         path: db_path.clone(),
         problem,
     };
-    let conn =
-        rusqlite::Connection::open(&copy).map_err(|e| invalid(format!("cannot open: {e}")))?;
+    let conn = open_packages(&copy, std::time::Instant::now() + QUERY_DEADLINE).map_err(invalid)?;
     let mut stmt = conn
         .prepare("SELECT hnum, blob FROM Packages ORDER BY hnum")
         .map_err(|e| invalid(format!("not an rpm database: {e}")))?;
     let rows = stmt
         .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| invalid(query_error(e)))?;
     let mut packages = Vec::new();
     for row in rows {
-        let (hnum, blob) = row.map_err(|e| invalid(e.to_string()))?;
+        let (hnum, blob) = row.map_err(|e| invalid(query_error(e)))?;
         let h = parse_header(&blob).map_err(|e| invalid(format!("package record {hnum}: {e}")))?;
         if h.name == "gpg-pubkey" {
             continue;
         }
+        let cost = h.files.iter().map(|f| f.len() as u64 + PATH_OVERHEAD).sum();
+        tree.charge_paths(rel, cost)?;
         packages.push(Package {
             version: h.evr(),
             source: h.source_name(),
@@ -324,6 +357,59 @@ pub fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
         });
     }
     Ok(Some(packages))
+}
+
+/// Opens the copied database for reading `Packages`, which must be done by `deadline`.
+fn open_packages(
+    copy: &Path,
+    deadline: std::time::Instant,
+) -> Result<rusqlite::Connection, String> {
+    let conn = rusqlite::Connection::open(copy).map_err(|e| format!("cannot open: {e}"))?;
+    conn.progress_handler(10_000, Some(move || std::time::Instant::now() > deadline))
+        .map_err(|e| e.to_string())?;
+    check_schema(&conn)?;
+    Ok(conn)
+}
+
+/// A failed query, saying so when the deadline cut it short.
+fn query_error(e: rusqlite::Error) -> String {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::OperationInterrupted) => format!(
+            "reading it took longer than {} s (a crafted database?)",
+            QUERY_DEADLINE.as_secs()
+        ),
+        _ => e.to_string(),
+    }
+}
+
+/// rpm's `Packages` must be a plain table: a view (a recursive one hangs any reader)
+/// or a virtual table runs someone else's query.
+fn check_schema(conn: &rusqlite::Connection) -> Result<(), String> {
+    let (kind, sql): (String, String) = conn
+        .query_row(
+            "SELECT type, COALESCE(sql, '') FROM sqlite_master WHERE name = 'Packages'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::QueryReturnedNoRows => "not an rpm database: no Packages table".into(),
+            e => query_error(e),
+        })?;
+    let virtual_table = sql
+        .trim_start()
+        .to_ascii_uppercase()
+        .starts_with("CREATE VIRTUAL");
+    if kind != "table" || virtual_table {
+        return Err(format!(
+            "Packages is a {}, not a plain table (a crafted database?)",
+            if virtual_table {
+                "virtual table"
+            } else {
+                &kind
+            }
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -384,6 +470,77 @@ mod tests {
                 [0u32.to_be_bytes(), 0u32.to_be_bytes()].concat(),
             ),
         ])
+    }
+
+    #[test]
+    fn a_string_count_beyond_the_bytes_present_is_refused() {
+        // 0xFFFFFFFF empty strings claimed over a few zeros.
+        let b = blob(&[
+            (tag::NAME, TYPE_STRING, 1, s("x")),
+            (tag::VERSION, TYPE_STRING, 1, s("1")),
+            (tag::RELEASE, TYPE_STRING, 1, s("1")),
+            (tag::BASENAMES, TYPE_STRING_ARRAY, u32::MAX, vec![0; 4096]),
+        ]);
+        let e = parse_header(&b).unwrap_err();
+        assert!(e.to_string().contains("string count"), "{e}");
+    }
+
+    #[test]
+    fn one_long_directory_repeated_cannot_multiply_memory() {
+        let n = 20_000u32;
+        let b = blob(&[
+            (tag::NAME, TYPE_STRING, 1, s("x")),
+            (tag::VERSION, TYPE_STRING, 1, s("1")),
+            (tag::RELEASE, TYPE_STRING, 1, s("1")),
+            (
+                tag::BASENAMES,
+                TYPE_STRING_ARRAY,
+                n,
+                s("a").repeat(n as usize),
+            ),
+            (tag::DIRNAMES, TYPE_STRING_ARRAY, 1, s(&"d/".repeat(2000))),
+            (tag::DIRINDEXES, TYPE_INT32, n, vec![0; 4 * n as usize]),
+        ]);
+        let e = parse_header(&b).unwrap_err();
+        assert!(e.to_string().contains("joined file name bytes"), "{e}");
+    }
+
+    #[test]
+    fn packages_must_be_a_plain_table_read_before_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rpmdb.sqlite");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "CREATE VIEW Packages AS WITH RECURSIVE c(x) AS \
+             (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x AS hnum, x AS blob FROM c;",
+        )
+        .unwrap();
+        drop(conn);
+        let later = std::time::Instant::now() + QUERY_DEADLINE;
+        let e = open_packages(&path, later).err().unwrap();
+        assert!(e.contains("Packages is a view"), "{e}");
+
+        let path = dir.path().join("slow.sqlite");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE Packages (hnum INTEGER PRIMARY KEY, blob BLOB);")
+            .unwrap();
+        drop(conn);
+        let past = std::time::Instant::now();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let conn = open_packages(&path, past);
+        let e = match conn {
+            Err(e) => e,
+            Ok(c) => c
+                .query_row(
+                    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
+                     SELECT count(*) FROM c",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(query_error)
+                .unwrap_err(),
+        };
+        assert!(e.contains("took longer than"), "{e}");
     }
 
     #[test]

@@ -121,11 +121,22 @@ struct Node {
 
 /// A layer's entry, read but not yet merged.
 enum Item {
-    Whiteout { parent: Vec<u8>, name: Vec<u8> },
-    Opaque { dir: Vec<u8> },
-    Add { path: Vec<u8>, node: Node },
+    Whiteout {
+        parent: Vec<u8>,
+        name: Vec<u8>,
+    },
+    Opaque {
+        dir: Vec<u8>,
+    },
+    Add {
+        path: Vec<u8>,
+        node: Node,
+    },
     /// A tar hard link: another path of `target`'s inode.
-    Link { path: Vec<u8>, target: Vec<u8> },
+    Link {
+        path: Vec<u8>,
+        target: Vec<u8>,
+    },
 }
 
 struct Merge {
@@ -159,7 +170,8 @@ impl Merge {
             match item {
                 Item::Add { path, node } => self.add(blob, path, node)?,
                 Item::Link { path, target } => {
-                    let Some(node) = self.nodes.get(&target).filter(|n| n.kind != EntryKind::Dir) else {
+                    let Some(node) = self.nodes.get(&target).filter(|n| n.kind != EntryKind::Dir)
+                    else {
                         return Err(invalid(
                             blob,
                             format!(
@@ -324,7 +336,10 @@ impl Merge {
         self.parent_is_dir(blob, parent, &path, "layer entry")?;
         self.imply_dirs(parent);
         let keeps_children = node.kind == EntryKind::Dir
-            && self.nodes.get(&path).is_some_and(|old| old.kind == EntryKind::Dir);
+            && self
+                .nodes
+                .get(&path)
+                .is_some_and(|old| old.kind == EntryKind::Dir);
         if !keeps_children {
             self.remove(&path);
         }

@@ -59,3 +59,93 @@ fn a_dpkg_list_of_millions_of_paths_is_refused_by_name() {
         "{err}"
     );
 }
+
+/// The content checksum of `path` in commit `rev`.
+fn object_of(repo: &Path, rev: &str, path: &str) -> String {
+    let repo_arg = format!("--repo={}", repo.display());
+    let out = common::ostree(&["ls", "-C", &repo_arg, rev, path]);
+    out.split_whitespace()
+        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no checksum in {out}"))
+        .to_string()
+}
+
+fn filez(repo: &Path, checksum: &str) -> std::path::PathBuf {
+    repo.join("objects")
+        .join(&checksum[..2])
+        .join(format!("{}.filez", &checksum[2..]))
+}
+
+/// Builds the commit in both formats; each must fail naming the object, and write
+/// nothing.
+fn both_formats_refuse(repo: &Path, rev: &str, out: &Path, expected: &str) {
+    fs::create_dir_all(out).unwrap();
+    for format in ["plain", "ostree"] {
+        let image = out.join(format);
+        let run = common::ostree_client::strata_from_ostree(
+            repo,
+            rev,
+            &format!("oci:{}:1", image.display()),
+            &["--format", format],
+        );
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            !run.status.success(),
+            "{format}: the altered repository was accepted"
+        );
+        assert!(err.contains(expected), "{format}: {err}");
+        assert!(!image.exists(), "{format}: no output after a refusal");
+    }
+}
+
+#[test]
+fn an_ostree_object_swapped_for_another_is_refused() {
+    if !common::real_parts(&["ostree"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, tree) = (tmp.path().join("repo"), tmp.path().join("tree"));
+    common::ostree_client::init_archive(&repo);
+    common::dpkg_tree(&tree, "1");
+    let rev = common::ostree_client::commit(&repo, &tree, "os/stable");
+    let (busy, stable) = (
+        object_of(&repo, &rev, "/usr/bin/busy"),
+        object_of(&repo, &rev, "/usr/bin/stable"),
+    );
+    // A valid object of other bytes, under busy's name.
+    fs::remove_file(filez(&repo, &busy)).unwrap();
+    fs::copy(filez(&repo, &stable), filez(&repo, &busy)).unwrap();
+    both_formats_refuse(
+        &repo,
+        &rev,
+        &tmp.path().join("out"),
+        &format!("object {busy} does not match its checksum"),
+    );
+}
+
+#[test]
+fn an_ostree_object_whose_header_understates_its_size_is_refused() {
+    if !common::real_parts(&["ostree"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (repo, tree) = (tmp.path().join("repo"), tmp.path().join("tree"));
+    common::ostree_client::init_archive(&repo);
+    common::dpkg_tree(&tree, "1");
+    let rev = common::ostree_client::commit(&repo, &tree, "os/stable");
+    let busy = object_of(&repo, &rev, "/usr/bin/busy");
+    // The archive header is a size-prefixed (tuuuusa(ayay)): its first field, the
+    // big-endian content size, sits at byte 8. Claim 2 bytes of the real 7.
+    let path = filez(&repo, &busy);
+    let mut bytes = fs::read(&path).unwrap();
+    assert_eq!(u64::from_be_bytes(bytes[8..16].try_into().unwrap()), 7);
+    bytes[8..16].copy_from_slice(&2u64.to_be_bytes());
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, bytes).unwrap();
+    both_formats_refuse(
+        &repo,
+        &rev,
+        &tmp.path().join("out"),
+        "holds more than the 2 bytes its header gives",
+    );
+}

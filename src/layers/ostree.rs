@@ -10,12 +10,11 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use ostree::gio;
-use ostree::gio::prelude::InputStreamExtManual;
 use ostree::glib;
 use tar::{EntryType, Header};
 
 use super::{write_blob, Compression, LayerError};
-use crate::source::ostree::{csum_hex, thread_repo};
+use crate::source::ostree::{check_depth, csum_hex, thread_repo, verify};
 
 const REPO: &str = "sysroot/ostree/repo";
 const REPO_CONFIG: &[u8] = b"[core]\nrepo_version=1\nmode=bare-split-xattrs\n";
@@ -128,14 +127,10 @@ pub fn write_commit_layer(
 
 fn commit_tar(out: &mut dyn Write, repo_path: &Path, commit: &str) -> io::Result<()> {
     let repo = thread_repo(repo_path)?;
-    let commit_v = repo
-        .load_variant(ostree::ObjectType::Commit, commit)
-        .map_err(io_err)?;
+    let commit_v = verify::load_variant(&repo, ostree::ObjectType::Commit, commit)?;
     let root_tree = csum_hex(&commit_v.child_value(6));
     let root_meta = csum_hex(&commit_v.child_value(7));
-    let meta_v = repo
-        .load_variant(ostree::ObjectType::DirMeta, &root_meta)
-        .map_err(io_err)?;
+    let meta_v = verify::load_variant(&repo, ostree::ObjectType::DirMeta, &root_meta)?;
     let (uid, gid, mode) = dirmeta_owner(&meta_v);
     let mut tar = Tar::new(out);
     tar.dir("./", uid, gid, mode)?;
@@ -155,7 +150,7 @@ fn commit_tar(out: &mut dyn Write, repo_path: &Path, commit: &str) -> io::Result
     };
     walk.object(ostree::ObjectType::DirMeta, &root_meta, "dirmeta")?;
     let tree = walk.object(ostree::ObjectType::DirTree, &root_tree, "dirtree")?;
-    walk.dir(Path::new(""), &tree)?;
+    walk.dir(Path::new(""), &tree, 0)?;
     tar.finish()
 }
 
@@ -179,7 +174,7 @@ impl MetaWalk<'_, '_> {
         csum: &str,
         ext: &str,
     ) -> io::Result<glib::Variant> {
-        let v = self.repo.load_variant(kind, csum).map_err(io_err)?;
+        let v = verify::load_variant(self.repo, kind, csum)?;
         if self.seen.insert(format!("{csum}.{ext}")) {
             self.tar.file(&object_path(csum, ext), &v.data_as_bytes())?;
         }
@@ -187,7 +182,8 @@ impl MetaWalk<'_, '_> {
     }
 
     /// Depth first, subdirectories in name order: dirmeta, directory entry, dirtree.
-    fn dir(&mut self, rel: &Path, tree: &glib::Variant) -> io::Result<()> {
+    fn dir(&mut self, rel: &Path, tree: &glib::Variant, depth: usize) -> io::Result<()> {
+        check_depth(depth, rel)?;
         let dirs = tree.child_value(1);
         for i in 0..dirs.n_children() {
             let d = dirs.child_value(i);
@@ -202,7 +198,7 @@ impl MetaWalk<'_, '_> {
                 self.tar.dir(&entry.to_string_lossy(), uid, gid, mode)?;
             }
             let sub = self.object(ostree::ObjectType::DirTree, &sub_tree, "dirtree")?;
-            self.dir(&path, &sub)?;
+            self.dir(&path, &sub, depth + 1)?;
         }
         Ok(())
     }
@@ -239,9 +235,7 @@ fn objects_tar(out: &mut dyn Write, repo_path: &Path, objects: &[Object]) -> io:
 }
 
 fn content_object(tar: &mut Tar, repo: &ostree::Repo, o: &Object) -> io::Result<()> {
-    let (stream, info, xattrs) = repo
-        .load_file(&o.checksum, gio::Cancellable::NONE)
-        .map_err(io_err)?;
+    let verify::ContentObject { info, xattrs, data } = verify::load_file(repo, &o.checksum)?;
     // The xattrs travel in a regular-file link holding their bytes: accepted by every
     // importer of this format, and no hard-link pile-up on one shared blob.
     tar.file(
@@ -266,9 +260,8 @@ fn content_object(tar: &mut Tar, repo: &ostree::Repo, o: &Object) -> io::Result<
         tar.builder.append_link(&mut h, &object, target)?;
     } else {
         let mut h = Tar::header(EntryType::Regular, uid, gid, mode, size);
-        let stream = stream.ok_or_else(|| io::Error::other("a file object without data"))?;
-        tar.builder
-            .append_data(&mut h, &object, stream.into_read())?;
+        let data = data.ok_or_else(|| io::Error::other("a file object without data"))?;
+        tar.builder.append_data(&mut h, &object, data)?;
     }
     let link_mode = if is_link { 0o777 } else { mode };
     for path in &o.paths {

@@ -5,13 +5,14 @@
 //! Entries carry mtime 0, as an ostree checkout does; the commit's timestamp is the
 //! build date.
 
+pub mod verify;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use ostree::gio;
-use ostree::gio::prelude::InputStreamExtManual;
 use ostree::glib;
 
 use super::content::Content;
@@ -73,8 +74,7 @@ pub fn read(repo_path: &Path, rev: &str) -> Result<Commit, SourceError> {
         .map_err(|e| invalid(repo_path, format!("{rev:?}: {e}")))?
         .ok_or_else(|| invalid(repo_path, format!("has no ref or commit {rev:?}")))?
         .to_string();
-    let (commit, _) = repo
-        .load_commit(&checksum)
+    let commit = verify::load_variant(&repo, ostree::ObjectType::Commit, &checksum)
         .map_err(|e| invalid(repo_path, format!("commit {checksum}: {e}")))?;
     // (a{sv} aay a(say) s s t ay ay): the timestamp is big-endian, the root dirtree
     // and dirmeta checksums are the last two fields.
@@ -88,7 +88,7 @@ pub fn read(repo_path: &Path, rev: &str) -> Result<Commit, SourceError> {
         objects: HashMap::new(),
         files: HashMap::new(),
     };
-    walk.dir(Path::new(""), &tree, &meta)?;
+    walk.dir(Path::new(""), &tree, &meta, 0)?;
     let mut entries = walk.entries;
     entries.sort_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
     Ok(Commit {
@@ -105,7 +105,22 @@ pub fn read(repo_path: &Path, rev: &str) -> Result<Commit, SourceError> {
 
 pub(crate) fn csum_hex(v: &glib::Variant) -> String {
     let bytes: Vec<u8> = v.get().unwrap_or_default();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    verify::hex(&bytes)
+}
+
+/// No commit nests directories deeper than this (a path of 4096 bytes holds at
+/// most 2048 components); deeper is a crafted repository.
+pub(crate) const MAX_DEPTH: usize = 2048;
+
+/// Refuses directory nesting beyond [`MAX_DEPTH`].
+pub(crate) fn check_depth(depth: usize, rel: &Path) -> io::Result<()> {
+    match depth > MAX_DEPTH {
+        true => Err(io::Error::other(format!(
+            "/{}: directories nest deeper than {MAX_DEPTH} (a crafted commit?)",
+            rel.display()
+        ))),
+        false => Ok(()),
+    }
 }
 
 /// Metadata of one content object (shared by every path that uses it).
@@ -128,24 +143,22 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
-    /// Adds the children of directory `rel` (dirtree `tree`, dirmeta `meta`).
-    fn dir(&mut self, rel: &Path, tree: &str, meta: &str) -> Result<(), SourceError> {
-        let object = |what: &str, csum: &str, e: glib::Error| {
+    /// Adds the children of directory `rel` (dirtree `tree`, dirmeta `meta`), `depth`
+    /// directories below the root.
+    fn dir(&mut self, rel: &Path, tree: &str, meta: &str, depth: usize) -> Result<(), SourceError> {
+        check_depth(depth, rel).map_err(|e| invalid(self.repo_path, e))?;
+        let object = |what: &str, csum: &str, e: io::Error| {
             invalid(
                 self.repo_path,
                 format!("{what} object {csum} of /{}: {e}", rel.display()),
             )
         };
         if !rel.as_os_str().is_empty() {
-            let m = self
-                .repo
-                .load_variant(ostree::ObjectType::DirMeta, meta)
+            let m = verify::load_variant(self.repo, ostree::ObjectType::DirMeta, meta)
                 .map_err(|e| object("dirmeta", meta, e))?;
             self.entries.push(dir_entry(rel, &m));
         }
-        let t = self
-            .repo
-            .load_variant(ostree::ObjectType::DirTree, tree)
+        let t = verify::load_variant(self.repo, ostree::ObjectType::DirTree, tree)
             .map_err(|e| object("dirtree", tree, e))?;
         // (a(say) a(sayay)): files (name, content checksum), dirs (name, tree, meta).
         let files = t.child_value(0);
@@ -176,6 +189,7 @@ impl Walk<'_> {
                 &path,
                 &csum_hex(&d.child_value(1)),
                 &csum_hex(&d.child_value(2)),
+                depth + 1,
             )?;
         }
         Ok(())
@@ -185,9 +199,7 @@ impl Walk<'_> {
         if let Some(m) = self.files.get(csum) {
             return Ok(m.clone());
         }
-        let (_, info, xattrs) = self
-            .repo
-            .load_file(csum, gio::Cancellable::NONE)
+        let verify::ContentObject { info, xattrs, .. } = verify::load_file(self.repo, csum)
             .map_err(|e| {
                 invalid(
                     self.repo_path,
@@ -297,11 +309,9 @@ impl Content for OstreeContent {
         let csum = csum.ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, "not a regular file of the commit")
         })?;
-        let (stream, _, _) = thread_repo(&self.repo)?
-            .load_file(csum, gio::Cancellable::NONE)
-            .map_err(io::Error::other)?;
-        let stream = stream.ok_or_else(|| io::Error::other("the content object has no data"))?;
-        Ok(Box::new(stream.into_read()))
+        verify::load_file(&thread_repo(&self.repo)?, csum)?
+            .data
+            .ok_or_else(|| io::Error::other("the content object has no data"))
     }
 
     fn describe(&self, rel: &Path) -> PathBuf {
@@ -333,4 +343,19 @@ pub fn commit_labels(repo_path: &Path, commit: &str) -> Result<Vec<(String, Stri
         labels.push(("ostree.linux".to_string(), linux));
     }
     Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nesting_beyond_the_bound_is_refused() {
+        assert!(check_depth(MAX_DEPTH, Path::new("a")).is_ok());
+        let e = check_depth(MAX_DEPTH + 1, Path::new("a/b")).unwrap_err();
+        assert!(
+            e.to_string().contains("/a/b: directories nest deeper"),
+            "{e}"
+        );
+    }
 }

@@ -639,7 +639,8 @@ fn image_meta(opts: &BuildOptions, plan: &Plan, tag: Option<&str>) -> ImageMeta 
     }
 }
 
-/// Reads each prior's layout; a missing or unannotated prior is a warning, not an error.
+/// Reads each prior's layout; a missing, unannotated or malformed prior is a warning,
+/// not an error.
 fn read_priors(
     refs: &[ImageRef],
     registry: &RegistryOptions,
@@ -651,11 +652,13 @@ fn read_priors(
             warnings.push(format!("prior {r} does not exist; planning without it"));
             continue;
         };
-        match image::layout_from_manifest(&r.to_string(), &manifest)? {
-            Some(layout) => out.push((r.to_string(), layout)),
-            None => warnings.push(format!(
+        // A prior is advice: a malformed one costs reuse, never the build.
+        match image::layout_from_manifest(&r.to_string(), &manifest) {
+            Ok(Some(layout)) => out.push((r.to_string(), layout)),
+            Ok(None) => warnings.push(format!(
                 "prior {r} has no layer annotations; planning without it"
             )),
+            Err(e) => warnings.push(format!("prior {r}: {e}; planning without it")),
         }
     }
     Ok(out)

@@ -149,3 +149,50 @@ fn an_ostree_object_whose_header_understates_its_size_is_refused() {
         "holds more than the 2 bytes its header gives",
     );
 }
+
+#[test]
+fn a_prior_with_a_malformed_components_annotation_is_a_warning_and_a_fresh_plan() {
+    use sha2::{Digest, Sha256};
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, prior) = (tmp.path().join("root"), tmp.path().join("prior"));
+    common::dpkg_tree(&root, "1");
+    let build = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["build", "--rootfs", root.to_str().unwrap(), "--output"];
+        let output = format!("oci:{}:1", out.display());
+        args.push(&output);
+        args.extend_from_slice(extra);
+        common::strata(&args)
+    };
+    common::ok(build(&prior, &[]));
+    // Rewrite the prior's manifest with garbage in its first layer's annotation.
+    let index_path = prior.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let blob = |d: &str| prior.join("blobs/sha256").join(&d[7..]);
+    let old = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(&old)).unwrap()).unwrap();
+    manifest["layers"][0]["annotations"]["strata.dev/components"] = "{[not json".into();
+    let bytes = serde_json::to_vec(&manifest).unwrap();
+    let digest = format!("sha256:{}", hex(&Sha256::digest(&bytes)));
+    fs::write(blob(&digest), &bytes).unwrap();
+    index["manifests"][0]["digest"] = digest.into();
+    index["manifests"][0]["size"] = bytes.len().into();
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+
+    let prior_arg = format!("oci:{}:1", prior.display());
+    let run = build(&tmp.path().join("next"), &["--prior", &prior_arg]);
+    let err = String::from_utf8_lossy(&run.stderr).into_owned();
+    common::succeeded(run, "a build with a malformed prior");
+    assert!(
+        err.contains("strata.dev/components") && err.contains("planning without it"),
+        "{err}"
+    );
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -21,20 +21,25 @@ pub trait Content: Sync {
     }
 }
 
-/// Files in a directory, opened without following a symlink in the last component
-/// (the walk found regular files there; a swap since then is refused).
+/// Files in a directory, each opened one component at a time beneath the root with
+/// no symlink followed anywhere (the walk found regular files there; a swap since then
+/// is refused).
 pub struct Dir {
     pub root: PathBuf,
 }
 
 impl Content for Dir {
     fn open(&self, entry: &Entry) -> io::Result<Box<dyn Read + '_>> {
-        let file = open_no_follow(&self.root.join(&entry.path))?;
-        let len = file.metadata()?.len();
-        if len != entry.size {
+        let file = open_beneath(&self.root, &entry.path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::other("is no longer a regular file"));
+        }
+        if meta.len() != entry.size {
             return Err(io::Error::other(format!(
-                "changed size during the build ({} → {len} bytes)",
-                entry.size
+                "changed size during the build ({} → {} bytes)",
+                entry.size,
+                meta.len()
             )));
         }
         Ok(Box::new(file))
@@ -45,11 +50,55 @@ impl Content for Dir {
     }
 }
 
-/// Opens a file for reading, refusing a symlink in its last component.
-pub fn open_no_follow(path: &Path) -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+/// Opens the file at `rel` (plain components) beneath `root` for reading: every
+/// directory with `O_NOFOLLOW | O_DIRECTORY`, the file with `O_NOFOLLOW | O_NONBLOCK`
+/// (a FIFO swapped in must not block the build).
+pub fn open_beneath(root: &Path, rel: &Path) -> io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut dir = rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut parts = rel.components().peekable();
+    while let Some(part) = parts.next() {
+        let std::path::Component::Normal(name) = part else {
+            return Err(io::Error::other("is not a plain path inside the tree"));
+        };
+        let last = parts.peek().is_none();
+        let flags = match last {
+            true => OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            false => dir_flags,
+        };
+        dir = rustix::fs::openat(&dir, name, flags, Mode::empty())?;
+    }
+    Ok(std::fs::File::from(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::rootfs::{walk, WalkOptions};
+
+    /// A directory swapped for a link after the walk: the file behind the link, the
+    /// same size as the walked one, is never read.
+    #[test]
+    fn a_directory_swapped_for_a_link_after_the_walk_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (root, outside) = (tmp.path().join("root"), tmp.path().join("outside"));
+        std::fs::create_dir_all(root.join("usr/share")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root.join("usr/share/doc"), "inside!").unwrap();
+        std::fs::write(outside.join("doc"), "SECRET!").unwrap();
+        let entries = walk(&root, WalkOptions::default()).unwrap();
+        let doc = entries
+            .iter()
+            .find(|e| e.path == Path::new("usr/share/doc"))
+            .unwrap();
+        std::fs::rename(root.join("usr/share"), tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("usr/share")).unwrap();
+        let content = Dir { root: root.clone() };
+        assert!(content.open(doc).is_err(), "read through the planted link");
+    }
 }

@@ -1,13 +1,21 @@
 //! A root filesystem directory as a source.
 //!
 //! The walk never follows a symlink: links are recorded as links, so nothing outside
-//! the tree is ever read. Entries come out sorted by path bytes, hardlinks point at the
-//! first path of their inode, and metadata is read with `lstat`/`lgetxattr`.
+//! the tree is ever read. It holds a directory descriptor for each directory it is in
+//! and names children relative to it (`openat` with `O_NOFOLLOW | O_DIRECTORY`,
+//! `fstatat` without following), and checks each opened directory is the one it
+//! examined, so a directory swapped for a link mid-walk is refused rather than
+//! followed. The root path itself is resolved once, when the walk starts. Entries come
+//! out sorted by path bytes, hardlinks point at the first path of their inode.
 
 use std::collections::HashMap;
-use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
 use super::{Entry, EntryKind, SourceError};
 
@@ -18,51 +26,136 @@ pub struct WalkOptions {
     pub allow_special_files: bool,
 }
 
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// A directory still to be read: where it is, and what `fstatat` saw there.
+struct Pending {
+    rel: PathBuf,
+    parent: Rc<OwnedFd>,
+    name: OsString,
+    seen: (u64, u64),
+}
+
 /// Walks the tree at `root`; the root itself is not an entry.
 pub fn walk(root: &Path, opts: WalkOptions) -> Result<Vec<Entry>, SourceError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| SourceError::Io { path, source }
+        move |e: rustix::io::Errno| SourceError::Io {
+            path,
+            source: e.into(),
+        }
     };
-    let meta = fs::metadata(root).map_err(io(root))?;
-    if !meta.is_dir() {
-        return Err(SourceError::NotADirectory {
-            path: root.to_path_buf(),
-        });
-    }
+    let root_fd = match rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Err(rustix::io::Errno::NOTDIR) => {
+            return Err(SourceError::NotADirectory {
+                path: root.to_path_buf(),
+            })
+        }
+        other => other.map_err(io(root))?,
+    };
     let mut entries = Vec::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = root.join(&rel);
-        let mut children: Vec<fs::DirEntry> = fs::read_dir(&dir)
-            .map_err(io(&dir))?
+    let mut inodes: Vec<(u64, u64, u64)> = Vec::new();
+    let mut stack: Vec<(PathBuf, Rc<OwnedFd>)> = vec![(PathBuf::new(), Rc::new(root_fd))];
+    let mut pending: Vec<Pending> = Vec::new();
+    loop {
+        let (rel, dir) = match stack.pop() {
+            Some(next) => next,
+            None => match pending.pop() {
+                Some(p) => (p.rel.clone(), Rc::new(open_dir(root, &p)?)),
+                None => break,
+            },
+        };
+        let here = root.join(&rel);
+        let mut names: Vec<OsString> = rustix::fs::Dir::read_from(dir.as_fd())
+            .map_err(io(&here))?
+            .map(|e| e.map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string()))
             .collect::<Result<_, _>>()
-            .map_err(io(&dir))?;
-        children.sort_by_key(|c| c.file_name());
-        // Pushed in reverse so the walk visits children in order.
-        for child in children.iter().rev() {
-            let rel_child = rel.join(child.file_name());
-            if let Some(entry) = entry_of(root, &rel_child, opts)? {
-                if entry.is_dir() {
-                    stack.push(rel_child);
-                }
-                entries.push(entry);
+            .map_err(io(&here))?;
+        names.retain(|n| n != "." && n != "..");
+        names.sort();
+        // Pushed in reverse so directories are read in order.
+        for name in names.into_iter().rev() {
+            let rel_child = rel.join(&name);
+            let st = rustix::fs::statat(dir.as_fd(), name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(io(&root.join(&rel_child)))?;
+            let Some(entry) = entry_of(root, &dir, &rel_child, &name, &st, opts)? else {
+                continue;
+            };
+            if entry.is_dir() {
+                pending.push(Pending {
+                    rel: rel_child,
+                    parent: dir.clone(),
+                    name,
+                    seen: (st.st_dev, st.st_ino),
+                });
             }
+            inodes.push((st.st_dev, st.st_ino, st.st_nlink));
+            entries.push(entry);
         }
     }
-    entries.sort_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
-    link_hardlinks(root, &mut entries)?;
-    Ok(entries)
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by(|&a, &b| entries[a].path.as_os_str().cmp(entries[b].path.as_os_str()));
+    let mut sorted: Vec<Entry> = Vec::with_capacity(entries.len());
+    let mut sorted_inodes = Vec::with_capacity(entries.len());
+    let mut slots: Vec<Option<Entry>> = entries.into_iter().map(Some).collect();
+    for i in order {
+        sorted.push(slots[i].take().expect("each index once"));
+        sorted_inodes.push(inodes[i]);
+    }
+    link_hardlinks(&mut sorted, &sorted_inodes);
+    Ok(sorted)
 }
 
-fn entry_of(root: &Path, rel: &Path, opts: WalkOptions) -> Result<Option<Entry>, SourceError> {
-    let path = root.join(rel);
-    let err = |source| SourceError::Io {
+/// Opens a pending directory beneath its parent, refusing it if it is no longer the
+/// directory the walk examined (swapped for a link or another directory).
+fn open_dir(root: &Path, p: &Pending) -> Result<OwnedFd, SourceError> {
+    let path = root.join(&p.rel);
+    let changed = || SourceError::Invalid {
         path: path.clone(),
-        source,
+        problem: "changed while it was read (a directory swapped for a link?)".into(),
     };
-    let meta = fs::symlink_metadata(&path).map_err(err)?;
-    let ft = meta.file_type();
+    let fd = match rustix::fs::openat(
+        p.parent.as_fd(),
+        p.name.as_os_str(),
+        DIR_FLAGS,
+        Mode::empty(),
+    ) {
+        Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => return Err(changed()),
+        other => other.map_err(|e| SourceError::Io {
+            path: path.clone(),
+            source: e.into(),
+        })?,
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| SourceError::Io {
+        path: path.clone(),
+        source: e.into(),
+    })?;
+    if (st.st_dev, st.st_ino) != p.seen {
+        return Err(changed());
+    }
+    Ok(fd)
+}
+
+fn entry_of(
+    root: &Path,
+    dir: &OwnedFd,
+    rel: &Path,
+    name: &OsStr,
+    st: &Stat,
+    opts: WalkOptions,
+) -> Result<Option<Entry>, SourceError> {
+    let path = root.join(rel);
+    let err = |e: rustix::io::Errno| SourceError::Io {
+        path: path.clone(),
+        source: e.into(),
+    };
     let special = |what| {
         if opts.allow_special_files {
             Ok(())
@@ -73,46 +166,63 @@ fn entry_of(root: &Path, rel: &Path, opts: WalkOptions) -> Result<Option<Entry>,
             })
         }
     };
-    let kind = if ft.is_dir() {
-        EntryKind::Dir
-    } else if ft.is_file() {
-        EntryKind::File
-    } else if ft.is_symlink() {
-        EntryKind::Symlink(fs::read_link(&path).map_err(err)?)
-    } else if ft.is_char_device() {
-        special("character device")?;
-        EntryKind::CharDevice(meta.rdev())
-    } else if ft.is_block_device() {
-        special("block device")?;
-        EntryKind::BlockDevice(meta.rdev())
-    } else if ft.is_fifo() {
-        special("FIFO")?;
-        EntryKind::Fifo
-    } else {
-        return Ok(None);
+    let kind = match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => EntryKind::Dir,
+        FileType::RegularFile => EntryKind::File,
+        FileType::Symlink => {
+            let target = rustix::fs::readlinkat(dir.as_fd(), name, Vec::new()).map_err(err)?;
+            EntryKind::Symlink(PathBuf::from(OsStr::from_bytes(target.as_bytes())))
+        }
+        FileType::CharacterDevice => {
+            special("character device")?;
+            EntryKind::CharDevice(st.st_rdev)
+        }
+        FileType::BlockDevice => {
+            special("block device")?;
+            EntryKind::BlockDevice(st.st_rdev)
+        }
+        FileType::Fifo => {
+            special("FIFO")?;
+            EntryKind::Fifo
+        }
+        _ => return Ok(None),
     };
     Ok(Some(Entry {
         path: rel.to_path_buf(),
         size: if kind == EntryKind::File {
-            meta.len()
+            st.st_size as u64
         } else {
             0
         },
         kind,
-        mode: meta.mode() & 0o7777,
-        uid: meta.uid(),
-        gid: meta.gid(),
-        mtime: meta.mtime(),
-        xattrs: read_xattrs(&path)?,
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
+        mtime: st.st_mtime,
+        xattrs: read_xattrs(&beneath(dir, name, &path), &path)?,
     }))
 }
 
-fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+/// A path naming `name` in the open directory `dir` without resolving the directory's
+/// path again (`/proc/self/fd`), or the plain path where `/proc` is not mounted.
+fn beneath(dir: &OwnedFd, name: &OsStr, plain: &Path) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    let fd_dir = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    match fd_dir.is_dir() {
+        true => fd_dir.join(name),
+        false => plain.to_path_buf(),
+    }
+}
+
+/// The xattrs of the file at `at` (not following a final link), named `shown` in
+/// messages.
+fn read_xattrs(at: &Path, shown: &Path) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+    let path = shown;
     let err = |source| SourceError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let names = match xattr::list(path) {
+    let names = match xattr::list(at) {
         Ok(names) => names,
         // Filesystems without xattr support simply have none.
         Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
@@ -126,7 +236,7 @@ fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
                 problem: format!("extended attribute name {name:?} is not UTF-8"),
             });
         };
-        if let Some(value) = xattr::get(path, &name).map_err(err)? {
+        if let Some(value) = xattr::get(at, &name).map_err(err)? {
             out.push((key.to_string(), value));
         }
     }
@@ -134,32 +244,30 @@ fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
     Ok(out)
 }
 
-/// Turns every later path of a multiply-linked inode into a hardlink to the first.
-fn link_hardlinks(root: &Path, entries: &mut [Entry]) -> Result<(), SourceError> {
+/// Turns every later path of a multiply-linked inode into a hardlink to the first;
+/// `inodes` holds each entry's device, inode and link count.
+fn link_hardlinks(entries: &mut [Entry], inodes: &[(u64, u64, u64)]) {
     let mut first: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    for e in entries.iter_mut().filter(|e| e.kind == EntryKind::File) {
-        let path = root.join(&e.path);
-        let meta =
-            fs::symlink_metadata(&path).map_err(|source| SourceError::Io { path, source })?;
-        if meta.nlink() < 2 {
+    for (e, &(dev, ino, nlink)) in entries.iter_mut().zip(inodes) {
+        if e.kind != EntryKind::File || nlink < 2 {
             continue;
         }
-        match first.get(&(meta.dev(), meta.ino())) {
+        match first.get(&(dev, ino)) {
             Some(target) => {
                 e.kind = EntryKind::Hardlink(target.clone());
                 e.size = 0;
             }
             None => {
-                first.insert((meta.dev(), meta.ino()), e.path.clone());
+                first.insert((dev, ino), e.path.clone());
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::os::unix::fs::symlink;
 
     #[test]
@@ -189,6 +297,33 @@ mod tests {
         assert_eq!(entries[1].kind, EntryKind::Symlink("/etc/passwd".into()));
         assert_eq!(entries[5].kind, EntryKind::File);
         assert_eq!(entries[6].kind, EntryKind::Hardlink("usr/bin/a".into()));
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_link_mid_walk_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), "secret").unwrap();
+        let parent = Rc::new(rustix::fs::open(&root, DIR_FLAGS, Mode::empty()).unwrap());
+        let st = rustix::fs::statat(&*parent, "etc", AtFlags::SYMLINK_NOFOLLOW).unwrap();
+        // Examined as a directory, then swapped before it is opened.
+        fs::remove_dir(root.join("etc")).unwrap();
+        symlink(&outside, root.join("etc")).unwrap();
+        let p = Pending {
+            rel: "etc".into(),
+            parent,
+            name: "etc".into(),
+            seen: (st.st_dev, st.st_ino),
+        };
+        let err = open_dir(&root, &p).unwrap_err().to_string();
+        assert!(err.contains("changed while it was read"), "{err}");
+        // Swapped for another directory: refused too.
+        fs::remove_file(root.join("etc")).unwrap();
+        fs::create_dir(root.join("etc")).unwrap();
+        let err = open_dir(&root, &p).unwrap_err().to_string();
+        assert!(err.contains("changed while it was read"), "{err}");
     }
 
     #[test]

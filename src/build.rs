@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cleanup::Partial;
 use crate::components::assign::{assign, AssignError};
 use crate::components::map::ComponentMap;
 use crate::diff::{diff_images, ImageDiff};
@@ -168,15 +169,14 @@ pub fn build(
         ),
         other => (temp_staging(other)?, Some(STAGING_TAG.into())),
     };
-    let result = build_into(opts, &staging, tag.as_deref(), progress).and_then(|mut report| {
-        report.image.reference = opts.output.to_string();
-        publish(opts, &staging, &mut report, progress)?;
-        Ok(report)
-    });
-    if result.is_err() || !matches!(opts.output, ImageRef::Oci { .. }) {
-        let _ = std::fs::remove_dir_all(&staging);
+    let mut report = build_into(opts, staging.path(), tag.as_deref(), progress)?;
+    report.image.reference = opts.output.to_string();
+    publish(opts, staging.path(), &mut report, progress)?;
+    // An OCI directory was renamed into place; anything else was copied out of it.
+    if matches!(opts.output, ImageRef::Oci { .. }) {
+        staging.keep();
     }
-    result
+    Ok(report)
 }
 
 /// Moves or copies the staged layout to the requested output.
@@ -194,23 +194,20 @@ fn publish(
             if file.exists() {
                 return Err(output_error(file, "already exists"));
             }
-            let partial = file.with_extension(format!("strata-{}", std::process::id()));
+            let partial =
+                Partial::new(file.with_extension(format!("strata-{}", std::process::id())));
             let dest = ImageRef::OciArchive {
-                file: partial.clone(),
+                file: partial.path().to_path_buf(),
                 tag: tag.clone(),
             }
             .to_string();
-            let pushed = remote::push(staging, STAGING_TAG, &dest, &opts.inputs.registry);
-            let renamed = pushed.and_then(|_| {
-                std::fs::rename(&partial, file).map_err(|source| ImageError::Io {
-                    path: file.clone(),
-                    source,
-                })
-            });
-            if renamed.is_err() {
-                let _ = std::fs::remove_file(&partial);
-            }
-            Ok(renamed?)
+            remote::push(staging, STAGING_TAG, &dest, &opts.inputs.registry)?;
+            std::fs::rename(partial.path(), file).map_err(|source| ImageError::Io {
+                path: file.clone(),
+                source,
+            })?;
+            partial.keep();
+            Ok(())
         }
         other => {
             progress(&format!("pushing to {other}"));
@@ -233,7 +230,7 @@ fn output_error(path: &Path, e: impl std::fmt::Display) -> BuildError {
 }
 
 /// A fresh directory beside `out` to build in, so a failure leaves nothing at `out`.
-fn staging_dir(out: &Path) -> Result<PathBuf, BuildError> {
+fn staging_dir(out: &Path) -> Result<Partial, BuildError> {
     if out.exists() {
         return Err(output_error(
             out,
@@ -254,16 +251,16 @@ fn staging_dir(out: &Path) -> Result<PathBuf, BuildError> {
     ));
     std::fs::create_dir(&staging)
         .map_err(|e| output_error(&staging, format!("cannot create the output: {e}")))?;
-    Ok(staging)
+    Ok(Partial::new(staging))
 }
 
 /// A private staging directory for outputs that are not local OCI directories.
-fn temp_staging(output: &ImageRef) -> Result<PathBuf, BuildError> {
+fn temp_staging(output: &ImageRef) -> Result<Partial, BuildError> {
     let dir = tempfile::Builder::new()
         .prefix("strata-build-")
         .tempdir()
         .map_err(|e| output_error(&std::env::temp_dir(), format!("cannot stage {output}: {e}")))?;
-    Ok(dir.keep())
+    Ok(Partial::new(dir.keep()))
 }
 
 /// The source read and planned: everything the layers are written from.
@@ -308,7 +305,7 @@ struct ReadSource {
     content: Box<dyn Content>,
     entries: Vec<crate::source::Entry>,
     /// Holds a flattened image's spooled content until the layers are written.
-    _scratch: Option<tempfile::TempDir>,
+    _scratch: Option<Partial>,
     /// The build date the source carries (an ostree commit's timestamp).
     date: Option<i64>,
 }
@@ -336,6 +333,7 @@ fn read_source(
                 .prefix("strata-flatten-")
                 .tempdir()
                 .map_err(|e| output_error(&std::env::temp_dir(), e))?;
+            let scratch = Partial::new(scratch.keep());
             let flat = crate::source::image::flatten(
                 r,
                 &opts.registry,

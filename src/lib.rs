@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod build;
 pub mod bytes;
+pub mod cleanup;
 pub mod cli;
 pub mod components;
 pub mod diff;

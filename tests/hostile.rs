@@ -196,3 +196,47 @@ fn a_prior_with_a_malformed_components_annotation_is_a_warning_and_a_fresh_plan(
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// SIGTERM mid-build: the staging directory goes, and nothing is left at the output.
+#[test]
+fn an_interrupted_build_leaves_no_partial_output() {
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root/usr/share/data");
+    fs::create_dir_all(&root).unwrap();
+    // Incompressible files, so writing layers takes a few seconds.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..96 {
+        let bytes: Vec<u8> = (0..2 << 20)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        fs::write(root.join(format!("blob{i}")), bytes).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["build", "--rootfs"])
+        .arg(tmp.path().join("root"))
+        .arg("--output")
+        .arg(format!("oci:{}", out.display()))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let staging = tmp.path().join(format!(".out.strata-{}", child.id()));
+    let started = std::time::Instant::now();
+    while !staging.join("blobs/sha256").exists() {
+        assert!(started.elapsed().as_secs() < 120, "the build never started writing");
+        assert!(child.try_wait().unwrap().is_none(), "the build ended too soon");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: kill has no memory preconditions; the child is ours and still running.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
+    assert!(!staging.exists(), "the staging directory is removed");
+    assert!(!out.exists(), "nothing at the output");
+}

@@ -443,6 +443,11 @@ pub struct ReplayArgs {
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // The controller shuts down on signals itself; everything else writes outputs
+    // that an interruption must not leave half-written.
+    if !matches!(cli.command, Command::Controller(_)) {
+        crate::cleanup::remove_on_signals()?;
+    }
     match cli.command {
         Command::Plan(args) => plan::run(args),
         Command::Build(args) => build::run(*args),

@@ -308,8 +308,9 @@ mod tests {
         fs::write(outside.join("secret"), "secret").unwrap();
         let parent = Rc::new(rustix::fs::open(&root, DIR_FLAGS, Mode::empty()).unwrap());
         let st = rustix::fs::statat(&*parent, "etc", AtFlags::SYMLINK_NOFOLLOW).unwrap();
-        // Examined as a directory, then swapped before it is opened.
-        fs::remove_dir(root.join("etc")).unwrap();
+        // Examined as a directory, then swapped before it is opened (kept alive
+        // elsewhere, so no new directory can take its inode number).
+        fs::rename(root.join("etc"), dir.path().join("etc-old")).unwrap();
         symlink(&outside, root.join("etc")).unwrap();
         let p = Pending {
             rel: "etc".into(),

@@ -229,8 +229,14 @@ fn an_interrupted_build_leaves_no_partial_output() {
     let staging = tmp.path().join(format!(".out.strata-{}", child.id()));
     let started = std::time::Instant::now();
     while !staging.join("blobs/sha256").exists() {
-        assert!(started.elapsed().as_secs() < 120, "the build never started writing");
-        assert!(child.try_wait().unwrap().is_none(), "the build ended too soon");
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "the build never started writing"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended too soon"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // SAFETY: kill has no memory preconditions; the child is ours and still running.

@@ -66,6 +66,24 @@ pub fn flatten(
     };
     let local =
         image::read_local(&dir, tag.as_deref()).map_err(|e| invalid(&dir, e.to_string()))?;
+    let mut layers = Vec::new();
+    for desc in local.manifest.layers() {
+        let blob = image::blob_path(&dir, desc).map_err(|e| invalid(&dir, e.to_string()))?;
+        let tar = open_layer(&blob, desc)?;
+        layers.push((blob, tar));
+    }
+    flatten_tars(layers, Path::new(&reference.to_string()), scratch, opts)
+}
+
+/// Flattens uncompressed layer tars, bottom first, each named by the path its errors
+/// give; `image` names the result in messages. The content spool goes in `scratch`.
+/// (The entry point the fuzz target drives.)
+pub fn flatten_tars(
+    layers: Vec<(PathBuf, Box<dyn Read>)>,
+    image: &Path,
+    scratch: &Path,
+    opts: WalkOptions,
+) -> Result<Flattened, SourceError> {
     let spool_path = scratch.join("spool");
     let spool_err = |source| SourceError::Io {
         path: spool_path.clone(),
@@ -85,9 +103,8 @@ pub fn flatten(
         inodes: 0,
         opts,
     };
-    for desc in local.manifest.layers() {
-        let blob = image::blob_path(&dir, desc).map_err(|e| invalid(&dir, e.to_string()))?;
-        merge.apply_layer(&blob, desc)?;
+    for (name, tar) in layers {
+        merge.apply_layer(&name, tar)?;
     }
     let file = merge
         .spool
@@ -99,9 +116,59 @@ pub fn flatten(
         content: Spool {
             file,
             at,
-            name: PathBuf::from(reference.to_string()),
+            name: image.to_path_buf(),
         },
     })
+}
+
+/// What every flattening guarantees, whatever its layers held: plain relative paths,
+/// sorted and unique; each entry's parent is a directory of the result; hard links
+/// point at an earlier regular file; each file's content reads back at its size. The
+/// fuzz target and the property tests assert it.
+pub fn check_invariants(flat: &Flattened) -> Result<(), String> {
+    let mut kinds: HashMap<&Path, &EntryKind> = HashMap::new();
+    for (i, e) in flat.entries.iter().enumerate() {
+        let plain = e
+            .path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+        if !plain || e.path.as_os_str().is_empty() {
+            return Err(format!("entry {i} has path {:?}", e.path));
+        }
+        if i > 0 && flat.entries[i - 1].path.as_os_str() >= e.path.as_os_str() {
+            return Err(format!("{:?} is out of order or repeated", e.path));
+        }
+        if let Some(parent) = e.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if kinds.get(parent) != Some(&&EntryKind::Dir) {
+                return Err(format!("{:?} has no directory above it", e.path));
+            }
+        }
+        match &e.kind {
+            EntryKind::Hardlink(t) if kinds.get(t.as_path()) != Some(&&EntryKind::File) => {
+                return Err(format!("{:?} links to {t:?}, no earlier file", e.path));
+            }
+            EntryKind::File => {
+                let mut n = 0u64;
+                let mut r = flat
+                    .content
+                    .open(e)
+                    .map_err(|x| format!("{:?}: {x}", e.path))?;
+                let mut buf = [0u8; 8192];
+                loop {
+                    match r.read(&mut buf).map_err(|x| format!("{:?}: {x}", e.path))? {
+                        0 => break,
+                        k => n += k as u64,
+                    }
+                }
+                if n != e.size {
+                    return Err(format!("{:?} reads {n} of {} bytes", e.path, e.size));
+                }
+            }
+            _ => {}
+        }
+        kinds.insert(&e.path, &e.kind);
+    }
+    Ok(())
 }
 
 /// One path of the merged tree.
@@ -151,8 +218,8 @@ struct Merge {
 impl Merge {
     /// Applies one layer: its whiteouts first (they hide only lower layers), then its
     /// entries in order.
-    fn apply_layer(&mut self, blob: &Path, desc: &Descriptor) -> Result<(), SourceError> {
-        let items = self.read_layer(blob, desc)?;
+    fn apply_layer(&mut self, blob: &Path, tar: Box<dyn Read>) -> Result<(), SourceError> {
+        let items = self.read_layer(blob, tar)?;
         for item in &items {
             match item {
                 Item::Whiteout { parent, name } => {
@@ -191,13 +258,13 @@ impl Merge {
     }
 
     /// Reads a layer's headers, spooling file content as it goes.
-    fn read_layer(&mut self, blob: &Path, desc: &Descriptor) -> Result<Vec<Item>, SourceError> {
+    fn read_layer(&mut self, blob: &Path, tar: Box<dyn Read>) -> Result<Vec<Item>, SourceError> {
         let io = |source| SourceError::Io {
             path: blob.to_path_buf(),
             source,
         };
         let mut items = Vec::new();
-        let mut archive = tar::Archive::new(open_layer(blob, desc)?);
+        let mut archive = tar::Archive::new(tar);
         for entry in archive.entries().map_err(io)? {
             let mut entry = entry.map_err(io)?;
             let path = safe_relative(blob, &entry.path_bytes())?;
@@ -549,14 +616,15 @@ fn is_gzip(blob: &Path) -> Result<bool, SourceError> {
     Ok(f.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b])
 }
 
-/// A layer path as plain relative path bytes; `..` and absolute paths are refused.
+/// A layer path as plain relative path bytes. A leading `/` means the image's root (as
+/// `tar` reads it); `..` is refused.
 fn safe_relative(blob: &Path, raw: &[u8]) -> Result<Vec<u8>, SourceError> {
     let path = Path::new(OsStr::from_bytes(raw));
     let mut out = PathBuf::new();
     for c in path.components() {
         match c {
             Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
+            Component::CurDir | Component::RootDir => {}
             _ => {
                 return Err(invalid(
                     blob,
@@ -617,6 +685,83 @@ fn show(path: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
+
+    /// One crafted tar entry: a raw name (which may hold `..`, `.wh.` names or a
+    /// leading `/`), a type, a link target, and content.
+    fn arb_entry() -> impl Strategy<Value = (Vec<u8>, u8, Vec<u8>, Vec<u8>)> {
+        let common = prop::sample::select(vec![&b"a"[..], b"b", b"c", b".wh.a", b"\xff"]);
+        let rare = prop::sample::select(vec![&b".."[..], b".", b".wh..wh..opq", b".wh."]);
+        let part = prop_oneof![12 => common, 1 => rare];
+        let name = prop::collection::vec(part, 1..4).prop_map(|p| p.join(&b'/'));
+        let lead = prop::sample::select(vec![&b""[..], b"/", b"./"]);
+        (
+            (lead, name).prop_map(|(l, n)| [l, &n[..]].concat()),
+            prop_oneof![4 => Just(0u8), 3 => Just(1u8), 2 => Just(2u8), 2 => Just(3u8), 1 => 4u8..6],
+            prop::sample::select(vec![&b"a"[..], b"b", b"a/b", b"../a", b"/a", b"c/a"])
+                .prop_map(|t| t.to_vec()),
+            prop::collection::vec(any::<u8>(), 0..64),
+        )
+    }
+
+    /// The raw bytes of a tar of `entries`, names written as given.
+    fn raw_tar(entries: &[(Vec<u8>, u8, Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, kind, target, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            let n = name.len().min(99);
+            h.as_gnu_mut().unwrap().name[..n].copy_from_slice(&name[..n]);
+            let t = target.len().min(99);
+            h.as_gnu_mut().unwrap().linkname[..t].copy_from_slice(&target[..t]);
+            let kinds = [
+                tar::EntryType::Regular,
+                tar::EntryType::Directory,
+                tar::EntryType::Symlink,
+                tar::EntryType::Link,
+                tar::EntryType::Fifo,
+                tar::EntryType::Char,
+                tar::EntryType::Regular,
+            ];
+            h.set_entry_type(kinds[*kind as usize]);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            let body: &[u8] = if h.entry_type().is_file() { data } else { &[] };
+            h.set_size(body.len() as u64);
+            h.set_cksum();
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(body);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
+        out.resize(out.len() + 1024, 0);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+        /// Crafted layers flatten to a well-formed tree or to an error, never a panic.
+        #[test]
+        fn crafted_layers_flatten_well_formed_or_not_at_all(
+            layers in prop::collection::vec(prop::collection::vec(arb_entry(), 0..12), 1..4),
+            allow_special_files in any::<bool>(),
+        ) {
+            let scratch = tempfile::tempdir().unwrap();
+            let tars = layers
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    let tar: Box<dyn Read> = Box::new(io::Cursor::new(raw_tar(l)));
+                    (PathBuf::from(format!("layer{i}")), tar)
+                })
+                .collect();
+            let opts = WalkOptions { allow_special_files };
+            if let Ok(flat) = flatten_tars(tars, Path::new("fuzz"), scratch.path(), opts) {
+                prop_assert_eq!(check_invariants(&flat), Ok(()));
+            }
+        }
+    }
 
     #[test]
     fn ancestors_run_outermost_first() {

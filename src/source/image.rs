@@ -690,7 +690,9 @@ mod tests {
 
     /// One crafted tar entry: a raw name (which may hold `..`, `.wh.` names or a
     /// leading `/`), a type, a link target, and content.
-    fn arb_entry() -> impl Strategy<Value = (Vec<u8>, u8, Vec<u8>, Vec<u8>)> {
+    type Crafted = (Vec<u8>, u8, Vec<u8>, Vec<u8>);
+
+    fn arb_entry() -> impl Strategy<Value = Crafted> {
         let common = prop::sample::select(vec![&b"a"[..], b"b", b"c", b".wh.a", b"\xff"]);
         let rare = prop::sample::select(vec![&b".."[..], b".", b".wh..wh..opq", b".wh."]);
         let part = prop_oneof![12 => common, 1 => rare];
@@ -706,7 +708,7 @@ mod tests {
     }
 
     /// The raw bytes of a tar of `entries`, names written as given.
-    fn raw_tar(entries: &[(Vec<u8>, u8, Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    fn raw_tar(entries: &[Crafted]) -> Vec<u8> {
         let mut out = Vec::new();
         for (name, kind, target, data) in entries {
             let mut h = tar::Header::new_gnu();

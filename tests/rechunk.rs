@@ -517,3 +517,49 @@ fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
+
+/// The crafted layers, served by a real registry and pulled with skopeo, are refused
+/// the same way.
+#[test]
+fn a_crafted_image_pulled_from_a_registry_is_refused() {
+    if !common::real_parts(&["docker-registry", "skopeo"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let registry = common::registry::start_registry(t);
+    let outside = victim(&t.join("outside"));
+    let src = t.join("src");
+    write_image(
+        &src,
+        &[
+            &[("x", Node::Link(outside.parent().unwrap().display().to_string()))],
+            &[
+                ("x/victim/.wh.secret.txt", Node::File("")),
+                ("x/planted", Node::File("evil")),
+            ],
+        ],
+    );
+    let remote = format!("docker://127.0.0.1:{}/crafted/os:1", registry.port);
+    let copied = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:src", src.display()))
+        .arg(&remote)
+        .output()
+        .unwrap();
+    common::succeeded(copied, "skopeo copy of the crafted image");
+    let out = common::strata(&[
+        "build",
+        "--from-image",
+        &remote,
+        "--tls-verify=false",
+        "--output",
+        &format!("oci:{}:v1", t.join("out").display()),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the crafted image was accepted");
+    assert!(err.contains("passes through x"), "{err}");
+    assert_eq!(fs::read_to_string(outside.join("secret.txt")).unwrap(), "secret");
+    assert!(!outside.parent().unwrap().join("planted").exists());
+    assert!(!t.join("out").exists());
+}

@@ -533,7 +533,10 @@ fn a_crafted_image_pulled_from_a_registry_is_refused() {
     write_image(
         &src,
         &[
-            &[("x", Node::Link(outside.parent().unwrap().display().to_string()))],
+            &[(
+                "x",
+                Node::Link(outside.parent().unwrap().display().to_string()),
+            )],
             &[
                 ("x/victim/.wh.secret.txt", Node::File("")),
                 ("x/planted", Node::File("evil")),
@@ -559,7 +562,10 @@ fn a_crafted_image_pulled_from_a_registry_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the crafted image was accepted");
     assert!(err.contains("passes through x"), "{err}");
-    assert_eq!(fs::read_to_string(outside.join("secret.txt")).unwrap(), "secret");
+    assert_eq!(
+        fs::read_to_string(outside.join("secret.txt")).unwrap(),
+        "secret"
+    );
     assert!(!outside.parent().unwrap().join("planted").exists());
     assert!(!t.join("out").exists());
 }

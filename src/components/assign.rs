@@ -376,3 +376,79 @@ fn content_version(
     }
     Ok(crate::bytes::sha256_label(&h.finalize()[..10]))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::content::Dir;
+    use crate::source::rootfs::{walk, WalkOptions};
+    use proptest::prelude::*;
+
+    /// Each component's members' paths and bytes, by component name.
+    fn contents(root: &Path) -> BTreeMap<String, (String, Vec<(PathBuf, Vec<u8>)>)> {
+        let entries = walk(root, WalkOptions::default()).unwrap();
+        let content = Dir {
+            root: root.to_path_buf(),
+        };
+        let a = assign(&content, &entries, None, &ComponentMap::default()).unwrap();
+        a.build
+            .components
+            .iter()
+            .zip(&a.members)
+            .map(|(c, m)| {
+                let files = m
+                    .iter()
+                    .map(|&i| {
+                        let p = &entries[i].path;
+                        (p.clone(), std::fs::read(root.join(p)).unwrap_or_default())
+                    })
+                    .collect();
+                (c.name.clone(), (c.version.clone(), files))
+            })
+            .collect()
+    }
+
+    fn write_tree(root: &Path, files: &BTreeMap<String, Vec<u8>>) {
+        for (path, bytes) in files {
+            let p = root.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// A unit's version changes exactly when one of its files' bytes do.
+        #[test]
+        fn unit_versions_change_iff_content_changes(
+            files in prop::collection::btree_map(
+                "(usr|etc|opt)/[ab]{1,2}/[xyz]{1,2}",
+                prop::collection::vec(any::<u8>(), 0..300),
+                1..12,
+            ),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        ) {
+            let tmp = tempfile::tempdir().unwrap();
+            let (before, after) = (tmp.path().join("a"), tmp.path().join("b"));
+            write_tree(&before, &files);
+            let mut edited = files.clone();
+            let keys: Vec<String> = files.keys().cloned().collect();
+            for (i, byte) in edits {
+                edited.get_mut(&keys[i.index(keys.len())]).unwrap().push(byte);
+            }
+            write_tree(&after, &edited);
+            let (old, new) = (contents(&before), contents(&after));
+            for (name, (version, members)) in &new {
+                let Some((old_version, old_members)) = old.get(name) else { continue };
+                prop_assert_eq!(
+                    version != old_version,
+                    members != old_members,
+                    "{}: versions {} → {}",
+                    name,
+                    old_version,
+                    version
+                );
+            }
+        }
+    }
+}

@@ -384,8 +384,11 @@ mod tests {
     use crate::source::rootfs::{walk, WalkOptions};
     use proptest::prelude::*;
 
-    /// Each component's members' paths and bytes, by component name.
-    fn contents(root: &Path) -> BTreeMap<String, (String, Vec<(PathBuf, Vec<u8>)>)> {
+    /// A component's version, and its members' paths and bytes.
+    type Versioned = (String, Vec<(PathBuf, Vec<u8>)>);
+
+    /// Each component, by name.
+    fn contents(root: &Path) -> BTreeMap<String, Versioned> {
         let entries = walk(root, WalkOptions::default()).unwrap();
         let content = Dir {
             root: root.to_path_buf(),

@@ -12,3 +12,5 @@ cargo clippy --all-targets --quiet -- -D warnings
 # ostree-ext's own importer, for tests/ostree_format.rs (its own crate: see its Cargo.toml).
 cargo build --release --quiet --manifest-path tools/ostree-import/Cargo.toml
 cargo test --release --no-fail-fast
+# The fuzz targets (image flattening, RPM headers), a bounded run each.
+scripts/fuzz.sh 45

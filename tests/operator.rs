@@ -235,6 +235,36 @@ async fn invalid_spec(env: &Env) {
         env.pods("e2e", &job).await.is_empty(),
         "no pod for an invalid spec"
     );
+    // Specs that would let a job creator reach beyond the job: a Secret as a volume,
+    // another service account, their own worker image. The chart's policy refuses
+    // each by field, before any pod exists.
+    let trees = json!({"name": "trees", "hostPath": {"path": env.trees.display().to_string()}});
+    let secret = json!({"name": "creds", "secret": {"secretName": "db-creds"}});
+    let attacks = [
+        (
+            "steal-secret",
+            json!({"podTemplate": {"volumes": [trees.clone(), secret]}}),
+            "spec.podTemplate.volumes[1] \"creds\": secret volumes are not allowed",
+        ),
+        (
+            "other-account",
+            json!({"podTemplate": {"volumes": [trees], "serviceAccountName": "default"}}),
+            "spec.podTemplate.serviceAccountName \"default\": not allowed",
+        ),
+        (
+            "own-image",
+            json!({"workerImage": "evil.example/strata:1"}),
+            "spec.workerImage \"evil.example/strata:1\": not allowed",
+        ),
+    ];
+    for (name, extra, field) in attacks {
+        let job = env.create("e2e", name, name, "v1", extra).await;
+        let done = env.finished("e2e", name, Duration::from_secs(60)).await;
+        expect(&done, "Succeeded", "False", Some("InvalidSpec"));
+        let c = &done.status.as_ref().unwrap().conditions[0];
+        assert!(c.message.contains(field), "{name}: {}", c.message);
+        assert!(env.pods("e2e", &job).await.is_empty(), "{name}: no pod");
+    }
 }
 
 /// The Tekton task `strata-encapsulation-job`: its step script, run locally with the

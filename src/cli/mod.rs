@@ -264,6 +264,23 @@ pub struct ControllerArgs {
     /// needs to create and patch ConfigMaps in the job's namespace, nothing more.
     #[arg(long, default_value = "strata-worker")]
     pub worker_service_account: String,
+    /// A volume type jobs may mount (`persistentVolumeClaim`, `emptyDir`, `configMap`,
+    /// `ephemeral` when none is given). Repeatable. A job can read, and push to a
+    /// registry of its choosing, whatever its volumes hold.
+    #[arg(long = "allow-volume-type", value_name = "TYPE")]
+    pub allow_volume_types: Vec<String>,
+    /// Also let jobs mount host directories (`hostPath`): for test clusters only, since
+    /// it hands every job creator the node's files.
+    #[arg(long)]
+    pub allow_host_path: bool,
+    /// A service account a job's `spec.podTemplate.serviceAccountName` may name.
+    /// Repeatable; none by default (workers run as --worker-service-account).
+    #[arg(long = "allow-service-account", value_name = "NAME")]
+    pub allow_service_accounts: Vec<String>,
+    /// An image a job's `spec.workerImage` may name. Repeatable; none by default
+    /// (workers run --worker-image).
+    #[arg(long = "allow-worker-image", value_name = "IMAGE")]
+    pub allow_worker_images: Vec<String>,
     /// Seconds to wait after a first failed attempt; doubles with each failure.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub backoff_base: f64,

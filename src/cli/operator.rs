@@ -49,6 +49,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
+    let policy = job_policy(&args);
     let opts = controller::Options {
         settings: Settings {
             worker_image: args.worker_image,
@@ -58,6 +59,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             insecure_registries: args.insecure_registry,
             default_max_layers: args.default_max_layers,
             default_retries: args.default_retries,
+            policy,
         },
         namespaces: args.namespace,
         lease: lease::LeaseSettings {
@@ -124,4 +126,18 @@ fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+/// The job policy of the controller's flags.
+fn job_policy(args: &ControllerArgs) -> operator::JobPolicy {
+    let mut policy = operator::JobPolicy::default();
+    if !args.allow_volume_types.is_empty() {
+        policy.volume_types = args.allow_volume_types.clone();
+    }
+    if args.allow_host_path {
+        policy.volume_types.push("hostPath".into());
+    }
+    policy.service_accounts = args.allow_service_accounts.clone();
+    policy.worker_images = args.allow_worker_images.clone();
+    policy
 }

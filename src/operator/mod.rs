@@ -44,6 +44,40 @@ pub struct Settings {
     pub default_max_layers: u32,
     /// `spec.retries` when a job leaves it out.
     pub default_retries: u32,
+    /// What a job's spec may ask of its pod.
+    pub policy: JobPolicy,
+}
+
+/// What a job's spec may ask of the pod it runs in, set by whoever installs the
+/// controller: creating a job must not grant more than that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPolicy {
+    /// Volume types (`persistentVolumeClaim`, `emptyDir`, …) `spec.podTemplate.volumes`
+    /// may use.
+    pub volume_types: Vec<String>,
+    /// `spec.podTemplate.serviceAccountName` values a job may set (none by default).
+    pub service_accounts: Vec<String>,
+    /// `spec.workerImage` values a job may set (none by default).
+    pub worker_images: Vec<String>,
+}
+
+/// Volume types a job may use unless the controller is told otherwise: storage the
+/// job's namespace already owns, nothing of the node's and no credentials.
+pub const DEFAULT_VOLUME_TYPES: [&str; 4] = [
+    "persistentVolumeClaim",
+    "emptyDir",
+    "configMap",
+    "ephemeral",
+];
+
+impl Default for JobPolicy {
+    fn default() -> Self {
+        JobPolicy {
+            volume_types: DEFAULT_VOLUME_TYPES.map(String::from).to_vec(),
+            service_accounts: Vec::new(),
+            worker_images: Vec::new(),
+        }
+    }
 }
 
 impl Settings {

@@ -156,7 +156,7 @@ struct Decider<'a> {
 impl Decider<'_> {
     fn step(&mut self) {
         let spec = &self.o.job.spec;
-        if let Err(invalid) = validate(spec) {
+        if let Err(invalid) = validate(spec, &self.o.settings.policy) {
             return self.finish(Truth::False, invalid.reason, invalid.message);
         }
         if spec.cancel {

@@ -7,6 +7,7 @@ use std::path::{Component, Path};
 use crate::image::ImageRef;
 
 use super::crd::{EncapsulationJobSpec, OstreeSource, Source};
+use super::JobPolicy;
 
 /// Why a spec cannot run: the condition reason and a message naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,11 +23,12 @@ fn invalid(message: impl Into<String>) -> Invalid {
     }
 }
 
-/// Checks a job's spec.
-pub fn validate(spec: &EncapsulationJobSpec) -> Result<(), Invalid> {
+/// Checks a job's spec, and that it asks no more of its pod than `policy` allows.
+pub fn validate(spec: &EncapsulationJobSpec, policy: &JobPolicy) -> Result<(), Invalid> {
     if spec.stream.trim().is_empty() {
         return Err(invalid("spec.stream must not be empty"));
     }
+    within_policy(spec, policy)?;
     validate_source(spec)?;
     let output = parse_ref("spec.output.image", &spec.output.image)?;
     if !matches!(output, ImageRef::Docker(_)) {
@@ -52,6 +54,49 @@ pub fn validate(spec: &EncapsulationJobSpec) -> Result<(), Invalid> {
         )));
     }
     Ok(())
+}
+
+/// Volumes, service account and worker image: each must be one the controller's
+/// installer allowed, since a job's pod reads its source and pushes what it read.
+fn within_policy(spec: &EncapsulationJobSpec, policy: &JobPolicy) -> Result<(), Invalid> {
+    let template = spec.pod_template.as_ref();
+    let volumes = template.and_then(|t| t.volumes.as_ref());
+    for (i, v) in volumes.into_iter().flatten().enumerate() {
+        let kind = volume_type(v);
+        if !policy.volume_types.contains(&kind) {
+            return Err(invalid(format!(
+                "spec.podTemplate.volumes[{i}] {:?}: {kind} volumes are not allowed here \
+                 (allowed: {}; the controller's --allow-volume-type)",
+                v.name,
+                policy.volume_types.join(", ")
+            )));
+        }
+    }
+    if let Some(sa) = template.and_then(|t| t.service_account_name.as_ref()) {
+        if !policy.service_accounts.contains(sa) {
+            return Err(invalid(format!(
+                "spec.podTemplate.serviceAccountName {sa:?}: not allowed here (the \
+                 controller's --allow-service-account)"
+            )));
+        }
+    }
+    if let Some(image) = &spec.worker_image {
+        if !policy.worker_images.contains(image) {
+            return Err(invalid(format!(
+                "spec.workerImage {image:?}: not allowed here (the controller's \
+                 --allow-worker-image)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A volume's source type as the API spells it (`hostPath`, `secret`, …).
+fn volume_type(v: &k8s_openapi::api::core::v1::Volume) -> String {
+    let json = serde_json::to_value(v).unwrap_or_default();
+    json.as_object()
+        .and_then(|o| o.keys().find(|k| *k != "name").cloned())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn validate_source(spec: &EncapsulationJobSpec) -> Result<(), Invalid> {
@@ -134,6 +179,10 @@ fn parse_ref(field: &str, value: &str) -> Result<ImageRef, Invalid> {
 mod tests {
     use super::*;
 
+    fn policy() -> JobPolicy {
+        JobPolicy::default()
+    }
+
     fn spec(source: serde_json::Value) -> EncapsulationJobSpec {
         serde_json::from_value(serde_json::json!({
             "source": source,
@@ -146,17 +195,22 @@ mod tests {
 
     #[test]
     fn good_specs_pass() {
-        validate(&spec(
-            serde_json::json!({"image": {"ref": "docker://r/os:0"}}),
-        ))
+        validate(
+            &spec(serde_json::json!({"image": {"ref": "docker://r/os:0"}})),
+            &policy(),
+        )
         .unwrap();
-        validate(&spec(
-            serde_json::json!({"rootfs": {"volume": "trees", "path": "fcos/41"}}),
-        ))
+        validate(
+            &spec(serde_json::json!({"rootfs": {"volume": "trees", "path": "fcos/41"}})),
+            &policy(),
+        )
         .unwrap();
-        validate(&spec(
-            serde_json::json!({"ostree": {"repo": "repo", "ref": "os/41", "volume": "trees"}}),
-        ))
+        validate(
+            &spec(
+                serde_json::json!({"ostree": {"repo": "repo", "ref": "os/41", "volume": "trees"}}),
+            ),
+            &policy(),
+        )
         .unwrap();
     }
 
@@ -191,14 +245,100 @@ mod tests {
             ),
         ];
         for (source, field) in cases {
-            let err = validate(&spec(source.clone())).unwrap_err();
+            let err = validate(&spec(source.clone()), &policy()).unwrap_err();
             assert!(err.message.contains(field), "{source}: {}", err.message);
         }
         let mut s = spec(serde_json::json!({"image": {"ref": "docker://r/os:0"}}));
         s.output.image = "oci:/tmp/out".into();
-        assert!(validate(&s)
+        assert!(validate(&s, &policy())
             .unwrap_err()
             .message
             .contains("spec.output.image"));
+    }
+
+    /// A job creator must not reach what creating a pod of their own would need:
+    /// the node's files, Secrets, another service account, or their own code.
+    #[test]
+    fn specs_asking_more_than_the_policy_are_refused_by_field() {
+        let with = |template: serde_json::Value, extra: serde_json::Value| {
+            let mut s = serde_json::json!({
+                "source": {"image": {"ref": "docker://r/os:0"}},
+                "stream": "s",
+                "output": {"image": "docker://r.example/os:1"},
+                "podTemplate": template,
+            });
+            for (k, v) in extra.as_object().unwrap() {
+                s[k] = v.clone();
+            }
+            serde_json::from_value::<EncapsulationJobSpec>(s).unwrap()
+        };
+        let none = serde_json::json!({});
+        let cases = [
+            (
+                with(
+                    serde_json::json!({"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}),
+                    none.clone(),
+                ),
+                "spec.podTemplate.volumes[0] \"root\": hostPath volumes are not allowed",
+            ),
+            (
+                with(
+                    serde_json::json!({"volumes": [{"name": "c", "emptyDir": {}}, {"name": "db", "secret": {"secretName": "db-creds"}}]}),
+                    none.clone(),
+                ),
+                "spec.podTemplate.volumes[1] \"db\": secret volumes",
+            ),
+            (
+                with(
+                    serde_json::json!({"volumes": [{"name": "t", "projected": {"sources": []}}]}),
+                    none.clone(),
+                ),
+                "projected volumes",
+            ),
+            (
+                with(
+                    serde_json::json!({"serviceAccountName": "admin"}),
+                    none.clone(),
+                ),
+                "spec.podTemplate.serviceAccountName \"admin\"",
+            ),
+            (
+                with(
+                    none.clone(),
+                    serde_json::json!({"workerImage": "evil/strata:1"}),
+                ),
+                "spec.workerImage \"evil/strata:1\"",
+            ),
+        ];
+        for (spec, field) in &cases {
+            let err = validate(spec, &policy()).unwrap_err();
+            assert_eq!(err.reason, "InvalidSpec");
+            assert!(err.message.contains(field), "{field}: {}", err.message);
+        }
+        // What the installer allows passes.
+        let open = JobPolicy {
+            volume_types: vec![
+                "hostPath".into(),
+                "secret".into(),
+                "projected".into(),
+                "emptyDir".into(),
+            ],
+            service_accounts: vec!["admin".into()],
+            worker_images: vec!["evil/strata:1".into()],
+        };
+        for (spec, _) in &cases {
+            validate(spec, &open).unwrap();
+        }
+        // The defaults: a claim, an emptyDir, a ConfigMap, an ephemeral volume.
+        let safe = with(
+            serde_json::json!({"volumes": [
+                {"name": "a", "persistentVolumeClaim": {"claimName": "trees"}},
+                {"name": "b", "emptyDir": {}},
+                {"name": "c", "configMap": {"name": "cm"}},
+                {"name": "d", "ephemeral": {}}
+            ]}),
+            none,
+        );
+        validate(&safe, &policy()).unwrap();
     }
 }

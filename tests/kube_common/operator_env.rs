@@ -257,6 +257,8 @@ pub async fn setup() -> Option<Env> {
         "watchNamespaces": ["e2e", "load"],
         "insecureRegistries": [format!("127.0.0.1:{}", registry.port)],
         "backoffBaseSeconds": 0.5,
+        // The test node agent maps hostPath volumes to the trees; a test cluster.
+        "jobPolicy": {"allowHostPath": true},
         "metrics": {"port": health_port},
     });
     let objects = cluster::render_chart("strata", RELEASE_NAMESPACE, &values);

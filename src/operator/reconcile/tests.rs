@@ -11,6 +11,7 @@ fn settings() -> Settings {
         insecure_registries: vec!["127.0.0.1:5000".into()],
         default_max_layers: 64,
         default_retries: 2,
+        policy: Default::default(),
     }
 }
 

@@ -201,35 +201,33 @@ fn security(reads_rootfs: bool) -> SecurityContext {
     }
 }
 
+/// `--name=value`: a value is never read as a flag, whatever it starts with.
+fn flag(name: &str, value: impl std::fmt::Display) -> String {
+    format!("--{name}={value}")
+}
+
 fn args(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Vec<String> {
     let spec = &job.spec;
     let mut a: Vec<String> = vec![
         "worker".into(),
         step.name().into(),
-        "--namespace".into(),
-        job.namespace().unwrap_or_default(),
-        "--job".into(),
-        job.name_any(),
-        "--job-uid".into(),
-        job.uid().unwrap_or_default(),
-        "--attempt".into(),
-        attempt.number.to_string(),
-        "--plan-file".into(),
-        format!("{WORK_DIR}/plan.json"),
+        flag("namespace", job.namespace().unwrap_or_default()),
+        flag("job", job.name_any()),
+        flag("job-uid", job.uid().unwrap_or_default()),
+        flag("attempt", attempt.number),
+        flag("plan-file", format!("{WORK_DIR}/plan.json")),
         // Explicit, though it is the default: the path is the container's contract.
-        "--termination-log".into(),
-        TERMINATION_LOG.into(),
-        "--stream".into(),
-        spec.stream.clone(),
-        "--max-layers".into(),
-        attempt.settings.max_layers(spec).to_string(),
-        "--repack".into(),
-        match spec.planner.repack {
-            Repack::Auto => "auto",
-            Repack::Never => "never",
-            Repack::Always => "always",
-        }
-        .into(),
+        flag("termination-log", TERMINATION_LOG),
+        flag("stream", &spec.stream),
+        flag("max-layers", attempt.settings.max_layers(spec)),
+        flag(
+            "repack",
+            match spec.planner.repack {
+                Repack::Auto => "auto",
+                Repack::Never => "never",
+                Repack::Always => "always",
+            },
+        ),
     ];
     let Source {
         rootfs,
@@ -237,39 +235,39 @@ fn args(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Vec<String> {
         ostree,
     } = &spec.source;
     if let Some(r) = rootfs {
-        a.push("--rootfs".into());
-        a.push(format!("{SOURCES_DIR}/{}/{}", r.volume, r.path));
+        a.push(flag(
+            "rootfs",
+            format!("{SOURCES_DIR}/{}/{}", r.volume, r.path),
+        ));
     }
     if let Some(o) = ostree {
-        a.push("--ostree-repo".into());
-        a.push(format!(
+        let repo = format!(
             "{SOURCES_DIR}/{}/{}",
             o.volume.as_deref().unwrap_or_default(),
             o.repo
-        ));
-        a.push("--ref".into());
-        a.push(o.reference.clone().or(o.commit.clone()).unwrap_or_default());
+        );
+        a.push(flag("ostree-repo", repo));
+        let rev = o.reference.clone().or(o.commit.clone()).unwrap_or_default();
+        a.push(flag("ref", rev));
     }
     if let Some(i) = image {
-        a.push("--from-image".into());
-        a.push(i.reference.clone());
+        a.push(flag("from-image", &i.reference));
     }
     for p in attempt.priors {
-        a.push("--prior".into());
-        a.push(p.clone());
+        a.push(flag("prior", p));
     }
     if step == Step::Build {
-        a.push("--output".into());
-        a.push(spec.output.image.clone());
-        a.push("--compression".into());
-        a.push(match spec.output.compression {
-            Compression::Gzip => "gzip".into(),
-            Compression::Zstd => "zstd".into(),
-        });
+        a.push(flag("output", &spec.output.image));
+        a.push(flag(
+            "compression",
+            match spec.output.compression {
+                Compression::Gzip => "gzip",
+                Compression::Zstd => "zstd",
+            },
+        ));
     }
     if spec.output.push_secret_ref.is_some() {
-        a.push("--authfile".into());
-        a.push(format!("{PUSH_AUTH_DIR}/auth.json"));
+        a.push(flag("authfile", format!("{PUSH_AUTH_DIR}/auth.json")));
     }
     let mut refs = attempt.priors.iter().chain([&spec.output.image]);
     if refs.any(|r| attempt.settings.is_insecure(r))

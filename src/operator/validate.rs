@@ -28,6 +28,7 @@ pub fn validate(spec: &EncapsulationJobSpec, policy: &JobPolicy) -> Result<(), I
     if spec.stream.trim().is_empty() {
         return Err(invalid("spec.stream must not be empty"));
     }
+    plain_name("spec.stream", &spec.stream)?;
     within_policy(spec, policy)?;
     validate_source(spec)?;
     let output = parse_ref("spec.output.image", &spec.output.image)?;
@@ -123,11 +124,28 @@ fn validate_source(spec: &EncapsulationJobSpec) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A name passed on to tools: no leading `-` (which a tool could read as an option)
+/// and no control characters.
+fn plain_name(field: &str, value: &str) -> Result<(), Invalid> {
+    if value.starts_with('-') || value.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{field} {value:?}: must not start with '-' or hold control characters"
+        )));
+    }
+    Ok(())
+}
+
 fn validate_ostree(spec: &EncapsulationJobSpec, o: &OstreeSource) -> Result<(), Invalid> {
     if o.reference.is_some() == o.commit.is_some() {
         return Err(invalid(
             "spec.source.ostree: set exactly one of ref and commit",
         ));
+    }
+    if let Some(r) = &o.reference {
+        plain_name("spec.source.ostree.ref", r)?;
+    }
+    if let Some(c) = &o.commit {
+        plain_name("spec.source.ostree.commit", c)?;
     }
     match &o.volume {
         Some(volume) => volume_path(spec, "spec.source.ostree", volume, &o.repo),
@@ -242,6 +260,10 @@ mod tests {
             (
                 serde_json::json!({"ostree": {"repo": "https://x/repo", "ref": "os"}}),
                 "not supported yet",
+            ),
+            (
+                serde_json::json!({"ostree": {"repo": "repo", "ref": "--help", "volume": "trees"}}),
+                "spec.source.ostree.ref \"--help\": must not start with '-'",
             ),
         ];
         for (source, field) in cases {

@@ -160,7 +160,15 @@ async fn materialise_volumes(
     Ok(out)
 }
 
+/// `arg` with a mount path (alone, or as a `--flag=` value) made the local directory.
 fn rewrite(arg: &str, mounts: &Mounts) -> String {
+    match arg.strip_prefix("--").and_then(|a| a.split_once('=')) {
+        Some((flag, value)) => format!("--{flag}={}", rewrite_path(value, mounts)),
+        None => rewrite_path(arg, mounts),
+    }
+}
+
+fn rewrite_path(arg: &str, mounts: &Mounts) -> String {
     for (mount, local) in mounts.iter().rev() {
         if arg == mount {
             return local.display().to_string();

@@ -163,8 +163,11 @@ fn the_next_job_plans_against_the_newest_succeeded_outputs_pinned() {
         .command
         .clone()
         .unwrap();
-    let i = args.iter().position(|a| a == "--prior").expect("a prior");
-    assert_eq!(args[i + 1], "docker://127.0.0.1:5000/os@sha256:aa");
+    assert!(
+        args.iter()
+            .any(|a| a == "--prior=docker://127.0.0.1:5000/os@sha256:aa"),
+        "{args:?}"
+    );
 }
 
 #[test]
@@ -283,4 +286,46 @@ fn backoff_doubles_and_is_capped() {
     assert_eq!(backoff(base, 1), Duration::from_secs(10));
     assert_eq!(backoff(base, 3), Duration::from_secs(40));
     assert_eq!(backoff(base, 30), MAX_BACKOFF);
+}
+
+/// The worker flags the controller renders are the ones `strata worker` parses, and
+/// no value is read as a flag, however it starts.
+#[test]
+fn rendered_worker_arguments_parse_back_to_the_spec() {
+    use clap::Parser;
+    let j = job(
+        "a",
+        "--output=docker://evil/os:1",
+        "2026-01-01T00:00:00Z",
+        json!({"output": {"image": "docker://127.0.0.1:5000/os:a"}}),
+    );
+    let priors = ["docker://127.0.0.1:5000/os:prev".to_string()];
+    let pod = worker_pod(
+        &j,
+        &Attempt {
+            number: 3,
+            priors: &priors,
+            settings: &settings(),
+        },
+    );
+    let spec = pod.spec.unwrap();
+    let containers = spec.init_containers.unwrap_or_default();
+    for c in containers.iter().chain(&spec.containers) {
+        // The worker command (`strata`), then its arguments.
+        let args = c.command.clone().unwrap();
+        let cli =
+            crate::cli::Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let crate::cli::Command::Worker(w) = cli.command else {
+            panic!("{}: not a worker command", c.name)
+        };
+        assert_eq!(w.stream.as_deref(), Some("--output=docker://evil/os:1"));
+        assert_eq!(w.attempt, 3);
+        assert_eq!(
+            w.prior.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            priors
+        );
+        if let Some(out) = &w.output {
+            assert_eq!(out.to_string(), "docker://127.0.0.1:5000/os:a");
+        }
+    }
 }

@@ -98,16 +98,22 @@ fn both_formats_refuse(repo: &Path, rev: &str, out: &Path, expected: &str) {
     }
 }
 
+/// An archive repository under `dir` with one commit of a small dpkg tree.
+fn committed_tree(dir: &Path) -> (std::path::PathBuf, String) {
+    let (repo, tree) = (dir.join("repo"), dir.join("tree"));
+    common::ostree_client::init_archive(&repo);
+    common::dpkg_tree(&tree, "1");
+    let rev = common::ostree_client::commit(&repo, &tree, "os/stable");
+    (repo, rev)
+}
+
 #[test]
 fn an_ostree_object_swapped_for_another_is_refused() {
     if !common::real_parts(&["ostree"]) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (repo, tree) = (tmp.path().join("repo"), tmp.path().join("tree"));
-    common::ostree_client::init_archive(&repo);
-    common::dpkg_tree(&tree, "1");
-    let rev = common::ostree_client::commit(&repo, &tree, "os/stable");
+    let (repo, rev) = committed_tree(tmp.path());
     let (busy, stable) = (
         object_of(&repo, &rev, "/usr/bin/busy"),
         object_of(&repo, &rev, "/usr/bin/stable"),
@@ -129,10 +135,7 @@ fn an_ostree_object_whose_header_understates_its_size_is_refused() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let (repo, tree) = (tmp.path().join("repo"), tmp.path().join("tree"));
-    common::ostree_client::init_archive(&repo);
-    common::dpkg_tree(&tree, "1");
-    let rev = common::ostree_client::commit(&repo, &tree, "os/stable");
+    let (repo, rev) = committed_tree(tmp.path());
     let busy = object_of(&repo, &rev, "/usr/bin/busy");
     // The archive header is a size-prefixed (tuuuusa(ayay)): its first field, the
     // big-endian content size, sits at byte 8. Claim 2 bytes of the real 7.

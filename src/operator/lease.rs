@@ -8,6 +8,18 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 
+/// How often a leader renews, and a standby retries: a fifth of the lease duration.
+fn retry_period(duration: Duration) -> Duration {
+    duration / 5
+}
+
+/// A leader that has not renewed for this long stops leading: two thirds of the lease
+/// duration, so it has stepped down before any other replica may take the lease, even
+/// with some clock skew between them (client-go's 10 s of 15).
+pub fn renew_deadline(duration: Duration) -> Duration {
+    duration * 2 / 3
+}
+
 /// Which lease, and who is asking.
 #[derive(Debug, Clone)]
 pub struct LeaseSettings {
@@ -39,7 +51,7 @@ pub async fn acquire(
             tracing::info!(lease = %s.name, "another replica leads; waiting");
             announced = true;
         }
-        tokio::time::sleep(s.duration / 3).await;
+        tokio::time::sleep(retry_period(s.duration)).await;
     }
 }
 
@@ -48,12 +60,15 @@ pub async fn hold(client: kube::Client, s: LeaseSettings) -> String {
     let api: Api<Lease> = Api::namespaced(client, &s.namespace);
     let mut last_renewal = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(s.duration / 3).await;
+        tokio::time::sleep(retry_period(s.duration)).await;
         match try_take(&api, &s).await {
             Ok(true) => last_renewal = tokio::time::Instant::now(),
             Ok(false) => return "another replica took the lease".into(),
             // A passing API error is survivable while the lease has not run out.
-            Err(e) if last_renewal.elapsed() < s.duration => {
+            Err(e)
+                if last_renewal.elapsed() + retry_period(s.duration)
+                    < renew_deadline(s.duration) =>
+            {
                 tracing::warn!(error = %e, "lease renewal failed; retrying")
             }
             Err(e) => return format!("the lease could not be renewed: {e}"),
@@ -109,5 +124,23 @@ fn conflict_is_false(result: Result<Lease, kube::Error>) -> Result<bool, kube::E
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leader_steps_down_well_before_its_lease_expires() {
+        for secs in [3, 15, 60] {
+            let d = Duration::from_secs(secs);
+            // The last renewal attempt before the deadline ends before it.
+            assert!(renew_deadline(d) + retry_period(d) < d, "{secs}s");
+            assert!(
+                retry_period(d) * 2 < renew_deadline(d),
+                "{secs}s: room to retry"
+            );
+        }
     }
 }

@@ -50,6 +50,14 @@ async fn the_operator_runs_jobs_end_to_end() {
         !log.contains("Forbidden") && !log.contains("forbidden"),
         "the chart's RBAC rules must cover everything the controller does:\n{log}"
     );
+    // Written to a file, as `kubectl logs` reads it: no colour codes.
+    assert!(!log.contains('\x1b'), "escape codes in a log file:\n{log}");
+    // The standby logs JSON: every line an object.
+    for line in standby_said.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(v["fields"]["message"].is_string(), "{line}");
+    }
 }
 
 async fn happy_path_and_stream_history(env: &Env) {

@@ -287,6 +287,9 @@ pub struct ControllerArgs {
     /// A registry (host[:port]) to reach over plain HTTP. Repeatable.
     #[arg(long, value_name = "HOST")]
     pub insecure_registry: Vec<String>,
+    /// How log lines are written to stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub health_addr: std::net::SocketAddr,
@@ -378,6 +381,15 @@ fn parse_tree(arg: &str) -> Result<BuildSource, String> {
             "{arg}: an ostree commit is written ostree:REPO:REV, for example ostree:/srv/repo:os/stable"
         )),
     }
+}
+
+/// The controller's log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Plain text, coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line, with the job's namespace and name as fields.
+    Json,
 }
 
 #[derive(Debug, Args)]

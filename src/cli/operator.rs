@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::{ControllerArgs, WorkerArgs, WorkerStep};
+use super::{ControllerArgs, LogFormat, WorkerArgs, WorkerStep};
 use crate::build::PlanInputs;
 use crate::operator::{self, controller, health, lease, report::Step, worker, Settings};
 
@@ -22,7 +22,7 @@ Jobs of one stream run one at a time, oldest first. Probes: /healthz, /readyz;
 Prometheus metrics on /metrics (see --health-addr).";
 
 pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
-    init_tracing();
+    init_tracing(args.log_format);
     if !(args.backoff_base.is_finite() && args.backoff_base >= 0.0) {
         bail!(
             "--backoff-base {}: must be a number of seconds",
@@ -122,10 +122,19 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_tracing() {
+/// Logs to stderr: plain text (coloured only on a terminal, so `kubectl logs` shows
+/// no escape codes), or one JSON object per line for log pipelines.
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => fmt.json().with_current_span(true).try_init(),
+    };
 }
 
 /// The job policy of the controller's flags.

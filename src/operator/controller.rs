@@ -157,8 +157,13 @@ fn waiting_peers(
         .collect()
 }
 
-fn error_policy(_job: Arc<EncapsulationJob>, error: &ReconcileError, ctx: Arc<Context>) -> Requeue {
-    tracing::warn!(error = %crate::error_chain(error), "reconcile failed; retrying");
+fn error_policy(job: Arc<EncapsulationJob>, error: &ReconcileError, ctx: Arc<Context>) -> Requeue {
+    tracing::warn!(
+        namespace = %job.namespace().unwrap_or_default(),
+        job = %job.name_any(),
+        error = %crate::error_chain(error),
+        "reconcile failed; retrying"
+    );
     ctx.health
         .metrics
         .reconcile_errors
@@ -166,7 +171,21 @@ fn error_policy(_job: Arc<EncapsulationJob>, error: &ReconcileError, ctx: Arc<Co
     Requeue::requeue(Duration::from_secs(5))
 }
 
+/// Reconciles one job, its namespace and name on every line logged meanwhile.
 async fn reconcile_job(
+    job: Arc<EncapsulationJob>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ReconcileError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = %job.namespace().unwrap_or_default(),
+        job = %job.name_any()
+    );
+    reconcile_one(job, ctx).instrument(span).await
+}
+
+async fn reconcile_one(
     job: Arc<EncapsulationJob>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, ReconcileError> {

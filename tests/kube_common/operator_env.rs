@@ -57,6 +57,7 @@ impl Env {
     }
 
     /// A second replica, as the chart's second pod would be; it must stand by.
+    /// A second replica, logging JSON (as a log pipeline would ask).
     pub fn start_standby(&self, port: u16, log: &std::path::Path) -> Child {
         let child = self.spawn_controller("strata-controller-standby", port, log);
         self.wait_ready(port);
@@ -76,8 +77,10 @@ impl Env {
                 a.clone()
             }
         });
+        let json = (pod_name == "strata-controller-standby").then_some("--log-format=json");
         Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(args)
+            .args(json)
             .env("KUBECONFIG", &self.controller_kubeconfig)
             .env("POD_NAME", pod_name)
             .env("POD_NAMESPACE", RELEASE_NAMESPACE)

@@ -477,6 +477,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if !matches!(cli.command, Command::Controller(_)) {
         crate::cleanup::remove_on_signals()?;
     }
+    // Commands that only compute and print: a reader that stops early (`strata crd |
+    // head`) ends them quietly, as it does any Unix filter, instead of a panic in
+    // `print!`. (Commands that talk to skopeo or the network keep SIGPIPE ignored.)
+    if matches!(
+        cli.command,
+        Command::Crd(_)
+            | Command::Plan(_)
+            | Command::Bench(BenchCommand::Replay(_) | BenchCommand::Plan(_))
+    ) {
+        // SAFETY: SIG_DFL is a valid disposition; nothing here relies on SIGPIPE.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Plan(args) => plan::run(args),
         Command::Build(args) => build::run(*args),

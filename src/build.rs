@@ -457,25 +457,11 @@ fn build_into(
         plan,
     } = prepare(&opts.inputs, progress)?;
     let entries = &source.entries;
-    let members_of: std::collections::HashMap<&str, &Vec<usize>> = assigned
-        .build
-        .components
-        .iter()
-        .zip(&assigned.members)
-        .map(|(c, m)| (c.name.as_str(), m))
-        .collect();
-    let layer_members: Vec<Vec<usize>> = plan
-        .layers
-        .iter()
-        .map(|l| {
-            let members: Vec<usize> = l
-                .components
-                .iter()
-                .flat_map(|c| members_of[c.name.as_str()].iter().copied())
-                .collect();
-            layers::layer_entries(entries, &members)
-        })
-        .collect();
+    let layer_members = layers::entries_by_layer(
+        entries,
+        &assigned,
+        plan.layers.iter().map(|l| l.components.as_slice()),
+    );
     let oci_dir =
         ocidir::cap_std::fs::Dir::open_ambient_dir(staging, ocidir::cap_std::ambient_authority())
             .map_err(|e| output_error(staging, e))?;

@@ -15,17 +15,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     // Layers are separated by a 0xFF 0x00 0xFF marker; the first byte picks options.
-    let layers: Vec<(PathBuf, Box<dyn Read>)> = split(rest)
-        .into_iter()
-        .take(4)
-        .enumerate()
-        .map(|(i, l)| {
-            (
-                PathBuf::from(format!("layer{i}")),
-                Box::new(Cursor::new(l.to_vec())) as Box<dyn Read>,
-            )
-        })
-        .collect();
+    let layers = split(rest).into_iter().take(4).enumerate().map(|(i, l)| {
+        let tar: Box<dyn Read> = Box::new(Cursor::new(l.to_vec()));
+        Ok((PathBuf::from(format!("layer{i}")), tar))
+    });
     let scratch = tempfile::tempdir().expect("a scratch directory");
     let opts = WalkOptions {
         allow_special_files: flags & 1 == 1,

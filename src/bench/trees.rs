@@ -235,25 +235,11 @@ fn baseline_groups(
             let mut strategy =
                 crate::bench::baselines::strategy(name, &opts, 0).expect("a known baseline");
             let layout = strategy.layout(&assigned.build, &[]);
-            let members: HashMap<&str, &Vec<usize>> = assigned
-                .build
-                .components
-                .iter()
-                .map(|c| c.name.as_str())
-                .zip(&assigned.members)
-                .collect();
-            layout
-                .layers
-                .iter()
-                .map(|l| {
-                    let m: Vec<usize> = l
-                        .components
-                        .iter()
-                        .flat_map(|c| members[c.name.as_str()].iter().copied())
-                        .collect();
-                    layers::layer_entries(&tree.entries, &m)
-                })
-                .collect()
+            layers::entries_by_layer(
+                &tree.entries,
+                assigned,
+                layout.layers.iter().map(|l| l.components.as_slice()),
+            )
         }
     }
 }

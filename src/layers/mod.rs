@@ -10,11 +10,13 @@ mod gzip;
 pub mod ostree;
 pub mod tar;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use ocidir::{Layer, OciDir};
 
+use crate::components::assign::Assigned;
+use crate::history::LayoutComponent;
 use crate::source::Entry;
 
 /// How layer blobs are compressed.
@@ -45,15 +47,46 @@ pub enum LayerError {
     Oci { index: usize, source: ocidir::Error },
 }
 
-/// The entries one layer holds: `members` plus every directory above them.
-pub fn layer_entries(entries: &[Entry], members: &[usize]) -> Vec<usize> {
-    let index: std::collections::HashMap<&Path, usize> = entries
+/// The entries of each layer: the members of its components (named as `assigned`
+/// names them) plus every directory above them, sorted by path.
+pub fn entries_by_layer<'a>(
+    entries: &[Entry],
+    assigned: &Assigned,
+    layers: impl IntoIterator<Item = &'a [LayoutComponent]>,
+) -> Vec<Vec<usize>> {
+    let members_of: HashMap<&str, &Vec<usize>> = assigned
+        .build
+        .components
+        .iter()
+        .map(|c| c.name.as_str())
+        .zip(&assigned.members)
+        .collect();
+    // One index of the tree for every layer.
+    let index: HashMap<&Path, usize> = entries
         .iter()
         .enumerate()
         .map(|(i, e)| (e.path.as_path(), i))
         .collect();
-    let mut all: BTreeSet<usize> = members.iter().copied().collect();
-    for &m in members {
+    layers
+        .into_iter()
+        .map(|components| {
+            let members = components
+                .iter()
+                .flat_map(|c| members_of[c.name.as_str()].iter().copied());
+            with_parents(entries, &index, members)
+        })
+        .collect()
+}
+
+/// `members` plus every directory above them, sorted by path.
+fn with_parents(
+    entries: &[Entry],
+    index: &HashMap<&Path, usize>,
+    members: impl Iterator<Item = usize>,
+) -> Vec<usize> {
+    let mut all = BTreeSet::new();
+    for m in members {
+        all.insert(m);
         let mut parent = entries[m].path.parent();
         while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
             if let Some(&i) = index.get(p) {

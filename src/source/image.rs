@@ -66,20 +66,23 @@ pub fn flatten(
     };
     let local =
         image::read_local(&dir, tag.as_deref()).map_err(|e| invalid(&dir, e.to_string()))?;
-    let mut layers = Vec::new();
-    for desc in local.manifest.layers() {
+    // Opened one at a time as the merge reaches them, so one decompressor is live.
+    let layers = local.manifest.layers().iter().map(|desc| {
         let blob = image::blob_path(&dir, desc).map_err(|e| invalid(&dir, e.to_string()))?;
         let tar = open_layer(&blob, desc)?;
-        layers.push((blob, tar));
-    }
+        Ok((blob, tar))
+    });
     flatten_tars(layers, Path::new(&reference.to_string()), scratch, opts)
 }
 
-/// Flattens uncompressed layer tars, bottom first, each named by the path its errors
-/// give; `image` names the result in messages. The content spool goes in `scratch`.
+/// A layer to flatten: the path its errors name, and its uncompressed tar.
+pub type LayerTar = (PathBuf, Box<dyn Read>);
+
+/// Flattens uncompressed layer tars, bottom first, each opened only when its turn
+/// comes; `image` names the result in messages. The content spool goes in `scratch`.
 /// (The entry point the fuzz target drives.)
 pub fn flatten_tars(
-    layers: Vec<(PathBuf, Box<dyn Read>)>,
+    layers: impl IntoIterator<Item = Result<LayerTar, SourceError>>,
     image: &Path,
     scratch: &Path,
     opts: WalkOptions,
@@ -103,7 +106,8 @@ pub fn flatten_tars(
         inodes: 0,
         opts,
     };
-    for (name, tar) in layers {
+    for layer in layers {
+        let (name, tar) = layer?;
         merge.apply_layer(&name, tar)?;
     }
     let file = merge
@@ -334,12 +338,8 @@ impl Merge {
         what: &'static str,
         entry: &tar::Entry<impl Read>,
     ) -> Result<EntryKind, SourceError> {
-        if !self.opts.allow_special_files {
-            return Err(SourceError::SpecialFile {
-                path: blob.join(OsStr::from_bytes(path)),
-                what,
-            });
-        }
+        self.opts
+            .check_special(&blob.join(OsStr::from_bytes(path)), what)?;
         let h = entry.header();
         let number = |n: io::Result<Option<u32>>| n.ok().flatten().unwrap_or(0);
         let dev = libc::makedev(number(h.device_major()), number(h.device_minor()));
@@ -755,9 +755,9 @@ mod tests {
                 .enumerate()
                 .map(|(i, l)| {
                     let tar: Box<dyn Read> = Box::new(io::Cursor::new(raw_tar(l)));
-                    (PathBuf::from(format!("layer{i}")), tar)
+                    Ok((PathBuf::from(format!("layer{i}")), tar))
                 })
-                .collect();
+                .collect::<Vec<_>>();
             let opts = WalkOptions { allow_special_files };
             if let Ok(flat) = flatten_tars(tars, Path::new("fuzz"), scratch.path(), opts) {
                 prop_assert_eq!(check_invariants(&flat), Ok(()));

@@ -26,6 +26,20 @@ pub struct WalkOptions {
     pub allow_special_files: bool,
 }
 
+impl WalkOptions {
+    /// Refuses the device or FIFO at `path` (`what` names its kind) unless special
+    /// files are allowed; trees and image layers share the rule.
+    pub fn check_special(&self, path: &Path, what: &'static str) -> Result<(), SourceError> {
+        match self.allow_special_files {
+            true => Ok(()),
+            false => Err(SourceError::SpecialFile {
+                path: path.to_path_buf(),
+                what,
+            }),
+        }
+    }
+}
+
 const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::DIRECTORY)
     .union(OFlags::NOFOLLOW)
@@ -60,19 +74,23 @@ pub fn walk(root: &Path, opts: WalkOptions) -> Result<Vec<Entry>, SourceError> {
         }
         other => other.map_err(io(root))?,
     };
-    let mut entries = Vec::new();
-    let mut inodes: Vec<(u64, u64, u64)> = Vec::new();
-    let mut stack: Vec<(PathBuf, Rc<OwnedFd>)> = vec![(PathBuf::new(), Rc::new(root_fd))];
+    // Each entry with its device, inode and link count, for hard links.
+    let mut walked: Vec<(Entry, (u64, u64, u64))> = Vec::new();
+    let mut next = Some((PathBuf::new(), Rc::new(root_fd)));
     let mut pending: Vec<Pending> = Vec::new();
     loop {
-        let (rel, dir) = match stack.pop() {
-            Some(next) => next,
+        let (rel, dir) = match next.take() {
+            Some(root) => root,
             None => match pending.pop() {
-                Some(p) => (p.rel.clone(), Rc::new(open_dir(root, &p)?)),
+                Some(p) => {
+                    let fd = open_dir(root, &p)?;
+                    (p.rel, Rc::new(fd))
+                }
                 None => break,
             },
         };
         let here = root.join(&rel);
+        let xattrs_at = xattr_dir(&dir, &here);
         let mut names: Vec<OsString> = rustix::fs::Dir::read_from(dir.as_fd())
             .map_err(io(&here))?
             .map(|e| e.map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string()))
@@ -85,7 +103,8 @@ pub fn walk(root: &Path, opts: WalkOptions) -> Result<Vec<Entry>, SourceError> {
             let rel_child = rel.join(&name);
             let st = rustix::fs::statat(dir.as_fd(), name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(io(&root.join(&rel_child)))?;
-            let Some(entry) = entry_of(root, &dir, &rel_child, &name, &st, opts)? else {
+            let Some(entry) = entry_of(root, &dir, &xattrs_at, &rel_child, &name, &st, opts)?
+            else {
                 continue;
             };
             if entry.is_dir() {
@@ -96,21 +115,13 @@ pub fn walk(root: &Path, opts: WalkOptions) -> Result<Vec<Entry>, SourceError> {
                     seen: (st.st_dev, st.st_ino),
                 });
             }
-            inodes.push((st.st_dev, st.st_ino, st.st_nlink));
-            entries.push(entry);
+            walked.push((entry, (st.st_dev, st.st_ino, st.st_nlink)));
         }
     }
-    let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by(|&a, &b| entries[a].path.as_os_str().cmp(entries[b].path.as_os_str()));
-    let mut sorted: Vec<Entry> = Vec::with_capacity(entries.len());
-    let mut sorted_inodes = Vec::with_capacity(entries.len());
-    let mut slots: Vec<Option<Entry>> = entries.into_iter().map(Some).collect();
-    for i in order {
-        sorted.push(slots[i].take().expect("each index once"));
-        sorted_inodes.push(inodes[i]);
-    }
-    link_hardlinks(&mut sorted, &sorted_inodes);
-    Ok(sorted)
+    walked.sort_by(|(a, _), (b, _)| a.path.as_os_str().cmp(b.path.as_os_str()));
+    let (mut entries, inodes): (Vec<Entry>, Vec<_>) = walked.into_iter().unzip();
+    link_hardlinks(&mut entries, &inodes);
+    Ok(entries)
 }
 
 /// Opens a pending directory beneath its parent, refusing it if it is no longer the
@@ -146,6 +157,7 @@ fn open_dir(root: &Path, p: &Pending) -> Result<OwnedFd, SourceError> {
 fn entry_of(
     root: &Path,
     dir: &OwnedFd,
+    xattrs_at: &Path,
     rel: &Path,
     name: &OsStr,
     st: &Stat,
@@ -156,16 +168,7 @@ fn entry_of(
         path: path.clone(),
         source: e.into(),
     };
-    let special = |what| {
-        if opts.allow_special_files {
-            Ok(())
-        } else {
-            Err(SourceError::SpecialFile {
-                path: path.clone(),
-                what,
-            })
-        }
-    };
+    let special = |what| opts.check_special(&path, what);
     let kind = match FileType::from_raw_mode(st.st_mode) {
         FileType::Directory => EntryKind::Dir,
         FileType::RegularFile => EntryKind::File,
@@ -199,18 +202,19 @@ fn entry_of(
         uid: st.st_uid,
         gid: st.st_gid,
         mtime: st.st_mtime,
-        xattrs: read_xattrs(&beneath(dir, name, &path), &path)?,
+        xattrs: read_xattrs(&xattrs_at.join(name), &path)?,
     }))
 }
 
-/// A path naming `name` in the open directory `dir` without resolving the directory's
-/// path again (`/proc/self/fd`), or the plain path where `/proc` is not mounted.
-fn beneath(dir: &OwnedFd, name: &OsStr, plain: &Path) -> PathBuf {
+/// Where the children of the open directory `dir` are named for xattr calls: through
+/// `/proc/self/fd`, so the directory's path is not resolved again, or its plain path
+/// `here` where `/proc` is not mounted. Decided once per directory.
+fn xattr_dir(dir: &OwnedFd, here: &Path) -> PathBuf {
     use std::os::fd::AsRawFd;
     let fd_dir = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     match fd_dir.is_dir() {
-        true => fd_dir.join(name),
-        false => plain.to_path_buf(),
+        true => fd_dir,
+        false => here.to_path_buf(),
     }
 }
 

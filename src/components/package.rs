@@ -61,11 +61,6 @@ impl<'a> Tree<'a> {
         }
     }
 
-    /// The bytes of listed paths still allowed; see [`Tree::charge_paths`].
-    pub fn path_budget(&self) -> u64 {
-        self.path_budget.get()
-    }
-
     /// Accounts for `bytes` of paths the database at `db` lists; an error once the
     /// databases together list far more than the tree holds.
     pub fn charge_paths(&self, db: &Path, bytes: u64) -> Result<(), AssignError> {

@@ -97,6 +97,8 @@ impl PlanInputs {
                 return Err(BuildError::FormatNeedsOstree);
             }
             plan.max_layers = plan.max_layers.saturating_sub(1);
+            // ostree clients import objects, not overlaid files: nothing to supersede.
+            plan.supersede = false;
         }
         plan.validate()?;
         Ok(plan)
@@ -150,6 +152,9 @@ pub struct BuiltImage {
     /// The ostree format's commit layer (first in the manifest), which no plan holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_layer_digest: Option<String>,
+    /// The patch layer (last in the manifest), which no plan holds either.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch_layer_digest: Option<String>,
 }
 
 /// The tag the image gets in a staging layout that is pushed elsewhere.
@@ -267,7 +272,7 @@ fn temp_staging(output: &ImageRef) -> Result<Partial, BuildError> {
 struct Prepared {
     source: ReadSource,
     assigned: crate::components::assign::Assigned,
-    priors: Vec<(String, Layout)>,
+    priors: Vec<(ImageRef, Layout)>,
     warnings: Vec<String>,
     plan: Plan,
 }
@@ -294,7 +299,7 @@ pub fn plan_only(
     let prepared = prepare(opts, progress)?;
     Ok(PlanReport {
         schema: PLAN_REPORT_SCHEMA.into(),
-        priors: prepared.priors.iter().map(|(n, _)| n.clone()).collect(),
+        priors: prepared.priors.iter().map(|(r, _)| r.to_string()).collect(),
         plan: prepared.plan,
         warnings: prepared.warnings,
     })
@@ -484,14 +489,21 @@ fn build_into(
                 compression: opts.compression,
                 mtime_clamp: opts.inputs.source_date_epoch.unwrap_or(0),
             };
-            let written = layers::write_all(&job, &layer_members, |done, total| {
-                progress(&format!("layer {done}/{total} written"));
-            })?;
-            let annotated = written
-                .into_iter()
-                .zip(&plan.layers)
-                .map(|(layer, planned)| (layer, image::layer_annotations(&planned.components)))
-                .collect();
+            let newest = priors.first().map(|(r, _)| layers::kept::BlobSource {
+                image: r,
+                registry: &opts.inputs.registry,
+            });
+            let walk = WalkOptions {
+                allow_special_files: opts.inputs.allow_special_files,
+            };
+            let annotated = layers::plain::write(
+                &job,
+                &plan.layers,
+                &layer_members,
+                newest.as_ref(),
+                walk,
+                |done, total| progress(&format!("layer {done}/{total} written")),
+            )?;
             (annotated, BTreeMap::new())
         }
     };
@@ -505,7 +517,7 @@ fn build_into(
         .expect("Strata's own layers are annotated");
     let diffs = priors
         .iter()
-        .map(|(name, old)| diff_images(name, old, &opts.output.to_string(), &new_layout))
+        .map(|(r, old)| diff_images(&r.to_string(), old, &opts.output.to_string(), &new_layout))
         .collect();
     Ok(BuildReport {
         schema: REPORT_SCHEMA.into(),
@@ -517,13 +529,18 @@ fn build_into(
             layer_digests: new_layout
                 .layers
                 .iter()
-                .filter(|l| !l.commit_layer)
+                .filter(|l| !l.commit_layer && !l.patch_layer)
                 .filter_map(|l| l.digest.clone())
                 .collect(),
             commit_layer_digest: new_layout
                 .layers
                 .iter()
                 .find(|l| l.commit_layer)
+                .and_then(|l| l.digest.clone()),
+            patch_layer_digest: new_layout
+                .layers
+                .iter()
+                .find(|l| l.patch_layer)
                 .and_then(|l| l.digest.clone()),
         },
         plan,
@@ -596,7 +613,7 @@ fn ostree_layers(
         .map(|(i, layer)| {
             let annotations = match i {
                 0 => Default::default(),
-                _ => image::layer_annotations(&plan.layers[i - 1].components),
+                _ => image::layer_annotations(&plan.layers[i - 1].components, &[]),
             };
             (layer, annotations)
         })
@@ -629,7 +646,7 @@ fn read_priors(
     refs: &[ImageRef],
     registry: &RegistryOptions,
     warnings: &mut Vec<String>,
-) -> Result<Vec<(String, Layout)>, BuildError> {
+) -> Result<Vec<(ImageRef, Layout)>, BuildError> {
     let mut out = Vec::new();
     for r in refs {
         let Some((_, manifest)) = image::read_manifest(r, registry)? else {
@@ -638,7 +655,7 @@ fn read_priors(
         };
         // A prior is advice: a malformed one costs reuse, never the build.
         match image::layout_from_manifest(&r.to_string(), &manifest) {
-            Ok(Some(layout)) => out.push((r.to_string(), layout)),
+            Ok(Some(layout)) => out.push((r.clone(), layout)),
             Ok(None) => warnings.push(format!(
                 "prior {r} has no layer annotations; planning without it"
             )),

@@ -106,6 +106,8 @@ mod tests {
             blob_size: None,
             digest: None,
             commit_layer: false,
+            superseded: Vec::new(),
+            patch_layer: false,
         }
     }
 

@@ -34,7 +34,7 @@ pub struct LayoutComponent {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayoutLayer {
     pub components: Vec<LayoutComponent>,
-    /// Uncompressed size in bytes: the sum of the components' sizes.
+    /// Uncompressed size in bytes: what its members hold, superseded ones included.
     #[serde(default)]
     pub size: u64,
     /// Compressed size of the layer blob, once built (what clients download).
@@ -46,20 +46,55 @@ pub struct LayoutLayer {
     /// ostree-ext's commit layer: downloaded like any other, but never a slot to plan.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub commit_layer: bool,
+    /// Members whose files the layer still holds but a higher layer supersedes: a
+    /// newer version above, or a whiteout in the patch layer. The layer was kept byte
+    /// for byte rather than rewritten for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<LayoutComponent>,
+    /// Strata's patch layer (always the top one): whiteouts and corrections for what
+    /// kept layers hold stale. Built from the tree each time, never a slot to plan.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub patch_layer: bool,
 }
 
 impl LayoutLayer {
     /// The identity of the layer's content: equal keys mean byte-identical layers.
     /// `None` when some member has no recorded version.
     pub fn content_key(&self) -> Option<String> {
-        let mut pairs: Vec<(&str, &str)> = self
-            .components
-            .iter()
-            .map(|c| Some((c.name.as_str(), c.version.as_deref()?)))
-            .collect::<Option<_>>()?;
-        pairs.sort_unstable();
-        Some(content_key(pairs))
+        layer_key(&self.components, &self.superseded)
     }
+
+    /// Uncompressed bytes the layer holds, superseded members included.
+    pub fn held_bytes(&self) -> u64 {
+        self.components
+            .iter()
+            .chain(&self.superseded)
+            .map(|c| c.size)
+            .sum()
+    }
+}
+
+/// The content key of a layer holding `live` and `superseded` members; `None` when
+/// some member has no recorded version.
+pub fn layer_key(live: &[LayoutComponent], superseded: &[LayoutComponent]) -> Option<String> {
+    // A superseded member is named apart, so a kept layer never matches a rewritten
+    // layer of its live members alone.
+    let stale: Vec<String> = superseded
+        .iter()
+        .map(|c| format!("{}\0superseded", c.name))
+        .collect();
+    let mut pairs: Vec<(&str, &str)> = live
+        .iter()
+        .map(|c| Some((c.name.as_str(), c.version.as_deref()?)))
+        .chain(
+            superseded
+                .iter()
+                .zip(&stale)
+                .map(|(c, name)| Some((name.as_str(), c.version.as_deref()?))),
+        )
+        .collect::<Option<_>>()?;
+    pairs.sort_unstable();
+    Some(content_key(pairs))
 }
 
 /// Hashes sorted `(name, version)` pairs into a layer content key.
@@ -86,13 +121,14 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The layers a planner may keep or reuse: without an ostree commit layer.
+    /// The layers a planner may keep or reuse: without an ostree commit layer or a
+    /// patch layer.
     pub fn planning(&self) -> Layout {
         Layout {
             layers: self
                 .layers
                 .iter()
-                .filter(|l| !l.commit_layer)
+                .filter(|l| !l.commit_layer && !l.patch_layer)
                 .cloned()
                 .collect(),
             ..self.clone()
@@ -497,6 +533,8 @@ mod tests {
                 blob_size: None,
                 digest: None,
                 commit_layer: false,
+                superseded: Vec::new(),
+                patch_layer: false,
             }],
         }
     }

@@ -319,3 +319,116 @@ fn crafted_package_paths_and_diversions_stay_inside_the_tree() {
     );
     assert!(!t.join("v2").exists());
 }
+
+/// `find`'s view of a tree: path, type, mode, owner, size and link target per entry.
+fn listing(root: &Path) -> String {
+    let out = Command::new("find")
+        .arg(".")
+        .args(["-printf", "%P\t%y\t%m\t%U\t%G\t%s\t%l\n"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    lines.sort_unstable();
+    // A directory's size is the filesystem's business.
+    lines
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            match f[1] {
+                "d" => format!("{}\t{}\t{}\t{}\t{}", f[0], f[1], f[2], f[3], f[4]),
+                _ => l.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Unpacks `image` (tag `v`) with umoci, which applies whiteouts as runtimes do, and
+/// asserts it is `tree`, entry for entry and byte for byte.
+fn assert_unpacks_to(image: &Path, tree: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    let out = Command::new("umoci")
+        .args(["raw", "unpack", "--image"])
+        .arg(format!("{}:v", image.display()))
+        .arg(&rootfs)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (want, got) = (listing(tree), listing(&rootfs));
+    if want != got {
+        let w: HashSet<&str> = want.lines().collect();
+        let g: HashSet<&str> = got.lines().collect();
+        let missing: Vec<&&str> = w.difference(&g).take(10).collect();
+        let extra: Vec<&&str> = g.difference(&w).take(10).collect();
+        panic!(
+            "{} unpacks to another tree: missing {missing:?}, extra {extra:?}",
+            image.display()
+        );
+    }
+    let diff = Command::new("diff")
+        .args(["-r", "--no-dereference", "-q"])
+        .arg(tree)
+        .arg(&rootfs)
+        .output()
+        .unwrap();
+    // diff compares no device nodes; the listing did.
+    let report = String::from_utf8_lossy(&diff.stdout);
+    let differences: Vec<&str> = report
+        .lines()
+        .filter(|l| !l.ends_with("is a character special file"))
+        .collect();
+    assert!(differences.is_empty(), "contents differ: {differences:?}");
+}
+
+/// Layers whose packages were updated or purged are kept byte for byte, and the image
+/// still unpacks to exactly the new tree: new versions above them, whiteouts for what
+/// went in the patch layer on top. The purge downloads the small layers only.
+#[test]
+fn kept_layers_unpack_to_exactly_the_new_tree() {
+    let trees: Vec<_> = ["0-base", "1-security", "2-added", "3-removed"]
+        .iter()
+        .map(|n| cached(&format!("sequence/{n}")))
+        .collect();
+    let Some(trees) = trees.into_iter().collect::<Option<Vec<_>>>() else {
+        return;
+    };
+    if !common::real_parts(&["umoci"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out: Vec<_> = (0..4).map(|k| tmp.path().join(format!("v{k}"))).collect();
+    let mut reports = Vec::new();
+    for k in 0..4 {
+        let priors: Vec<&Path> = out[..k].iter().rev().map(|p| p.as_path()).collect();
+        reports.push(build(&trees[k], &out[k], &priors, "24"));
+    }
+    let superseded = |r: &serde_json::Value| {
+        r["plan"]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["superseded"].as_array().is_some_and(|s| !s.is_empty()))
+            .count()
+    };
+    assert!(superseded(&reports[1]) > 0, "the update keeps layers");
+    assert!(superseded(&reports[3]) > 0, "the purge keeps a layer");
+    assert!(
+        reports[3]["image"]["patch_layer_digest"].is_string(),
+        "the purge needs whiteouts"
+    );
+    let purge = &reports[3]["diffs"][0];
+    assert!(
+        purge["download_bytes"].as_u64().unwrap() < purge["total_bytes"].as_u64().unwrap() / 20,
+        "{purge}"
+    );
+    for k in [1, 3] {
+        assert_unpacks_to(&out[k], &trees[k]);
+    }
+}

@@ -78,6 +78,8 @@ fn layout_of(build: &Build, groups: Vec<Vec<usize>>) -> Layout {
                     blob_size: None,
                     digest: None,
                     commit_layer: false,
+                    superseded: Vec::new(),
+                    patch_layer: false,
                 }
             })
             .collect(),

@@ -62,6 +62,8 @@ pub fn stream(components: usize, priors: usize, layers: usize) -> (Build, Vec<La
                     blob_size: None,
                     digest: None,
                     commit_layer: false,
+                    superseded: Vec::new(),
+                    patch_layer: false,
                 })
                 .collect(),
         })

@@ -280,7 +280,11 @@ pub fn plan(args: BenchPlanArgs) -> anyhow::Result<()> {
 }
 
 pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
-    let opts = args.planner.options();
+    // Recorded layouts have no blobs to keep.
+    let opts = crate::plan::PlanOptions {
+        supersede: false,
+        ..args.planner.options()
+    };
     opts.validate()?;
     let names: Vec<&str> = match args.strategy.as_str() {
         "all" => STRATEGIES.to_vec(),

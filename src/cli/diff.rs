@@ -34,6 +34,8 @@ fn layout(r: &ImageRef, registry: &RegistryOptions) -> anyhow::Result<Layout> {
                 blob_size: Some(d.size()),
                 digest: Some(d.digest().to_string()),
                 commit_layer: false,
+                superseded: Vec::new(),
+                patch_layer: false,
             })
             .collect(),
     }))

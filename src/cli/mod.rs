@@ -88,6 +88,13 @@ pub struct PlannerArgs {
     /// Allow more than 127 layers (most registries and runtimes refuse them).
     #[arg(long)]
     pub allow_over_127: bool,
+    /// Rewrite every prior layer whose members changed or went. By default such a
+    /// layer is kept byte for byte when that saves downloads: the new versions go in
+    /// a layer above it, and a patch layer on top holds whiteouts for what went. The
+    /// stale bytes stay in the image (at most half a layer, a fifth of the image).
+    /// Plain images only; it needs the newest prior's blobs.
+    #[arg(long)]
+    pub no_supersede: bool,
 }
 
 impl PlannerArgs {
@@ -97,6 +104,7 @@ impl PlannerArgs {
             repack: self.repack,
             horizon: self.horizon,
             allow_over_127: self.allow_over_127,
+            supersede: !self.no_supersede,
         }
     }
 }

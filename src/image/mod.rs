@@ -21,6 +21,11 @@ pub use reference::ImageRef;
 
 /// Per layer: `[[name, version, size], …]` as JSON, sorted by name.
 pub const COMPONENTS_ANNOTATION: &str = "strata.dev/components";
+/// Per kept layer: the members it still holds but a higher layer supersedes, in the
+/// same form as [`COMPONENTS_ANNOTATION`].
+pub const SUPERSEDED_ANNOTATION: &str = "strata.dev/superseded";
+/// On Strata's patch layer (the top one): whiteouts and corrections, no components.
+pub const PATCH_ANNOTATION: &str = "strata.dev/patch";
 /// Per layer, for ostree-ext tools: sorted component names, comma-separated.
 pub const OSTREE_COMPONENTS: &str = "ostree.components";
 /// ostree-ext's label: the encapsulated commit.
@@ -54,22 +59,67 @@ pub enum ImageError {
     NoSuchTag { path: PathBuf, tag: String },
 }
 
-/// The two annotations a layer of `components` carries.
-pub fn layer_annotations(components: &[LayoutComponent]) -> HashMap<String, String> {
+/// The annotations a layer of `components` carries; a kept layer also names the
+/// members it holds superseded.
+pub fn layer_annotations(
+    components: &[LayoutComponent],
+    superseded: &[LayoutComponent],
+) -> HashMap<String, String> {
     let mut sorted: Vec<&LayoutComponent> = components.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    let list: Vec<(&str, &str, u64)> = sorted
+    let names: Vec<&str> = sorted.iter().map(|c| c.name.as_str()).collect();
+    let mut annotations = HashMap::from([
+        (
+            COMPONENTS_ANNOTATION.to_string(),
+            component_list(components),
+        ),
+        (OSTREE_COMPONENTS.to_string(), names.join(",")),
+    ]);
+    if !superseded.is_empty() {
+        annotations.insert(
+            SUPERSEDED_ANNOTATION.to_string(),
+            component_list(superseded),
+        );
+    }
+    annotations
+}
+
+/// The annotations of the patch layer.
+pub fn patch_annotations() -> HashMap<String, String> {
+    HashMap::from([(PATCH_ANNOTATION.to_string(), "true".to_string())])
+}
+
+/// `[[name, version, size], …]` sorted by name (then version), as JSON.
+fn component_list(components: &[LayoutComponent]) -> String {
+    let mut list: Vec<(&str, &str, u64)> = components
         .iter()
         .map(|c| (c.name.as_str(), c.version.as_deref().unwrap_or(""), c.size))
         .collect();
-    let names: Vec<&str> = sorted.iter().map(|c| c.name.as_str()).collect();
-    HashMap::from([
-        (
-            COMPONENTS_ANNOTATION.to_string(),
-            serde_json::to_string(&list).expect("strings and numbers serialise"),
-        ),
-        (OSTREE_COMPONENTS.to_string(), names.join(",")),
-    ])
+    list.sort_unstable();
+    serde_json::to_string(&list).expect("strings and numbers serialise")
+}
+
+/// Parses a [`component_list`] annotation of layer `i`.
+fn parse_component_list(
+    origin: &str,
+    i: usize,
+    key: &str,
+    json: &str,
+) -> Result<Vec<LayoutComponent>, ImageError> {
+    let list: Vec<(String, String, u64)> =
+        serde_json::from_str(json).map_err(|e| ImageError::Invalid {
+            path: PathBuf::from(origin),
+            problem: format!("layer {i}: {key} is not a list of [name, version, size]: {e}"),
+        })?;
+    Ok(list
+        .into_iter()
+        .map(|(name, version, size)| LayoutComponent {
+            name,
+            version: Some(version),
+            size,
+            source: None,
+        })
+        .collect())
 }
 
 /// What goes into the config and manifest besides the layers.
@@ -260,18 +310,7 @@ pub fn layout_from_manifest(
         let ann = desc.annotations().clone().unwrap_or_default();
         let components = if let Some(json) = ann.get(COMPONENTS_ANNOTATION) {
             annotated = true;
-            let list: Vec<(String, String, u64)> = serde_json::from_str(json).map_err(|e| ImageError::Invalid {
-                path: PathBuf::from(origin),
-                problem: format!("layer {i}: {COMPONENTS_ANNOTATION} is not a list of [name, version, size]: {e}"),
-            })?;
-            list.into_iter()
-                .map(|(name, version, size)| LayoutComponent {
-                    name,
-                    version: Some(version),
-                    size,
-                    source: None,
-                })
-                .collect()
+            parse_component_list(origin, i, COMPONENTS_ANNOTATION, json)?
         } else if let Some(names) = ann.get(OSTREE_COMPONENTS) {
             annotated = true;
             names
@@ -287,13 +326,21 @@ pub fn layout_from_manifest(
         } else {
             Vec::new()
         };
-        layers.push(LayoutLayer {
-            size: components.iter().map(|c: &LayoutComponent| c.size).sum(),
+        let superseded = match ann.get(SUPERSEDED_ANNOTATION) {
+            Some(json) => parse_component_list(origin, i, SUPERSEDED_ANNOTATION, json)?,
+            None => Vec::new(),
+        };
+        let mut layer = LayoutLayer {
+            size: 0,
             blob_size: Some(desc.size()),
             components,
             digest: Some(desc.digest().to_string()),
             commit_layer: false,
-        });
+            superseded,
+            patch_layer: ann.contains_key(PATCH_ANNOTATION),
+        };
+        layer.size = layer.held_bytes();
+        layers.push(layer);
     }
     let date = manifest
         .annotations()

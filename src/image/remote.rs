@@ -2,6 +2,7 @@
 //! (containers-image-proxy), and pushes with `skopeo copy`. Every argument reaches
 //! skopeo as its own argv element; nothing is spliced into a shell.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -38,18 +39,9 @@ pub fn fetch_manifest(
         path: PathBuf::from(reference),
         problem,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| fail(format!("cannot start the image proxy runtime: {e}")))?;
+    let runtime = proxy_runtime().map_err(fail)?;
     runtime.block_on(async {
-        let mut config = containers_image_proxy::ImageProxyConfig::default();
-        config.authfile = opts.authfile.clone();
-        config.insecure_skip_tls_verification = opts.insecure.then_some(true);
-        config.certificate_directory = opts.cert_dir.clone();
-        let proxy = containers_image_proxy::ImageProxy::new_with_config(config)
-            .await
-            .map_err(|e| fail(format!("cannot start skopeo's image proxy: {e}")))?;
+        let proxy = start_proxy(opts).await.map_err(fail)?;
         let image = match proxy.open_image(reference).await {
             Ok(image) => image,
             Err(e) => {
@@ -70,6 +62,85 @@ pub fn fetch_manifest(
         let manifest: ImageManifest = serde_json::from_slice(&raw)
             .map_err(|e| fail(format!("the manifest is not an OCI image manifest: {e}")))?;
         Ok(Some((digest, manifest)))
+    })
+}
+
+fn proxy_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the image proxy runtime: {e}"))
+}
+
+async fn start_proxy(opts: &RegistryOptions) -> Result<containers_image_proxy::ImageProxy, String> {
+    let mut config = containers_image_proxy::ImageProxyConfig::default();
+    config.authfile = opts.authfile.clone();
+    config.insecure_skip_tls_verification = opts.insecure.then_some(true);
+    config.certificate_directory = opts.cert_dir.clone();
+    containers_image_proxy::ImageProxy::new_with_config(config)
+        .await
+        .map_err(|e| format!("cannot start skopeo's image proxy: {e}"))
+}
+
+/// Streams the blob `digest` of `reference` into `out`: at most `size` bytes, and
+/// exactly that many, or an error. The caller checks the digest.
+pub fn fetch_blob(
+    reference: &str,
+    digest: &str,
+    size: u64,
+    opts: &RegistryOptions,
+    out: &mut dyn Write,
+) -> Result<(), ImageError> {
+    let fail = |problem: String| ImageError::Invalid {
+        path: PathBuf::from(format!("{reference}@{digest}")),
+        problem,
+    };
+    let parsed: ocidir::oci_spec::image::Digest = digest
+        .parse()
+        .map_err(|e| fail(format!("not a blob digest: {e}")))?;
+    let runtime = proxy_runtime().map_err(fail)?;
+    runtime.block_on(async {
+        let proxy = start_proxy(opts).await.map_err(fail)?;
+        let image = proxy
+            .open_image(reference)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let (mut reader, driver) = proxy
+            .get_blob(&image, &parsed, size)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let copy = async {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total = 0u64;
+            loop {
+                let n = reader.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<u64, std::io::Error>(total);
+                }
+                total += n as u64;
+                if total > size {
+                    return Err(std::io::Error::other(format!(
+                        "the registry sent more than the manifest's {size} bytes"
+                    )));
+                }
+                out.write_all(&buf[..n])?;
+            }
+        };
+        // A failed copy stops reading, so the driver must not be awaited past it.
+        let (copied, ()) =
+            tokio::try_join!(async { copy.await.map_err(|e| e.to_string()) }, async {
+                driver.await.map_err(|e| e.to_string())
+            },)
+            .map_err(fail)?;
+        if copied != size {
+            return Err(fail(format!(
+                "the registry sent {copied} of the manifest's {size} bytes"
+            )));
+        }
+        let _ = proxy.close_image(&image).await;
+        let _ = proxy.finalize().await;
+        Ok(())
     })
 }
 

@@ -7,7 +7,10 @@
 //! read: memory does not grow with the image.
 
 mod gzip;
+pub mod kept;
 pub mod ostree;
+pub mod patch;
+pub mod plain;
 pub mod tar;
 
 use std::collections::{BTreeSet, HashMap};
@@ -45,6 +48,12 @@ pub enum LayerError {
     },
     #[error("writing layer {index}: {source}")]
     Oci { index: usize, source: ocidir::Error },
+    #[error("keeping layer {index} ({digest}) from the prior image: {problem}")]
+    Kept {
+        index: usize,
+        digest: String,
+        problem: String,
+    },
 }
 
 /// The entries of each layer: the members of its components (named as `assigned`

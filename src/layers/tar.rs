@@ -32,6 +32,46 @@ pub fn write<W: Write>(out: W, job: &LayerJob, members: &[usize]) -> Result<W, T
     builder.into_inner().map_err(TarError::Write)
 }
 
+/// Streams the `members` of `job.entries` and a whiteout for each of `whiteouts`,
+/// all in path order, as a tar archive into `out`, returning it.
+pub fn write_patch<W: Write>(
+    out: W,
+    job: &LayerJob,
+    members: &[usize],
+    whiteouts: &[PathBuf],
+) -> Result<W, TarError> {
+    let marks: Vec<PathBuf> = whiteouts.iter().map(|p| whiteout_path(p)).collect();
+    let mut items: Vec<(&std::path::Path, Option<usize>)> = members
+        .iter()
+        .map(|&i| (job.entries[i].path.as_path(), Some(i)))
+        .chain(marks.iter().map(|p| (p.as_path(), None)))
+        .collect();
+    items.sort_by(|a, b| a.0.as_os_str().cmp(b.0.as_os_str()));
+    let mut builder = tar::Builder::new(out);
+    for (path, member) in items {
+        match member {
+            Some(i) => append(&mut builder, job, &job.entries[i])?,
+            None => {
+                let mut h = Header::new_gnu();
+                h.set_entry_type(EntryType::Regular);
+                h.set_mode(0o644);
+                h.set_size(0);
+                builder
+                    .append_data(&mut h, path, io::empty())
+                    .map_err(TarError::Write)?;
+            }
+        }
+    }
+    builder.into_inner().map_err(TarError::Write)
+}
+
+/// `dir/.wh.name`: the OCI whiteout that hides `dir/name` in lower layers.
+fn whiteout_path(path: &std::path::Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".wh.");
+    name.push(path.file_name().unwrap_or_default());
+    path.with_file_name(name)
+}
+
 fn append<W: Write>(
     builder: &mut tar::Builder<W>,
     job: &LayerJob,

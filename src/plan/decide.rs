@@ -1,21 +1,36 @@
 //! The explanation of a plan: one decision per component, with its reason.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::partition::{Group, Item};
 use super::{Action, Ctx, Decision, Dirty};
 use crate::bytes::human_bytes;
 use crate::history::Layout;
 
-/// Explains where every component went (`layers` in output order) relative to `prior`.
+/// The output layers, in order, as the explanation needs them.
+pub(super) struct Layers<'a> {
+    pub members: &'a [&'a [usize]],
+    pub reused: &'a [bool],
+    /// The kept layer that still holds each superseded component's old files.
+    pub superseded_in: &'a HashMap<&'a str, usize>,
+}
+
+/// Explains where every component went relative to `prior`.
 pub(super) fn decide(
     ctx: &Ctx,
     prior: Option<&Layout>,
-    layers: &[&[usize]],
-    reused: &[bool],
+    out: Layers,
     dirty: &BTreeMap<usize, Dirty>,
     repacked: bool,
 ) -> Vec<Decision> {
+    let (layers, reused) = (out.members, out.reused);
+    let kept_note = |name: &str| match out.superseded_in.get(name) {
+        Some(l) => format!(
+            "; the old files stay in kept layer {l}, superseded from above, so its other \
+             members are not downloaded again"
+        ),
+        None => String::new(),
+    };
     let mut layer_of = vec![0; ctx.build.components.len()];
     for (l, members) in layers.iter().enumerate() {
         members.iter().for_each(|&i| layer_of[i] = l);
@@ -33,7 +48,7 @@ pub(super) fn decide(
                     (
                         Action::Updated,
                         Some(*pl),
-                        format!("updated {old} → {}", c.version),
+                        format!("updated {old} → {}{}", c.version, kept_note(&c.name)),
                     )
                 }
                 // A layer identical to one of the prior's is kept, whichever step made it.
@@ -74,7 +89,7 @@ pub(super) fn decide(
                 prior_layer: Some(*pl),
                 change_probability: None,
                 estimate: None,
-                reason: "no longer in the build".into(),
+                reason: format!("no longer in the build{}", kept_note(name)),
             });
         }
     }

@@ -51,6 +51,11 @@ pub struct PlanOptions {
     pub horizon: f64,
     /// Permit more than [`REGISTRY_LAYER_LIMIT`] layers.
     pub allow_over_127: bool,
+    /// Keep a prior layer whose members changed or went, byte for byte, when a layer
+    /// above can supersede its stale members (their new versions, and whiteouts in a
+    /// patch layer). Needs the prior blobs and a plain image; takes one slot for the
+    /// patch layer.
+    pub supersede: bool,
 }
 
 impl Default for PlanOptions {
@@ -60,6 +65,7 @@ impl Default for PlanOptions {
             repack: RepackPolicy::Auto,
             horizon: DEFAULT_HORIZON,
             allow_over_127: false,
+            supersede: false,
         }
     }
 }
@@ -120,6 +126,22 @@ pub struct PlannedLayer {
     /// The newest prior build has this exact layer.
     pub reused: bool,
     pub components: Vec<LayoutComponent>,
+    /// Members the layer still holds, superseded from above (see
+    /// [`PlanOptions::supersede`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<LayoutComponent>,
+    /// The prior blob to copy as is: set when the layer holds superseded members, whose
+    /// files the new tree no longer has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_blob: Option<KeptBlob>,
+}
+
+/// A prior layer blob a plan keeps byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeptBlob {
+    pub digest: String,
+    /// Compressed bytes, as the prior's manifest gives them.
+    pub size: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,8 +211,10 @@ impl Plan {
                     components: l.components.clone(),
                     size: l.size,
                     blob_size: None,
-                    digest: None,
+                    digest: l.kept_blob.as_ref().map(|k| k.digest.clone()),
                     commit_layer: false,
+                    superseded: l.superseded.clone(),
+                    patch_layer: false,
                 })
                 .collect(),
         }
@@ -201,11 +225,15 @@ impl Plan {
 pub fn plan(build: &Build, priors: &[Layout], opts: &PlanOptions) -> Result<Plan, PlanError> {
     opts.validate()?;
     let estimates = history::estimate(build, priors);
+    // Superseding needs a slot for the patch layer, kept from the first build on so
+    // the second need not reopen a layer for it.
+    let supersede = opts.supersede && opts.max_layers > 2;
     let ctx = Ctx {
         build,
         estimates: &estimates,
-        max_layers: opts.max_layers,
+        max_layers: opts.max_layers - usize::from(supersede),
         transitions: priors.len(),
+        supersede,
     };
     let outcome = match priors.first() {
         None => first_build(&ctx, opts),
@@ -221,6 +249,8 @@ struct Ctx<'a> {
     max_layers: usize,
     /// Updates the estimates could learn from: one per prior build.
     transitions: usize,
+    /// See [`PlanOptions::supersede`].
+    supersede: bool,
 }
 
 impl Ctx<'_> {
@@ -388,6 +418,70 @@ fn layer_change(ctx: &Ctx, index: &HashMap<&str, usize>, layer: &LayoutLayer) ->
     None
 }
 
+/// Most of one kept layer that may be superseded bytes: beyond it, rewriting the
+/// layer costs little more than the new versions alone.
+const MAX_SUPERSEDED_LAYER_SHARE: f64 = 0.5;
+/// Most of the image that may be superseded bytes, which a client without any layer
+/// downloads for nothing.
+const MAX_SUPERSEDED_IMAGE_SHARE: f64 = 0.2;
+
+/// Keeps, byte for byte, changed prior layers whose stale bytes stay within bounds:
+/// their live members stay, and the new versions of the others go to the pool, to be
+/// written above them. The layers that save the most bytes are kept first.
+fn supersede(ctx: &Ctx, prior: &Layout, sticky: &mut Sticky) {
+    let current: HashMap<&str, (usize, &str)> = ctx
+        .build
+        .components
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), (i, c.version.as_str())))
+        .collect();
+    let held = |l: usize| prior.layers[l].held_bytes();
+    let superseded_bytes =
+        |l: usize| -> u64 { prior.layers[l].superseded.iter().map(|c| c.size).sum() };
+    let image: u64 = ctx.build.components.iter().map(|c| c.size).sum();
+    let mut stale: u64 = sticky.clean.iter().map(|(l, _)| superseded_bytes(*l)).sum();
+    let mut candidates: Vec<(usize, Vec<usize>, u64)> = Vec::new();
+    for (&l, why) in &sticky.dirty {
+        let layer = &prior.layers[l];
+        if !matches!(why, Dirty::Changed(_)) || layer.digest.is_none() || layer.blob_size.is_none()
+        {
+            continue;
+        }
+        let live: Vec<usize> = layer
+            .components
+            .iter()
+            .filter_map(|c| {
+                let &(i, version) = current.get(c.name.as_str())?;
+                (c.version.as_deref() == Some(version)).then_some(i)
+            })
+            .collect();
+        let live_bytes: u64 = live.iter().map(|&i| ctx.component(i).size).sum();
+        let dead = held(l).saturating_sub(live_bytes);
+        let versioned = layer.components.iter().all(|c| c.version.is_some());
+        if !live.is_empty()
+            && versioned
+            && dead as f64 <= held(l) as f64 * MAX_SUPERSEDED_LAYER_SHARE
+        {
+            candidates.push((l, live, dead));
+        }
+    }
+    candidates.sort_by_key(|(l, live, _)| {
+        let saved: u64 = live.iter().map(|&i| ctx.component(i).size).sum();
+        (std::cmp::Reverse(saved), *l)
+    });
+    for (l, live, dead) in candidates {
+        if (stale + dead) as f64 > image as f64 * MAX_SUPERSEDED_IMAGE_SHARE {
+            continue;
+        }
+        stale += dead;
+        sticky.dirty.remove(&l);
+        sticky.pool.retain(|i| !live.contains(i));
+        sticky.clean.push((l, live));
+    }
+    sticky.clean.sort_by_key(|(l, _)| *l);
+}
+
 /// Opens the smallest clean layers until the layer cap leaves room for the pool.
 fn fit_cap(ctx: &Ctx, sticky: &mut Sticky) {
     while sticky.clean.len() + usize::from(!sticky.pool.is_empty()) > ctx.max_layers {
@@ -409,6 +503,9 @@ fn fit_cap(ctx: &Ctx, sticky: &mut Sticky) {
 
 fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
     let mut sticky = split_prior(ctx, prior);
+    if ctx.supersede && opts.repack != RepackPolicy::Always {
+        supersede(ctx, prior, &mut sticky);
+    }
     fit_cap(ctx, &mut sticky);
     let layers = sticky_layers(ctx, &sticky);
     let sticky_cost = layers_cost(ctx, &layers);
@@ -667,18 +764,118 @@ fn members_key(ctx: &Ctx, members: &[usize]) -> String {
     content_key(pairs)
 }
 
-/// Orders the layers most stable first and writes the decisions.
+/// One output layer before it is numbered.
+struct Assembled {
+    group: Group,
+    id: String,
+    members: Vec<usize>,
+    /// Superseded members it keeps, with the prior layer and blob it is kept from.
+    superseded: Vec<LayoutComponent>,
+    kept: Option<(usize, KeptBlob)>,
+}
+
+impl Assembled {
+    fn new(ctx: &Ctx, prior: Option<&Layout>, members: Vec<usize>, from: Option<usize>) -> Self {
+        let kept_layer = from.and_then(|l| Some((l, &prior?.layers[l])));
+        let superseded =
+            kept_layer.map_or_else(Vec::new, |(_, layer)| superseded_in(ctx, layer, &members));
+        let kept = kept_layer
+            .filter(|_| !superseded.is_empty())
+            .and_then(|(l, layer)| {
+                let blob = KeptBlob {
+                    digest: layer.digest.clone()?,
+                    size: layer.blob_size?,
+                };
+                Some((l, blob))
+            });
+        let id = match kept {
+            Some(_) => {
+                let live: Vec<LayoutComponent> =
+                    members.iter().map(|&i| layout_component(ctx, i)).collect();
+                history::layer_key(&live, &superseded).expect("every member has a version")
+            }
+            None => members_key(ctx, &members),
+        };
+        Assembled {
+            group: ctx.group(&members),
+            id,
+            members,
+            superseded,
+            kept,
+        }
+    }
+
+    fn planned(&self, ctx: &Ctx, index: usize, prior_keys: &HashSet<String>) -> PlannedLayer {
+        let stale: u64 = self.superseded.iter().map(|c| c.size).sum();
+        PlannedLayer {
+            index,
+            id: self.id.clone(),
+            size: self.group.size + stale,
+            change_probability: self.group.p_change(),
+            reused: prior_keys.contains(&self.id),
+            components: self
+                .members
+                .iter()
+                .map(|&i| layout_component(ctx, i))
+                .collect(),
+            superseded: self.superseded.clone(),
+            kept_blob: self.kept.as_ref().map(|(_, blob)| blob.clone()),
+        }
+    }
+}
+
+/// What `layer` holds that its live `members` no longer are: what it held superseded
+/// already, and its members that changed or went.
+fn superseded_in(ctx: &Ctx, layer: &LayoutLayer, members: &[usize]) -> Vec<LayoutComponent> {
+    let live: HashSet<(&str, &str)> = members
+        .iter()
+        .map(|&i| {
+            (
+                ctx.component(i).name.as_str(),
+                ctx.component(i).version.as_str(),
+            )
+        })
+        .collect();
+    let mut out = layer.superseded.clone();
+    out.extend(
+        layer
+            .components
+            .iter()
+            .filter(|c| !live.contains(&(c.name.as_str(), c.version.as_deref().unwrap_or(""))))
+            .cloned(),
+    );
+    out
+}
+
+fn layout_component(ctx: &Ctx, i: usize) -> LayoutComponent {
+    let c = ctx.component(i);
+    LayoutComponent {
+        name: c.name.clone(),
+        version: Some(c.version.clone()),
+        size: c.size,
+        source: c.source.clone(),
+    }
+}
+
+/// Orders the layers and writes the decisions. Kept layers with superseded members
+/// come first, in their prior order, so whatever supersedes them is above; the rest
+/// go most stable first.
 fn assemble(ctx: &Ctx, prior: Option<&Layout>, outcome: Outcome, opts: &PlanOptions) -> Plan {
-    let mut layers: Vec<(Group, String, Vec<usize>, Option<usize>)> = outcome
+    let mut layers: Vec<Assembled> = outcome
         .layers
         .into_iter()
         .filter(|(m, _)| !m.is_empty())
-        .map(|(m, l)| (ctx.group(&m), members_key(ctx, &m), m, l))
+        .map(|(m, l)| Assembled::new(ctx, prior, m, l))
         .collect();
-    layers.sort_by(|a, b| {
-        a.0.p_change()
-            .total_cmp(&b.0.p_change())
-            .then_with(|| a.1.cmp(&b.1))
+    layers.sort_by(|a, b| match (&a.kept, &b.kept) {
+        (Some((x, _)), Some((y, _))) => x.cmp(y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => a
+            .group
+            .p_change()
+            .total_cmp(&b.group.p_change())
+            .then_with(|| a.id.cmp(&b.id)),
     });
     let prior_keys: HashSet<String> = prior
         .map(|p| {
@@ -691,33 +888,22 @@ fn assemble(ctx: &Ctx, prior: Option<&Layout>, outcome: Outcome, opts: &PlanOpti
     let planned: Vec<PlannedLayer> = layers
         .iter()
         .enumerate()
-        .map(|(index, (group, id, members, _))| PlannedLayer {
-            index,
-            id: id.clone(),
-            size: group.size,
-            change_probability: group.p_change(),
-            reused: prior_keys.contains(id),
-            components: members
-                .iter()
-                .map(|&i| {
-                    let c = ctx.component(i);
-                    LayoutComponent {
-                        name: c.name.clone(),
-                        version: Some(c.version.clone()),
-                        size: c.size,
-                        source: c.source.clone(),
-                    }
-                })
-                .collect(),
-        })
+        .map(|(index, a)| a.planned(ctx, index, &prior_keys))
         .collect();
-    let member_layers: Vec<&[usize]> = layers.iter().map(|l| l.2.as_slice()).collect();
+    let member_layers: Vec<&[usize]> = layers.iter().map(|l| l.members.as_slice()).collect();
     let reused: Vec<bool> = planned.iter().map(|l| l.reused).collect();
+    let kept_in: HashMap<&str, usize> = planned
+        .iter()
+        .flat_map(|l| l.superseded.iter().map(move |c| (c.name.as_str(), l.index)))
+        .collect();
     let decisions = decide::decide(
         ctx,
         prior,
-        &member_layers,
-        &reused,
+        decide::Layers {
+            members: &member_layers,
+            reused: &reused,
+            superseded_in: &kept_in,
+        },
         &outcome.dirty,
         outcome.repack.performed,
     );
@@ -730,7 +916,7 @@ fn assemble(ctx: &Ctx, prior: Option<&Layout>, outcome: Outcome, opts: &PlanOpti
         repack: outcome.repack,
         prediction: Prediction {
             download: LayoutDiff::default(),
-            expected_next_update_bytes: layers.iter().map(|l| l.0.cost()).sum(),
+            expected_next_update_bytes: layers.iter().map(|l| l.group.cost()).sum(),
         },
     };
     let empty = Layout::default();

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, BufWriter, Read};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::FileExt;
 use std::path::{Component, Path, PathBuf};
@@ -125,6 +125,25 @@ pub fn flatten_tars(
     })
 }
 
+/// The entries one uncompressed layer tar holds, as [`flatten_tars`] would give them
+/// for an image of that layer alone (whiteouts in it hide nothing); file content is
+/// read through and dropped. `name` names the layer in messages.
+pub fn layer_entries(
+    tar: &mut dyn Read,
+    name: &Path,
+    opts: WalkOptions,
+) -> Result<Vec<Entry>, SourceError> {
+    let mut merge = Merge {
+        nodes: BTreeMap::new(),
+        spool: io::sink(),
+        spooled: 0,
+        inodes: 0,
+        opts,
+    };
+    merge.apply_layer(name, Box::new(tar))?;
+    Ok(finish(merge.nodes).0)
+}
+
 /// What every flattening guarantees, whatever its layers held: plain relative paths,
 /// sorted and unique; each entry's parent is a directory of the result; hard links
 /// point at an earlier regular file; each file's content reads back at its size. The
@@ -210,19 +229,21 @@ enum Item {
     },
 }
 
-struct Merge {
+/// Layers merged so far; file content goes to `S` (a spool file, or nowhere when
+/// only the entries are wanted).
+struct Merge<S> {
     /// Keyed by path bytes, so iteration is in sort order.
     nodes: BTreeMap<Vec<u8>, Node>,
-    spool: BufWriter<fs::File>,
+    spool: S,
     spooled: u64,
     inodes: u64,
     opts: WalkOptions,
 }
 
-impl Merge {
+impl<S: Write> Merge<S> {
     /// Applies one layer: its whiteouts first (they hide only lower layers), then its
     /// entries in order.
-    fn apply_layer(&mut self, blob: &Path, tar: Box<dyn Read>) -> Result<(), SourceError> {
+    fn apply_layer(&mut self, blob: &Path, tar: Box<dyn Read + '_>) -> Result<(), SourceError> {
         let items = self.read_layer(blob, tar)?;
         for item in &items {
             match item {
@@ -262,7 +283,11 @@ impl Merge {
     }
 
     /// Reads a layer's headers, spooling file content as it goes.
-    fn read_layer(&mut self, blob: &Path, tar: Box<dyn Read>) -> Result<Vec<Item>, SourceError> {
+    fn read_layer(
+        &mut self,
+        blob: &Path,
+        tar: Box<dyn Read + '_>,
+    ) -> Result<Vec<Item>, SourceError> {
         let io = |source| SourceError::Io {
             path: blob.to_path_buf(),
             source,

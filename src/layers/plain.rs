@@ -1,0 +1,75 @@
+//! The plain format: each planned layer written from the tree or kept from the prior
+//! as is, and a patch layer on top when a kept layer holds anything stale.
+
+use std::collections::HashMap;
+
+use ocidir::Layer;
+
+use super::kept::{self, BlobSource};
+use super::patch::{self, Stacked};
+use super::{LayerError, LayerJob};
+use crate::image;
+use crate::plan::PlannedLayer;
+use crate::source::rootfs::WalkOptions;
+
+/// A layer blob with its manifest annotations.
+pub type Annotated = (Layer, HashMap<String, String>);
+
+/// Writes `planned` (with `members`, their tree entries) in order, copying kept
+/// layers from `prior`, then the patch layer if one is needed.
+pub fn write(
+    job: &LayerJob,
+    planned: &[PlannedLayer],
+    members: &[Vec<usize>],
+    prior: Option<&BlobSource>,
+    walk: WalkOptions,
+    progress: impl Fn(usize, usize) + Sync,
+) -> Result<Vec<Annotated>, LayerError> {
+    let fresh: Vec<usize> = (0..planned.len())
+        .filter(|&i| planned[i].kept_blob.is_none())
+        .collect();
+    let to_write: Vec<Vec<usize>> = fresh.iter().map(|&i| members[i].clone()).collect();
+    let mut written = super::write_all(job, &to_write, progress)?.into_iter();
+    let mut layers = Vec::with_capacity(planned.len() + 1);
+    let mut kept_entries = HashMap::new();
+    for (i, layer) in planned.iter().enumerate() {
+        let blob = match &layer.kept_blob {
+            None => written.next().expect("one written blob per fresh layer"),
+            Some(k) => {
+                let from = prior.ok_or_else(|| LayerError::Kept {
+                    index: i,
+                    digest: k.digest.clone(),
+                    problem: "the plan keeps a prior layer, but no prior image was given".into(),
+                })?;
+                let copied = kept::copy(from, &k.digest, k.size, job.oci, i, walk)?;
+                kept_entries.insert(i, copied.entries);
+                copied.layer
+            }
+        };
+        let annotations = image::layer_annotations(&layer.components, &layer.superseded);
+        layers.push((blob, annotations));
+    }
+    if kept_entries.is_empty() {
+        return Ok(layers);
+    }
+    let stack: Vec<Stacked> = (0..planned.len())
+        .map(|i| match kept_entries.get(&i) {
+            Some(entries) => Stacked::Kept {
+                entries,
+                owned: &members[i],
+            },
+            None => Stacked::Written(&members[i]),
+        })
+        .collect();
+    let patch = patch::patch(job.entries, &stack, job.mtime_clamp);
+    if !patch.is_empty() {
+        let index = planned.len();
+        let blob = super::write_blob(job.oci, job.compression, index, |w| {
+            super::tar::write_patch(w, job, &patch.entries, &patch.whiteouts)
+                .map(|_| ())
+                .map_err(|e| e.at(index))
+        })?;
+        layers.push((blob, image::patch_annotations()));
+    }
+    Ok(layers)
+}

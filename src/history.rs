@@ -75,23 +75,13 @@ impl LayoutLayer {
 }
 
 /// The content key of a layer holding `live` and `superseded` members; `None` when
-/// some member has no recorded version.
+/// some member has no recorded version. A superseded member's files are in the blob
+/// all the same, so a layer kept for it keeps the key it was written with.
 pub fn layer_key(live: &[LayoutComponent], superseded: &[LayoutComponent]) -> Option<String> {
-    // A superseded member is named apart, so a kept layer never matches a rewritten
-    // layer of its live members alone.
-    let stale: Vec<String> = superseded
-        .iter()
-        .map(|c| format!("{}\0superseded", c.name))
-        .collect();
     let mut pairs: Vec<(&str, &str)> = live
         .iter()
+        .chain(superseded)
         .map(|c| Some((c.name.as_str(), c.version.as_deref()?)))
-        .chain(
-            superseded
-                .iter()
-                .zip(&stale)
-                .map(|(c, name)| Some((name.as_str(), c.version.as_deref()?))),
-        )
         .collect::<Option<_>>()?;
     pairs.sort_unstable();
     Some(content_key(pairs))

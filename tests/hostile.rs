@@ -249,3 +249,87 @@ fn an_interrupted_build_leaves_no_partial_output() {
     assert!(!staging.exists(), "the staging directory is removed");
     assert!(!out.exists(), "nothing at the output");
 }
+
+/// A prior's layer blobs are untrusted like the rest of it: a kept layer whose blob
+/// does not hash to the manifest's digest, or is a symlink out of the prior's
+/// directory, ends the build with an error naming the layer, and nothing is written.
+#[test]
+fn a_tampered_or_linked_prior_blob_is_never_kept() {
+    let (Some(added), Some(removed)) = (
+        common::cached_tree("sequence/2-added"),
+        common::cached_tree("sequence/3-removed"),
+    ) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let prior = tmp.path().join("prior");
+    let build = |tree: &Path, out: &Path, prior: Option<&Path>| {
+        let output = format!("oci:{}:v", out.display());
+        let prior = prior.map(|p| format!("oci:{}:v", p.display()));
+        let mut args = vec![
+            "build",
+            "--rootfs",
+            tree.to_str().unwrap(),
+            "--allow-special-files",
+            "-n",
+            "24",
+            "--output",
+            &output,
+        ];
+        if let Some(p) = &prior {
+            args.extend(["--prior", p.as_str()]);
+        }
+        common::strata(&args)
+    };
+    common::ok(build(&added, &prior, None));
+    let manifest = layer_blobs(&prior);
+    for (k, attack) in ["tampered", "linked"].iter().enumerate() {
+        let copy = tmp.path().join(format!("prior-{attack}"));
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&prior)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        for hex in &manifest {
+            let blob = copy.join("blobs/sha256").join(hex);
+            match k {
+                0 => {
+                    let mut bytes = fs::read(&blob).unwrap();
+                    let last = bytes.len() - 1;
+                    bytes[last] ^= 1;
+                    fs::write(&blob, bytes).unwrap();
+                }
+                _ => {
+                    let outside = tmp.path().join(format!("outside-{hex}"));
+                    fs::rename(&blob, &outside).unwrap();
+                    std::os::unix::fs::symlink(&outside, &blob).unwrap();
+                }
+            }
+        }
+        let out = tmp.path().join(format!("out-{attack}"));
+        let run = build(&removed, &out, Some(&copy));
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{attack}: the prior's blob was kept");
+        assert!(err.contains("keeping layer"), "{attack}: {err}");
+        assert!(!out.exists(), "{attack}: no output after a refusal");
+    }
+}
+
+/// The hex digests of the layer blobs of the OCI directory `dir` (tag `v`).
+fn layer_blobs(dir: &Path) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(dir.join("blobs/sha256").join(&digest[7..])).unwrap(),
+    )
+    .unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap()[7..].to_string())
+        .collect()
+}

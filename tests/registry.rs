@@ -83,3 +83,71 @@ fn push_then_build_on_a_registry_prior() {
     let diff: serde_json::Value = serde_json::from_slice(&diff.stdout).unwrap();
     assert!(!diff["reused"].as_array().unwrap().is_empty());
 }
+
+/// A layer kept from a registry prior is fetched through the image proxy, checked,
+/// and pushed again; the image pulled back unpacks to exactly the new tree.
+#[test]
+fn a_layer_kept_from_a_registry_prior_round_trips() {
+    let (Some(added), Some(removed)) = (
+        cached_tree("sequence/2-added"),
+        cached_tree("sequence/3-removed"),
+    ) else {
+        return;
+    };
+    if !real_parts(&["docker-registry", "skopeo", "umoci"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let registry = start_registry(tmp.path());
+    let image = |tag: &str| format!("docker://127.0.0.1:{}/strata/kept:{tag}", registry.port);
+    let build = |tree: &std::path::Path, tag: &str, prior: Option<String>| {
+        let report = tmp.path().join(format!("{tag}.json"));
+        let mut args = vec![
+            "build".to_string(),
+            "--rootfs".into(),
+            tree.display().to_string(),
+            "--allow-special-files".into(),
+            "-n".into(),
+            "24".into(),
+            "--tls-verify=false".into(),
+            "--output".into(),
+            image(tag),
+            "--report".into(),
+            report.display().to_string(),
+        ];
+        if let Some(p) = prior {
+            args.extend(["--prior".into(), p]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(strata(&args));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+        report
+    };
+    build(&added, "v1", None);
+    let second = build(&removed, "v2", Some(image("v1")));
+    let kept = second["plan"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kept_blob"].is_object())
+        .count();
+    assert!(
+        kept > 0,
+        "the purge keeps a layer: {}",
+        second["plan"]["repack"]
+    );
+    let pulled = tmp.path().join("pulled");
+    let out = std::process::Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false"])
+        .arg(image("v2"))
+        .arg(format!("oci:{}:v", pulled.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    common::unpack::assert_unpacks_to(&pulled, "v", &removed);
+}

@@ -844,6 +844,7 @@ fn superseded_in(ctx: &Ctx, layer: &LayoutLayer, members: &[usize]) -> Vec<Layou
             .filter(|c| !live.contains(&(c.name.as_str(), c.version.as_deref().unwrap_or(""))))
             .cloned(),
     );
+    out.sort_by(|a, b| (&a.name, &a.version).cmp(&(&b.name, &b.version)));
     out
 }
 

@@ -427,3 +427,134 @@ proptest! {
         }
     }
 }
+
+/// `plan` as a built image's manifest gives it back: every layer with a blob.
+fn built(p: &Plan) -> Layout {
+    let mut layout = p.layout();
+    for (l, layer) in layout.layers.iter_mut().enumerate() {
+        layer.digest = Some(format!("sha256:{:064x}", l + 1));
+        layer.blob_size = Some(layer.size / 2);
+    }
+    layout
+}
+
+fn superseding(n: usize) -> PlanOptions {
+    PlanOptions {
+        supersede: true,
+        ..opts(n)
+    }
+}
+
+/// A big layer that lost one member and saw another updated is kept byte for byte:
+/// the new version goes above it, and the plan says why.
+#[test]
+fn a_changed_layer_is_kept_and_superseded_from_above() {
+    let first = build(vec![
+        comp("big", "1", 8_000_000, None),
+        comp("tool", "1", 100_000, None),
+        comp("lib", "1", 200_000, None),
+    ]);
+    let p1 = plan(&first, &[], &superseding(3)).unwrap();
+    assert_eq!(
+        p1.layers.len(),
+        2,
+        "one slot stays free for the patch layer"
+    );
+    let holding = |p: &Plan, name: &str| {
+        p.layers
+            .iter()
+            .position(|l| l.components.iter().any(|c| c.name == name))
+    };
+    // Everything in one layer, as a small cap would make it.
+    let one = first.components.iter().map(|c| LayoutComponent {
+        name: c.name.clone(),
+        version: Some(c.version.clone()),
+        size: c.size,
+        source: None,
+    });
+    let prior = Layout {
+        layers: vec![LayoutLayer {
+            components: one.collect(),
+            size: 8_300_000,
+            blob_size: Some(4_000_000),
+            digest: Some(format!("sha256:{:064x}", 7)),
+            commit_layer: false,
+            superseded: Vec::new(),
+            patch_layer: false,
+        }],
+        ..Layout::default()
+    };
+    let second = build(vec![
+        comp("big", "1", 8_000_000, None),
+        comp("lib", "2", 210_000, None),
+    ]);
+    let p2 = plan(&second, std::slice::from_ref(&prior), &superseding(3)).unwrap();
+    let kept = &p2.layers[0];
+    assert_eq!(
+        kept.kept_blob.as_ref().unwrap().digest,
+        prior.layers[0].digest.clone().unwrap()
+    );
+    assert!(kept.reused, "the kept layer is the prior's blob");
+    let stale: Vec<&str> = kept.superseded.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(stale, ["lib", "tool"]);
+    assert!(holding(&p2, "lib").unwrap() > 0, "the new version is above");
+    assert_eq!(p2.prediction.download.reused_layers, 1);
+    let lib = p2.decisions.iter().find(|d| d.component == "lib").unwrap();
+    assert!(lib.reason.contains("kept layer 0"), "{}", lib.reason);
+    let tool = p2.decisions.iter().find(|d| d.component == "tool").unwrap();
+    assert_eq!(tool.action, Action::Removed);
+    assert!(tool.reason.contains("kept layer 0"), "{}", tool.reason);
+
+    // Without superseding, the layer is rewritten.
+    let plain = plan(&second, &[prior], &opts(3)).unwrap();
+    assert!(plain
+        .layers
+        .iter()
+        .all(|l| l.superseded.is_empty() && !l.reused));
+}
+
+/// A layer most of whose bytes changed is rewritten, not kept.
+#[test]
+fn a_mostly_changed_layer_is_rewritten() {
+    let first = build(vec![
+        comp("a", "1", 1_000, None),
+        comp("b", "1", 9_000, None),
+    ]);
+    let prior = built(&plan(&first, &[], &superseding(2)).unwrap());
+    let second = build(vec![
+        comp("a", "1", 1_000, None),
+        comp("b", "2", 9_000, None),
+    ]);
+    let p = plan(&second, &[prior], &superseding(3)).unwrap();
+    assert!(p.layers.iter().all(|l| l.superseded.is_empty()));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Over a stream, superseding keeps every component live exactly once, puts kept
+    /// layers below whatever supersedes them, and keeps stale bytes within a fifth of
+    /// the image.
+    #[test]
+    fn superseding_stays_sound_over_a_stream(n in 20usize..80, cap in 4usize..12, builds in 3usize..8) {
+        let stream = stream(n, builds);
+        let o = superseding(cap);
+        let mut layouts: Vec<Layout> = Vec::new();
+        for b in &stream {
+            let priors: Vec<Layout> = layouts.iter().rev().cloned().collect();
+            let p = plan(b, &priors, &o).unwrap();
+            assert_covers_once(b, &p);
+            prop_assert!(p.layers.len() < cap);
+            let stale: u64 = p.layers.iter().flat_map(|l| &l.superseded).map(|c| c.size).sum();
+            let image: u64 = b.components.iter().map(|c| c.size).sum();
+            prop_assert!(stale as f64 <= image as f64 * 0.2 + 1.0);
+            for (k, layer) in p.layers.iter().enumerate() {
+                for old in &layer.superseded {
+                    let live = p.layers.iter().position(|l| l.components.iter().any(|c| c.name == old.name));
+                    prop_assert!(live.is_none_or(|at| at > k), "{} superseded in {k} but live below", old.name);
+                }
+            }
+            layouts.push(built(&p));
+        }
+    }
+}

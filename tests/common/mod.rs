@@ -138,3 +138,4 @@ pub fn edge_tree(root: &std::path::Path, version: &str) {
 pub mod ostree_client;
 pub mod registry;
 pub mod tekton;
+pub mod unpack;

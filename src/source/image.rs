@@ -105,6 +105,7 @@ pub fn flatten_tars(
         spooled: 0,
         inodes: 0,
         opts,
+        links_below: false,
     };
     for layer in layers {
         let (name, tar) = layer?;
@@ -139,6 +140,7 @@ pub fn layer_entries(
         spooled: 0,
         inodes: 0,
         opts,
+        links_below: true,
     };
     merge.apply_layer(name, Box::new(tar))?;
     Ok(finish(merge.nodes).0)
@@ -235,6 +237,9 @@ struct Merge<S> {
     /// Keyed by path bytes, so iteration is in sort order.
     nodes: BTreeMap<Vec<u8>, Node>,
     spool: S,
+    /// A hard link may name a file of a lower layer that this merge never saw (one
+    /// layer of an image read alone); it is kept as a link to that path.
+    links_below: bool,
     spooled: u64,
     inodes: u64,
     opts: WalkOptions,
@@ -261,6 +266,22 @@ impl<S: Write> Merge<S> {
         for item in items {
             match item {
                 Item::Add { path, node } => self.add(blob, path, node)?,
+                Item::Link { path, target }
+                    if self.links_below && !self.nodes.contains_key(&target) =>
+                {
+                    self.inodes += 1;
+                    let node = Node {
+                        kind: EntryKind::Hardlink(PathBuf::from(OsStr::from_bytes(&target))),
+                        mode: 0,
+                        uid: 0,
+                        gid: 0,
+                        mtime: 0,
+                        xattrs: Vec::new(),
+                        data: None,
+                        inode: self.inodes,
+                    };
+                    self.add(blob, path, node)?;
+                }
                 Item::Link { path, target } => {
                     let Some(node) = self.nodes.get(&target).filter(|n| n.kind != EntryKind::Dir)
                     else {
@@ -795,6 +816,43 @@ mod tests {
         let a: Vec<&[u8]> = ancestors(b"a/b/c").collect();
         assert_eq!(a, [&b"a"[..], b"a/b", b"a/b/c"]);
         assert_eq!(ancestors(b"").count(), 0);
+    }
+
+    /// One layer read alone may link to a file of a lower layer; a whole image may not.
+    #[test]
+    fn a_layer_read_alone_keeps_links_to_files_below_it() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Link);
+        h.set_size(0);
+        b.append_link(&mut h, "usr/bin/perl5", "usr/bin/perl")
+            .unwrap();
+        let bytes = b.into_inner().unwrap();
+        let entries = layer_entries(
+            &mut bytes.as_slice(),
+            Path::new("layer"),
+            WalkOptions::default(),
+        )
+        .unwrap();
+        let link = entries
+            .iter()
+            .find(|e| e.path == Path::new("usr/bin/perl5"))
+            .unwrap();
+        assert_eq!(
+            link.kind,
+            EntryKind::Hardlink(PathBuf::from("usr/bin/perl"))
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let whole = flatten_tars(
+            [Ok((
+                PathBuf::from("layer"),
+                Box::new(io::Cursor::new(bytes)) as Box<dyn Read>,
+            ))],
+            Path::new("image"),
+            tmp.path(),
+            WalkOptions::default(),
+        );
+        assert!(whole.is_err(), "a whole image must hold its link targets");
     }
 
     #[test]

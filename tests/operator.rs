@@ -33,6 +33,7 @@ async fn the_operator_runs_jobs_end_to_end() {
     );
     tekton_job_task(&env).await;
     restart_safety(&env).await;
+    squatted_pod(&env).await;
     let standby_log = env.scratch().join("standby.log");
     let mut standby = env.start_standby(common::registry::free_port(), &standby_log);
     load(&env).await;
@@ -372,6 +373,43 @@ async fn restart_safety(env: &Env) {
     expect(&done, "Succeeded", "True", None);
     assert_eq!(env.pods("e2e", &job).await.len(), 1, "no duplicate pods");
     assert_eq!(done.status.unwrap().attempts, 1);
+}
+
+/// A pod that anyone with `edit` made with a job's labels and its pod's name, before
+/// the controller got to it, is never adopted: the controller replaces it, and the
+/// job's status names the UID of the pod it created itself.
+async fn squatted_pod(env: &Env) {
+    env.kill_controller();
+    let job = env.create("e2e", "squat", "squat", "v1", json!({})).await;
+    let pods: Api<Pod> = Api::namespaced(env.admin.clone(), "e2e");
+    let squatter: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "squat-a1", "labels": {
+            "app.kubernetes.io/managed-by": "strata",
+            "strata.dev/job-uid": job.uid().unwrap(),
+            "strata.dev/attempt": "1",
+        }},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "build", "image": "forged", "command": ["sleep", "30"],
+        }]},
+    }))
+    .unwrap();
+    let squatter = pods
+        .create(&kube::api::PostParams::default(), &squatter)
+        .await
+        .unwrap();
+    env.start_controller();
+    let done = env.finished("e2e", "squat", Duration::from_secs(180)).await;
+    expect(&done, "Succeeded", "True", None);
+    let status = done.status.unwrap();
+    assert_ne!(status.pod_uid, squatter.uid(), "the squatter was adopted");
+    let final_pod = pods.get("squat-a1").await.unwrap();
+    assert_eq!(
+        status.pod_uid,
+        final_pod.uid(),
+        "status names the controller's pod"
+    );
+    assert_eq!(status.attempts, 1);
 }
 
 /// 50 jobs across 5 streams: all finish, each stream one at a time in creation order.

@@ -242,14 +242,20 @@ async fn reconcile_one(
         now: jiff::Timestamp::now(),
         settings: &ctx.settings,
     });
-    for action in &outcome.actions {
-        act(&pods_api, action, &ctx).await?;
-    }
+    // Status first: an attempt is recorded (and its deadline runs) before its pod
+    // exists, and the pod counts only once its UID is recorded after the create.
     let old = job.status.clone().unwrap_or_default();
     if old != outcome.status {
         write_status(&ctx.client, &job, &outcome.status).await?;
         publish_transitions(&ctx, &job, &old, &outcome.status).await;
         record_metrics(&ctx, &old, &outcome);
+    }
+    for action in &outcome.actions {
+        if let Some(uid) = act(&pods_api, action, &ctx).await? {
+            let mut status = outcome.status.clone();
+            status.pod_uid = Some(uid);
+            write_status(&ctx.client, &job, &status).await?;
+        }
     }
     metrics.reconcile_duration.observe(started.elapsed());
     Ok(match outcome.requeue {
@@ -314,24 +320,29 @@ fn report_bytes(
     Ok((bytes.0.clone(), digest))
 }
 
-/// Carries out one action. Creating a pod that exists, or deleting one that is gone,
-/// means an earlier reconcile (perhaps before a restart) already did it.
-async fn act(pods: &Api<Pod>, action: &Action, ctx: &Context) -> Result<(), ReconcileError> {
+/// Carries out one action; the UID of a pod it created. A pod that already exists is
+/// not adopted (the next reconcile replaces it), and deleting one that is gone means
+/// an earlier reconcile did it.
+async fn act(
+    pods: &Api<Pod>,
+    action: &Action,
+    ctx: &Context,
+) -> Result<Option<String>, ReconcileError> {
     match action {
         Action::Create(pod) => match pods.create(&PostParams::default(), pod).await {
-            Ok(_) => {
+            Ok(created) => {
                 ctx.health
                     .metrics
                     .pods_created
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok(())
+                Ok(created.metadata.uid)
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
             Err(e) => Err(kube_err(format!("creating pod {}", pod.name_any()))(e)),
         },
         Action::Delete(name) => match pods.delete(name, &DeleteParams::background()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Ok(_) => Ok(None),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(None),
             Err(e) => Err(kube_err(format!("deleting pod {name}"))(e)),
         },
     }

@@ -220,6 +220,10 @@ pub struct EncapsulationJobStatus {
     pub attempts: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pod_names: Vec<String>,
+    /// The UID of the current attempt's pod, as the controller created it. Only that
+    /// pod counts: a pod someone else made with the job's labels is never adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "podUID")]
+    pub pod_uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -25,6 +25,8 @@ use super::Settings;
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// A waiting or running job is looked at again this often even without events.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How soon to look again after deleting an unconfirmed pod.
+const UNCONFIRMED_RECHECK: Duration = Duration::from_secs(2);
 
 /// What the controller saw, gathered before deciding.
 pub struct Observed<'a> {
@@ -66,18 +68,36 @@ pub struct Outcome {
     pub reported: Vec<jiff::Timestamp>,
 }
 
-/// The attempt in progress: the newest the status or the pods know of.
-pub fn current_attempt(job: &EncapsulationJob, pods: &[Pod]) -> u32 {
-    let recorded = job.status.as_ref().map_or(0, |s| s.attempts);
-    pods.iter()
-        .filter_map(attempt_of)
-        .chain([recorded])
-        .max()
-        .unwrap_or(0)
+/// The attempt in progress, as status records it: status is written before an
+/// attempt's pod is created, and pod labels are anyone's to set.
+pub fn current_attempt(job: &EncapsulationJob) -> u32 {
+    job.status.as_ref().map_or(0, |s| s.attempts)
 }
 
 fn attempt_of(pod: &Pod) -> Option<u32> {
     pod.labels().get(report::ATTEMPT_LABEL)?.parse().ok()
+}
+
+/// The current attempt's pod, as far as the controller can trust it.
+enum PodOf<'a> {
+    /// The pod the controller created: its UID is the one status recorded.
+    Ours(&'a Pod),
+    /// No creation was confirmed for the attempt (a restart between the create and
+    /// the status write, or a create still to come); these pods carry its labels.
+    Unconfirmed(Vec<&'a Pod>),
+    /// The confirmed pod is gone.
+    Gone,
+}
+
+fn pod_of<'a>(job: &EncapsulationJob, pods: &'a [Pod], attempt: u32) -> PodOf<'a> {
+    let labelled = || pods.iter().filter(move |p| attempt_of(p) == Some(attempt));
+    match job.status.as_ref().and_then(|s| s.pod_uid.as_deref()) {
+        None => PodOf::Unconfirmed(labelled().collect()),
+        Some(uid) => pods
+            .iter()
+            .find(|p| p.metadata.uid.as_deref() == Some(uid))
+            .map_or(PodOf::Gone, PodOf::Ours),
+    }
 }
 
 /// The termination messages of the current attempt's finished, successful steps:
@@ -86,8 +106,8 @@ pub fn reports_to_fetch(
     job: &EncapsulationJob,
     pods: &[Pod],
 ) -> Vec<(Step, Result<Termination, ReportError>)> {
-    let attempt = current_attempt(job, pods);
-    let Some(pod) = pods.iter().find(|p| attempt_of(p) == Some(attempt)) else {
+    let attempt = current_attempt(job);
+    let PodOf::Ours(pod) = pod_of(job, pods, attempt) else {
         return Vec::new();
     };
     let uid = job.uid().unwrap_or_default();
@@ -175,7 +195,7 @@ impl Decider<'_> {
             }
             self.requeue(left);
         }
-        let attempt = current_attempt(self.o.job, self.o.pods);
+        let attempt = current_attempt(self.o.job);
         if attempt == 0 {
             match self.blocker() {
                 Some(name) => {
@@ -266,6 +286,7 @@ impl Decider<'_> {
         self.out.actions.push(Action::Create(Box::new(pod)));
         let status = &mut self.out.status;
         status.attempts = attempt;
+        status.pod_uid = None;
         status.start_time.get_or_insert_with(|| self.now.clone());
         if !status.pod_names.contains(&name) {
             status.pod_names.push(name);
@@ -282,16 +303,19 @@ impl Decider<'_> {
     }
 
     fn progress(&mut self, attempt: u32) {
-        let pods = self.o.pods;
-        let Some(pod) = pods.iter().find(|p| attempt_of(p) == Some(attempt)) else {
-            let name = report::pod_name(&self.o.job.name_any(), attempt);
-            return self.attempt_failed(
-                attempt,
-                "PodDeleted",
-                format!("pod {name} was deleted before it finished"),
-                Some(name),
-                None,
-            );
+        let pod = match pod_of(self.o.job, self.o.pods, attempt) {
+            PodOf::Ours(pod) => pod,
+            PodOf::Unconfirmed(strays) => return self.replace_unconfirmed(attempt, &strays),
+            PodOf::Gone => {
+                let name = report::pod_name(&self.o.job.name_any(), attempt);
+                return self.attempt_failed(
+                    attempt,
+                    "PodDeleted",
+                    format!("pod {name} was deleted before it finished"),
+                    Some(name),
+                    None,
+                );
+            }
         };
         let name = pod.name_any();
         if pod.metadata.deletion_timestamp.is_some() && !terminal(pod) {
@@ -318,6 +342,30 @@ impl Decider<'_> {
                 .map_or_else(String::new, |o| format!("{} {}", o.image, o.digest));
             self.finish(Truth::True, "Succeeded", message);
         }
+    }
+
+    /// Creates the attempt's pod once no unconfirmed pod holds its labels. A pod whose
+    /// creation status never recorded is never adopted: it may be the controller's
+    /// own from before a restart, or a forgery, and only a pod the controller saw
+    /// created may report.
+    fn replace_unconfirmed(&mut self, attempt: u32, strays: &[&Pod]) {
+        if strays.is_empty() {
+            return self.start(attempt);
+        }
+        let names: Vec<String> = strays.iter().map(|p| p.name_any()).collect();
+        self.out
+            .actions
+            .extend(names.iter().cloned().map(Action::Delete));
+        let total = self.max_attempts();
+        self.running(
+            "Running",
+            format!(
+                "attempt {attempt} of {total}: replacing pod {} (its creation was never \
+                 confirmed)",
+                names.join(", ")
+            ),
+        );
+        self.requeue(UNCONFIRMED_RECHECK);
     }
 
     /// Folds a step's outcome in; true once the step has ended well.

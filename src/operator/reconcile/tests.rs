@@ -78,6 +78,7 @@ fn pod(job: &EncapsulationJob, attempt: u32, phase: &str, plan_exit: Option<i32>
             settings: &settings(),
         },
     );
+    p.metadata.uid = Some(format!("uid-{}", p.name_any()));
     let state = match plan_exit {
         Some(code) => {
             json!({"terminated": {"exitCode": code, "message": "{\"jobUid\":\"x\",\"attempt\":1,\"step\":\"plan\",\"error\":\"no such tree\"}"}})
@@ -93,6 +94,15 @@ fn pod(job: &EncapsulationJob, attempt: u32, phase: &str, plan_exit: Option<i32>
         .unwrap(),
     );
     p
+}
+
+/// Status after the controller created attempt `n`'s pod and recorded its UID.
+fn confirmed(attempts: u32) -> EncapsulationJobStatus {
+    EncapsulationJobStatus {
+        attempts,
+        pod_uid: Some(format!("uid-a-a{attempts}")),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -187,10 +197,7 @@ fn an_invalid_spec_fails_without_a_pod() {
 #[test]
 fn a_failed_attempt_backs_off_then_retries_then_gives_up() {
     let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
-    j.status = Some(EncapsulationJobStatus {
-        attempts: 1,
-        ..Default::default()
-    });
+    j.status = Some(confirmed(1));
     let p1 = pod(&j, 1, "Failed", Some(2));
     let o = decide_at(&j, std::slice::from_ref(&p1), &[], "2026-01-01T00:01:00Z");
     assert_eq!(reason(&o), "BackOff");
@@ -212,8 +219,15 @@ fn a_failed_attempt_backs_off_then_retries_then_gives_up() {
     );
     let o = decide_at(&j, std::slice::from_ref(&p1), &[], "2026-01-01T00:01:11Z");
     assert_eq!(created(&o)[0].name_any(), "a-a2");
+    assert_eq!(
+        o.status.pod_uid, None,
+        "a new attempt's pod is not confirmed yet"
+    );
 
-    j.status = Some(o.status);
+    j.status = Some(EncapsulationJobStatus {
+        pod_uid: Some("uid-a-a2".into()),
+        ..o.status
+    });
     let p2 = pod(&j, 2, "Failed", Some(1));
     let o = decide_at(&j, &[p1, p2], &[], "2026-01-01T00:02:00Z");
     assert_eq!(reason(&o), "Failed");
@@ -223,21 +237,59 @@ fn a_failed_attempt_backs_off_then_retries_then_gives_up() {
 #[test]
 fn a_deleted_pod_counts_as_a_failed_attempt() {
     let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
-    j.status = Some(EncapsulationJobStatus {
-        attempts: 1,
-        ..Default::default()
-    });
+    j.status = Some(confirmed(1));
     let o = decide_at(&j, &[], &[], "2026-01-01T00:01:00Z");
     assert_eq!(o.status.failure.as_ref().unwrap().reason, "PodDeleted");
     assert_eq!(reason(&o), "BackOff");
 }
 
+/// The controller recorded the attempt and died before its pod existed: the pod is
+/// created on the next look, as the same attempt.
 #[test]
-fn an_existing_pod_is_never_created_twice_after_a_restart() {
-    // The controller died after creating the pod and before writing status.
-    let j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
-    let p1 = pod(&j, 1, "Running", None);
-    let o = decide_at(&j, &[p1], std::slice::from_ref(&j), "2026-01-01T00:00:02Z");
+fn an_attempt_without_a_pod_creates_it() {
+    let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
+    j.status = Some(EncapsulationJobStatus {
+        attempts: 1,
+        ..Default::default()
+    });
+    let o = decide_at(&j, &[], &[], "2026-01-01T00:00:02Z");
+    assert_eq!(created(&o)[0].name_any(), "a-a1");
+    assert_eq!(o.status.attempts, 1);
+}
+
+/// A pod with the attempt's labels whose creation status never recorded (the
+/// controller's own before a restart, or one made by anyone with `edit`) is replaced,
+/// never adopted, and its termination message is never read as a report.
+#[test]
+fn an_unconfirmed_pod_is_replaced_and_never_reports() {
+    let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
+    j.status = Some(EncapsulationJobStatus {
+        attempts: 1,
+        ..Default::default()
+    });
+    let forged = pod(&j, 1, "Succeeded", Some(0));
+    assert!(reports_to_fetch(&j, std::slice::from_ref(&forged)).is_empty());
+    let o = decide_at(
+        &j,
+        std::slice::from_ref(&forged),
+        &[],
+        "2026-01-01T00:00:02Z",
+    );
+    assert!(
+        matches!(&o.actions[..], [Action::Delete(n)] if n == "a-a1"),
+        "{:?}",
+        o.actions
+    );
+    assert_eq!(reason(&o), "Running");
+
+    // With a confirmed pod, a second pod squatting its labels changes nothing.
+    j.status = Some(confirmed(1));
+    let mut squatter = pod(&j, 1, "Succeeded", Some(0));
+    squatter.metadata.name = Some("a-a1-forged".into());
+    squatter.metadata.uid = Some("uid-forged".into());
+    let ours = pod(&j, 1, "Running", None);
+    assert!(reports_to_fetch(&j, &[squatter.clone(), ours.clone()]).is_empty());
+    let o = decide_at(&j, &[squatter, ours], &[], "2026-01-01T00:00:02Z");
     assert!(o.actions.is_empty(), "{:?}", o.actions);
     assert_eq!(reason(&o), "Running");
 }
@@ -268,9 +320,8 @@ fn the_deadline_ends_a_running_job() {
         json!({"timeoutSeconds": 60}),
     );
     j.status = Some(EncapsulationJobStatus {
-        attempts: 1,
         start_time: Some("2026-01-01T00:00:00Z".into()),
-        ..Default::default()
+        ..confirmed(1)
     });
     let running = [pod(&j, 1, "Running", None)];
     let o = decide_at(&j, &running, &[], "2026-01-01T00:00:30Z");

@@ -292,6 +292,10 @@ pub struct ControllerArgs {
     /// Seconds to wait after a first failed attempt; doubles with each failure.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub backoff_base: f64,
+    /// Seconds a worker pod may stay Pending (unschedulable, an image that cannot be
+    /// pulled, a missing secret key) before its attempt fails as `PodPending`.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub pending_timeout: u64,
     /// A registry (host[:port]) to reach over plain HTTP. Repeatable.
     #[arg(long, value_name = "HOST")]
     pub insecure_registry: Vec<String>,

@@ -56,6 +56,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             worker_command: vec![args.worker_command],
             service_account: args.worker_service_account,
             backoff_base: Duration::from_secs_f64(args.backoff_base),
+            pending_timeout: Duration::from_secs(args.pending_timeout),
             insecure_registries: args.insecure_registry,
             default_max_layers: args.default_max_layers,
             default_retries: args.default_retries,

@@ -46,6 +46,20 @@ pub enum ReconcileError {
     },
 }
 
+impl ReconcileError {
+    /// The API server refused the request for what it is (invalid, forbidden, a
+    /// missing reference), not for a passing reason: retrying it cannot succeed.
+    fn is_permanent(&self) -> bool {
+        match self {
+            ReconcileError::Kube {
+                source: kube::Error::Api(e),
+                ..
+            } => matches!(e.code, 400 | 403 | 404 | 422),
+            ReconcileError::Kube { .. } => false,
+        }
+    }
+}
+
 fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
     let what = what.into();
     move |source| ReconcileError::Kube { what, source }
@@ -234,14 +248,15 @@ async fn reconcile_one(
         .map(|j| (**j).clone())
         .collect();
     let reports = fetch_reports(&ctx.client, &job, &pods).await?;
-    let outcome = reconcile::decide(&Observed {
+    let observed = Observed {
         job: &job,
         pods: &pods,
         stream: &stream,
         reports: &reports,
         now: jiff::Timestamp::now(),
         settings: &ctx.settings,
-    });
+    };
+    let outcome = reconcile::decide(&observed);
     // Status first: an attempt is recorded (and its deadline runs) before its pod
     // exists, and the pod counts only once its UID is recorded after the create.
     let old = job.status.clone().unwrap_or_default();
@@ -250,18 +265,53 @@ async fn reconcile_one(
         publish_transitions(&ctx, &job, &old, &outcome.status).await;
         record_metrics(&ctx, &old, &outcome);
     }
-    for action in &outcome.actions {
-        if let Some(uid) = act(&pods_api, action, &ctx).await? {
-            let mut status = outcome.status.clone();
-            status.pod_uid = Some(uid);
-            write_status(&ctx.client, &job, &status).await?;
-        }
+    if let Some(refused) = carry_out(&ctx, &pods_api, &job, &outcome).await? {
+        // What the job asked for cannot be created: retrying the same pod would never
+        // end, so the attempt fails.
+        let mut written = job.clone();
+        written.status = Some(outcome.status.clone());
+        let failed = reconcile::create_failed(
+            &Observed {
+                job: &written,
+                ..observed
+            },
+            refused,
+        );
+        write_status(&ctx.client, &job, &failed.status).await?;
+        publish_transitions(&ctx, &job, &outcome.status, &failed.status).await;
+        record_metrics(&ctx, &outcome.status, &failed);
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
     }
     metrics.reconcile_duration.observe(started.elapsed());
     Ok(match outcome.requeue {
         Some(after) => Requeue::requeue(after),
         None => Requeue::await_change(),
     })
+}
+
+/// Carries out the actions, recording each created pod's UID in status. Returns why
+/// the API server refused a pod for good, if it did.
+async fn carry_out(
+    ctx: &Context,
+    pods: &Api<Pod>,
+    job: &EncapsulationJob,
+    outcome: &reconcile::Outcome,
+) -> Result<Option<String>, ReconcileError> {
+    for action in &outcome.actions {
+        match act(pods, action, ctx).await {
+            Ok(Some(uid)) => {
+                let mut status = outcome.status.clone();
+                status.pod_uid = Some(uid);
+                write_status(&ctx.client, job, &status).await?;
+            }
+            Ok(None) => {}
+            Err(refused) if refused.is_permanent() => {
+                return Ok(Some(crate::error_chain(&refused)))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
 }
 
 /// Reads the reports the current attempt's pod vouched for.

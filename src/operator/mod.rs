@@ -38,6 +38,8 @@ pub struct Settings {
     pub service_account: String,
     /// The wait after a first failed attempt; it doubles with each further failure.
     pub backoff_base: Duration,
+    /// How long a worker pod may stay Pending before its attempt fails.
+    pub pending_timeout: Duration,
     /// Registries (`host[:port]`) reached over plain HTTP or unverified TLS.
     pub insecure_registries: Vec<String>,
     /// `spec.planner.maxLayers` when a job leaves it out.

@@ -148,17 +148,7 @@ fn terminated(pod: &Pod, step: Step) -> Option<(i32, Option<String>, Option<jiff
 
 /// Decides what to do next for the observed job.
 pub fn decide(o: &Observed) -> Outcome {
-    let mut d = Decider {
-        o,
-        now: o.now.to_string(),
-        generation: o.job.metadata.generation,
-        out: Outcome {
-            status: o.job.status.clone().unwrap_or_default(),
-            actions: Vec::new(),
-            requeue: None,
-            reported: Vec::new(),
-        },
-    };
+    let mut d = Decider::new(o);
     d.out.status.observed_generation = d.generation;
     if !finished(&d.out.status) {
         d.step();
@@ -173,7 +163,21 @@ struct Decider<'a> {
     out: Outcome,
 }
 
-impl Decider<'_> {
+impl<'a> Decider<'a> {
+    fn new(o: &'a Observed<'a>) -> Self {
+        Decider {
+            o,
+            now: o.now.to_string(),
+            generation: o.job.metadata.generation,
+            out: Outcome {
+                status: o.job.status.clone().unwrap_or_default(),
+                actions: Vec::new(),
+                requeue: None,
+                reported: Vec::new(),
+            },
+        }
+    }
+
     fn step(&mut self) {
         let spec = &self.o.job.spec;
         if let Err(invalid) = validate(spec, &self.o.settings.policy) {
@@ -384,6 +388,8 @@ impl Decider<'_> {
                     "PodFailed"
                 };
                 self.attempt_failed(attempt, reason, why, Some(name), Some(step));
+            } else if let Some(why) = self.stuck_pending(pod) {
+                self.attempt_failed(attempt, "PodPending", why, Some(name), None);
             } else {
                 let doing = match step {
                     Step::Plan => "planning",
@@ -415,6 +421,32 @@ impl Decider<'_> {
                 false
             }
         }
+    }
+
+    /// Why the pod is still Pending past the pending timeout, or `None`.
+    fn stuck_pending(&mut self, pod: &Pod) -> Option<String> {
+        let status = pod.status.as_ref();
+        let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+        if phase != "Pending" {
+            return None;
+        }
+        let created = pod.metadata.creation_timestamp.as_ref()?.0;
+        let timeout = self.o.settings.pending_timeout;
+        let pending: Duration = self
+            .o
+            .now
+            .duration_since(created)
+            .try_into()
+            .unwrap_or_default();
+        if pending < timeout {
+            self.requeue(timeout - pending);
+            return None;
+        }
+        Some(format!(
+            "the pod stayed Pending for over {}s: {}",
+            timeout.as_secs(),
+            pending_reasons(pod)
+        ))
     }
 
     /// Folds a verified report into status; true when its condition just turned True.
@@ -556,6 +588,53 @@ impl Decider<'_> {
         let after = after.min(RESYNC);
         self.out.requeue = Some(self.out.requeue.map_or(after, |r| r.min(after)));
     }
+}
+
+/// What keeps a pod Pending, as the scheduler and the kubelet put it.
+fn pending_reasons(pod: &Pod) -> String {
+    let Some(status) = pod.status.as_ref() else {
+        return "no node has taken it".into();
+    };
+    let unscheduled = status
+        .conditions
+        .iter()
+        .flatten()
+        .filter(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| {
+            let reason = c.reason.as_deref().unwrap_or("Unschedulable");
+            format!("{reason}: {}", c.message.as_deref().unwrap_or(""))
+        });
+    let waiting = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten())
+        .filter_map(|c| {
+            let w = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = w.reason.as_deref().unwrap_or("Waiting");
+            Some(format!(
+                "{} {reason}: {}",
+                c.name,
+                w.message.as_deref().unwrap_or("")
+            ))
+        });
+    let all: Vec<String> = unscheduled.chain(waiting).collect();
+    match all.is_empty() {
+        true => "no node has started it".into(),
+        false => all.join("; "),
+    }
+}
+
+/// The decision after the API server refused to create the current attempt's pod
+/// (`message` says why): the attempt failed as `PodCreateFailed`, and it is retried
+/// or the job fails, as for any failed attempt.
+pub fn create_failed(o: &Observed, message: String) -> Outcome {
+    let mut d = Decider::new(o);
+    let attempt = current_attempt(o.job);
+    d.attempt_failed(attempt, "PodCreateFailed", message, None, None);
+    // The retry's pod is created by the next reconcile, after the status is written.
+    d.out.actions.clear();
+    d.out
 }
 
 /// The wait before attempt `n + 1`: base × 2^(n−1), capped.

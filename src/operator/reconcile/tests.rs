@@ -8,6 +8,7 @@ fn settings() -> Settings {
         worker_command: vec!["strata".into()],
         service_account: "strata-worker".into(),
         backoff_base: Duration::from_secs(10),
+        pending_timeout: Duration::from_secs(600),
         insecure_registries: vec!["127.0.0.1:5000".into()],
         default_max_layers: 64,
         default_retries: 2,
@@ -379,4 +380,64 @@ fn rendered_worker_arguments_parse_back_to_the_spec() {
             assert_eq!(out.to_string(), "docker://127.0.0.1:5000/os:a");
         }
     }
+}
+
+/// A pod that cannot start (its image cannot be pulled) fails its attempt once the
+/// pending timeout passes, with the kubelet's reason, instead of "Running" forever.
+#[test]
+fn a_pod_stuck_pending_fails_its_attempt() {
+    let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
+    j.status = Some(confirmed(1));
+    let mut p = pod(&j, 1, "Pending", None);
+    p.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(
+        "2026-01-01T00:00:00Z",
+    )));
+    p.status
+        .as_mut()
+        .unwrap()
+        .init_container_statuses
+        .as_mut()
+        .unwrap()[0]
+        .state = Some(
+        serde_json::from_value(
+            json!({"waiting": {"reason": "ErrImagePull", "message": "no such image"}}),
+        )
+        .unwrap(),
+    );
+    let o = decide_at(&j, std::slice::from_ref(&p), &[], "2026-01-01T00:05:00Z");
+    assert_eq!(reason(&o), "Running");
+    assert_eq!(o.requeue, Some(Duration::from_secs(300)));
+    let o = decide_at(&j, std::slice::from_ref(&p), &[], "2026-01-01T00:10:01Z");
+    let failure = o.status.failure.unwrap();
+    assert_eq!(failure.reason, "PodPending");
+    assert!(
+        failure.message.contains("plan ErrImagePull: no such image"),
+        "{}",
+        failure.message
+    );
+}
+
+/// A pod the API server refuses for good fails its attempt as `PodCreateFailed`; the
+/// last attempt fails the job.
+#[test]
+fn a_refused_pod_fails_its_attempt() {
+    let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({"retries": 0}));
+    j.status = Some(EncapsulationJobStatus {
+        attempts: 1,
+        ..Default::default()
+    });
+    let o = create_failed(
+        &Observed {
+            job: &j,
+            pods: &[],
+            stream: &[],
+            reports: &Reports::default(),
+            now: at("2026-01-01T00:00:01Z"),
+            settings: &settings(),
+        },
+        "serviceaccounts \"strata-worker\" not found".into(),
+    );
+    assert_eq!(o.status.failure.as_ref().unwrap().reason, "PodCreateFailed");
+    assert_eq!(reason(&o), "Failed");
+    assert!(o.actions.is_empty());
 }

@@ -82,9 +82,7 @@ pub async fn run(client: Client, opts: Options, health: Arc<Health>) -> Result<(
             .ready
             .store(true, std::sync::atomic::Ordering::Relaxed)
     };
-    lease::acquire(&client, &opts.lease, ready)
-        .await
-        .map_err(|e| format!("cannot take the lease {}: {e}", opts.lease.name))?;
+    lease::acquire(&client, &opts.lease, ready).await;
     let lost = tokio::spawn(lease::hold(client.clone(), opts.lease.clone()));
     let scopes: Vec<Option<&str>> = match opts.namespaces.as_slice() {
         [] => vec![None],

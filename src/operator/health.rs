@@ -25,6 +25,8 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<Soc
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, say: wait rather than spin.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
             let health = health.clone();

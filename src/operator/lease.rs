@@ -31,21 +31,51 @@ pub struct LeaseSettings {
     pub duration: Duration,
 }
 
+/// The longest wait between attempts to reach the API server for the lease.
+const MAX_UNREACHABLE_WAIT: Duration = Duration::from_secs(30);
+
+/// The wait after `failures` failed attempts in a row: 1 s doubling to
+/// [`MAX_UNREACHABLE_WAIT`], less up to half at random, so replicas that lost the API
+/// server together do not come back in step.
+pub fn unreachable_wait(failures: u32) -> Duration {
+    let full = Duration::from_secs(1)
+        .saturating_mul(1 << failures.saturating_sub(1).min(5))
+        .min(MAX_UNREACHABLE_WAIT);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    full.mul_f64(1.0 - f64::from(nanos % 1000) / 2000.0)
+}
+
 /// Waits until this replica holds the lease; `standing_by` is called once the lease
-/// has been read, whoever holds it.
-pub async fn acquire(
-    client: &kube::Client,
-    s: &LeaseSettings,
-    standing_by: impl Fn(),
-) -> Result<(), kube::Error> {
+/// has been read, whoever holds it. An API server that cannot be reached is waited
+/// for (with capped backoff), never a reason to exit: under restart-always an exit
+/// would become a crash loop that outlasts the outage.
+pub async fn acquire(client: &kube::Client, s: &LeaseSettings, standing_by: impl Fn()) {
     let api: Api<Lease> = Api::namespaced(client.clone(), &s.namespace);
     let mut announced = false;
+    let mut failures = 0;
     loop {
-        let taken = try_take(&api, s).await?;
+        let taken = match try_take(&api, s).await {
+            Ok(taken) => taken,
+            Err(e) => {
+                failures += 1;
+                let wait = unreachable_wait(failures);
+                tracing::warn!(
+                    lease = %s.name,
+                    error = %e,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "cannot take the lease; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        failures = 0;
         standing_by();
         if taken {
             tracing::info!(lease = %s.name, identity = %s.identity, "leading");
-            return Ok(());
+            return;
         }
         if !announced {
             tracing::info!(lease = %s.name, "another replica leads; waiting");
@@ -130,6 +160,15 @@ fn conflict_is_false(result: Result<Lease, kube::Error>) -> Result<bool, kube::E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waits_for_the_api_server_grow_to_a_cap_with_jitter() {
+        for n in 1..40 {
+            let w = unreachable_wait(n);
+            let full = Duration::from_secs(1 << (n - 1).min(5)).min(MAX_UNREACHABLE_WAIT);
+            assert!(w <= full && w >= full / 2, "{n}: {w:?}");
+        }
+    }
 
     #[test]
     fn a_leader_steps_down_well_before_its_lease_expires() {

@@ -29,6 +29,7 @@ async fn the_operator_runs_jobs_end_to_end() {
         cancellation(&env),
         deadline(&env),
         invalid_spec(&env),
+        refused_pod(&env),
         ostree_source(&env),
     );
     tekton_job_task(&env).await;
@@ -274,6 +275,24 @@ async fn invalid_spec(env: &Env) {
         assert!(c.message.contains(field), "{name}: {}", c.message);
         assert!(env.pods("e2e", &job).await.is_empty(), "{name}: no pod");
     }
+}
+
+/// A spec that passes the controller's checks but whose pod the API server refuses
+/// (a negative emptyDir size): the attempt fails as `PodCreateFailed` with the API
+/// server's words, and the job ends instead of retrying the create forever.
+async fn refused_pod(env: &Env) {
+    let trees = json!({"name": "trees", "hostPath": {"path": env.trees.display().to_string()}});
+    let scratch = json!({"name": "scratch", "emptyDir": {"sizeLimit": "-1"}});
+    let extra = json!({"retries": 0, "podTemplate": {"volumes": [trees, scratch]}});
+    let job = env.create("e2e", "refused", "refused", "v1", extra).await;
+    let done = env
+        .finished("e2e", "refused", Duration::from_secs(60))
+        .await;
+    expect(&done, "Succeeded", "False", Some("Failed"));
+    let failure = done.status.as_ref().unwrap().failure.clone().unwrap();
+    assert_eq!(failure.reason, "PodCreateFailed", "{failure:?}");
+    assert!(failure.message.contains("sizeLimit"), "{}", failure.message);
+    assert!(env.pods("e2e", &job).await.is_empty(), "no pod was created");
 }
 
 /// The Tekton task `strata-encapsulation-job`: its step script, run locally with the

@@ -20,6 +20,8 @@ pub const WORK_DIR: &str = "/work";
 const TERMINATION_LOG: &str = "/dev/termination-log";
 const SOURCES_DIR: &str = "/sources";
 const PUSH_AUTH_DIR: &str = "/var/run/strata/push-auth";
+/// Volume names the worker pod uses itself; a job's own volumes may not take them.
+pub const RESERVED_VOLUMES: [&str; 2] = ["work", "push-auth"];
 /// An unprivileged user for steps that need no special file access.
 const NOBODY: i64 = 65532;
 

@@ -147,8 +147,13 @@ pub fn encode<T: Serialize>(report: &T) -> (Vec<u8>, String) {
     (bytes, digest)
 }
 
-/// Reports are small; anything past this is refused rather than inflated.
-const MAX_REPORT_BYTES: u64 = 64 << 20;
+/// Reports are small; anything past this is refused rather than inflated. (A plan of
+/// 5,000 components is about 3 MiB of JSON.)
+const MAX_REPORT_BYTES: u64 = 16 << 20;
+/// At most this many JSON values, counted before decoding: a value costs the decoder
+/// far more memory than its bytes (`""` is 3 bytes of JSON and 24 of `String`), so
+/// the byte cap alone would let a small gzip of `["","",…]` take gigabytes.
+const MAX_REPORT_VALUES: usize = 1 << 20;
 
 /// Checks `bytes` against the vouched digest, then decodes them.
 pub fn decode<T: for<'de> Deserialize<'de>>(
@@ -166,10 +171,40 @@ pub fn decode<T: for<'de> Deserialize<'de>>(
     };
     let mut json = Vec::new();
     flate2::read::GzDecoder::new(bytes)
-        .take(MAX_REPORT_BYTES)
+        .take(MAX_REPORT_BYTES + 1)
         .read_to_end(&mut json)
         .map_err(|e| corrupt(e.to_string()))?;
+    if json.len() as u64 > MAX_REPORT_BYTES {
+        return Err(corrupt(format!(
+            "it inflates to more than {} MiB",
+            MAX_REPORT_BYTES >> 20
+        )));
+    }
+    let values = json_values(&json);
+    if values > MAX_REPORT_VALUES {
+        return Err(corrupt(format!(
+            "it holds {values} JSON values, more than the {MAX_REPORT_VALUES} a report may"
+        )));
+    }
     serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))
+}
+
+/// An upper bound on the number of values in `json`: one more than its separators
+/// and openings outside strings.
+fn json_values(json: &[u8]) -> usize {
+    let (mut count, mut in_string, mut escaped) = (1, false, false);
+    for &b in json {
+        match (in_string, escaped, b) {
+            (true, true, _) => escaped = false,
+            (true, false, b'\\') => escaped = true,
+            (true, false, b'"') => in_string = false,
+            (true, false, _) => {}
+            (false, _, b'"') => in_string = true,
+            (false, _, b',' | b'[' | b'{' | b':') => count += 1,
+            (false, _, _) => {}
+        }
+    }
+    count
 }
 
 /// Kubernetes names of things a job owns: `<job>-<suffix>`, kept within 63 characters
@@ -222,6 +257,23 @@ mod tests {
             decode::<serde_json::Value>("cm", &forged, &digest),
             Err(ReportError::DigestMismatch { .. })
         ));
+    }
+
+    /// A 60 KB gzip of two million empty strings would take the decoder about 500 MB;
+    /// it is refused before decoding. Separators inside strings are not values.
+    #[test]
+    fn a_report_of_millions_of_tiny_values_is_refused_before_decoding() {
+        let mut bomb = String::from("[");
+        bomb.push_str(&"\"\",".repeat(2_000_000));
+        bomb.push_str("\"\"]");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(bomb.as_bytes()).unwrap();
+        let bytes = gz.finish().unwrap();
+        assert!(bytes.len() < 100_000, "{}", bytes.len());
+        let digest = crate::bytes::sha256_label(&sha2::Sha256::digest(&bytes));
+        let err = decode::<serde_json::Value>("cm", &bytes, &digest).unwrap_err();
+        assert!(err.to_string().contains("JSON values"), "{err}");
+        assert_eq!(json_values(br#"{"a":"x,y:[{","b":[1,2]}"#), 7);
     }
 
     #[test]

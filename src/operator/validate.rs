@@ -63,6 +63,13 @@ fn within_policy(spec: &EncapsulationJobSpec, policy: &JobPolicy) -> Result<(), 
     let template = spec.pod_template.as_ref();
     let volumes = template.and_then(|t| t.volumes.as_ref());
     for (i, v) in volumes.into_iter().flatten().enumerate() {
+        if super::pod::RESERVED_VOLUMES.contains(&v.name.as_str()) {
+            return Err(invalid(format!(
+                "spec.podTemplate.volumes[{i}] {:?}: the name is the worker's own; choose \
+                 another",
+                v.name
+            )));
+        }
         let kind = volume_type(v);
         if !policy.volume_types.contains(&kind) {
             return Err(invalid(format!(
@@ -351,6 +358,18 @@ mod tests {
         for (spec, _) in &cases {
             validate(spec, &open).unwrap();
         }
+        // No policy lets a job's volume take the name of one of the worker's own.
+        let clash = with(
+            serde_json::json!({"volumes": [{"name": "work", "emptyDir": {}}]}),
+            none.clone(),
+        );
+        let err = validate(&clash, &open).unwrap_err();
+        assert!(
+            err.message
+                .contains("volumes[0] \"work\": the name is the worker's own"),
+            "{}",
+            err.message
+        );
         // The defaults: a claim, an emptyDir, a ConfigMap, an ephemeral volume.
         let safe = with(
             serde_json::json!({"volumes": [

@@ -109,7 +109,7 @@ fn a_layer_kept_from_a_registry_prior_round_trips() {
             "--allow-special-files".into(),
             "-n".into(),
             "24".into(),
-            "--tls-verify=false".into(),
+            format!("--insecure-registry=127.0.0.1:{}", registry.port),
             "--output".into(),
             image(tag),
             "--report".into(),
@@ -124,6 +124,20 @@ fn a_layer_kept_from_a_registry_prior_round_trips() {
             serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
         report
     };
+    // Another registry's name leaves this one's TLS checks on: the push fails.
+    let refused = strata(&[
+        "build",
+        "--rootfs",
+        added.to_str().unwrap(),
+        "--allow-special-files",
+        "--insecure-registry=registry.example:5000",
+        "--output",
+        &image("v0"),
+    ]);
+    assert!(
+        !refused.status.success(),
+        "a plain-HTTP push passed TLS checks"
+    );
     build(&added, "v1", None);
     let second = build(&removed, "v2", Some(image("v1")));
     let kept = second["plan"]["layers"]

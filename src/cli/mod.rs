@@ -60,6 +60,10 @@ pub struct RegistryArgs {
     /// Directory of extra CA certificates and client keys.
     #[arg(long, value_name = "DIR")]
     pub cert_dir: Option<PathBuf>,
+    /// A registry (host[:port]) reached without TLS verification (or over plain
+    /// HTTP), the others still verified. Repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
 }
 
 impl RegistryArgs {
@@ -67,6 +71,7 @@ impl RegistryArgs {
         crate::image::remote::RegistryOptions {
             authfile: self.authfile.clone(),
             insecure: !self.tls_verify,
+            insecure_registries: self.insecure_registries.clone(),
             cert_dir: self.cert_dir.clone(),
         }
     }

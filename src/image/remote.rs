@@ -14,9 +14,26 @@ use super::ImageError;
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
     pub authfile: Option<PathBuf>,
-    /// Skip TLS verification (and allow plain HTTP), for loopback registries.
+    /// Skip TLS verification (and allow plain HTTP) for every registry.
     pub insecure: bool,
+    /// Registries (`host[:port]`) reached without TLS verification, the others
+    /// verified: one loopback registry does not lower the push's guard.
+    pub insecure_registries: Vec<String>,
     pub cert_dir: Option<PathBuf>,
+}
+
+impl RegistryOptions {
+    /// Whether TLS goes unverified for `reference` (a transport reference).
+    pub fn insecure_for(&self, reference: &str) -> bool {
+        self.insecure
+            || registry_host(reference)
+                .is_some_and(|host| self.insecure_registries.iter().any(|h| h == host))
+    }
+}
+
+/// The registry (`host[:port]`) of a `docker://` reference.
+pub fn registry_host(reference: &str) -> Option<&str> {
+    reference.strip_prefix("docker://")?.split('/').next()
 }
 
 /// Errors from the proxy that mean "there is no such image".
@@ -41,7 +58,7 @@ pub fn fetch_manifest(
     };
     let runtime = proxy_runtime().map_err(fail)?;
     runtime.block_on(async {
-        let proxy = start_proxy(opts).await.map_err(fail)?;
+        let proxy = start_proxy(opts, reference).await.map_err(fail)?;
         let image = match proxy.open_image(reference).await {
             Ok(image) => image,
             Err(e) => {
@@ -72,10 +89,14 @@ fn proxy_runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the image proxy runtime: {e}"))
 }
 
-async fn start_proxy(opts: &RegistryOptions) -> Result<containers_image_proxy::ImageProxy, String> {
+/// A proxy for reading `reference`, verifying TLS unless its registry is insecure.
+async fn start_proxy(
+    opts: &RegistryOptions,
+    reference: &str,
+) -> Result<containers_image_proxy::ImageProxy, String> {
     let mut config = containers_image_proxy::ImageProxyConfig::default();
     config.authfile = opts.authfile.clone();
-    config.insecure_skip_tls_verification = opts.insecure.then_some(true);
+    config.insecure_skip_tls_verification = opts.insecure_for(reference).then_some(true);
     config.certificate_directory = opts.cert_dir.clone();
     containers_image_proxy::ImageProxy::new_with_config(config)
         .await
@@ -100,7 +121,7 @@ pub fn fetch_blob(
         .map_err(|e| fail(format!("not a blob digest: {e}")))?;
     let runtime = proxy_runtime().map_err(fail)?;
     runtime.block_on(async {
-        let proxy = start_proxy(opts).await.map_err(fail)?;
+        let proxy = start_proxy(opts, reference).await.map_err(fail)?;
         let image = proxy
             .open_image(reference)
             .await
@@ -154,7 +175,7 @@ pub fn pull(source: &str, dir: &Path, tag: &str, opts: &RegistryOptions) -> Resu
     if let Some(cert_dir) = &opts.cert_dir {
         cmd.arg("--src-cert-dir").arg(cert_dir);
     }
-    if opts.insecure {
+    if opts.insecure_for(source) {
         cmd.arg("--src-tls-verify=false");
     }
     cmd.arg(source).arg(format!("oci:{}:{tag}", dir.display()));
@@ -204,7 +225,7 @@ pub fn push(
     if let Some(cert_dir) = &opts.cert_dir {
         cmd.arg("--dest-cert-dir").arg(cert_dir);
     }
-    if opts.insecure {
+    if opts.insecure_for(dest) {
         cmd.arg("--dest-tls-verify=false");
     }
     cmd.arg(format!("oci:{}:{tag}", dir.display())).arg(dest);
@@ -227,4 +248,26 @@ pub fn push(
             path: digest_file,
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_named_registries_go_unverified() {
+        let opts = RegistryOptions {
+            insecure_registries: vec!["127.0.0.1:5000".into()],
+            ..Default::default()
+        };
+        assert!(opts.insecure_for("docker://127.0.0.1:5000/os:1"));
+        assert!(!opts.insecure_for("docker://quay.io/os:1"));
+        assert!(!opts.insecure_for("docker://127.0.0.1:5001/os:1"));
+        assert!(!opts.insecure_for("oci:/127.0.0.1:5000/x"));
+        let all = RegistryOptions {
+            insecure: true,
+            ..Default::default()
+        };
+        assert!(all.insecure_for("docker://quay.io/os:1"));
+    }
 }

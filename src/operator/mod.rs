@@ -95,9 +95,7 @@ impl Settings {
 
     /// Whether `reference` (`docker://host/…`) names an insecure registry.
     pub fn is_insecure(&self, reference: &str) -> bool {
-        reference
-            .strip_prefix("docker://")
-            .and_then(|r| r.split('/').next())
+        crate::image::remote::registry_host(reference)
             .is_some_and(|host| self.insecure_registries.iter().any(|h| h == host))
     }
 }

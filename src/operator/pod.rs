@@ -271,13 +271,17 @@ fn args(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Vec<String> {
     if spec.output.push_secret_ref.is_some() {
         a.push(flag("authfile", format!("{PUSH_AUTH_DIR}/auth.json")));
     }
-    let mut refs = attempt.priors.iter().chain([&spec.output.image]);
-    if refs.any(|r| attempt.settings.is_insecure(r))
-        || image
-            .as_ref()
-            .is_some_and(|i| attempt.settings.is_insecure(&i.reference))
-    {
-        a.push("--tls-verify=false".into());
-    }
+    // Only the registries the installer named go unverified; the push to any other
+    // keeps its TLS checks.
+    let refs = attempt
+        .priors
+        .iter()
+        .chain([&spec.output.image])
+        .chain(image.as_ref().map(|i| &i.reference));
+    let insecure: std::collections::BTreeSet<&str> = refs
+        .filter(|r| attempt.settings.is_insecure(r))
+        .filter_map(|r| crate::image::remote::registry_host(r))
+        .collect();
+    a.extend(insecure.into_iter().map(|h| flag("insecure-registry", h)));
     a
 }

@@ -125,7 +125,14 @@ fn a_new_job_starts_its_first_attempt() {
         .command
         .clone()
         .unwrap();
-    assert!(args.contains(&"--tls-verify=false".to_string()), "{args:?}");
+    assert!(
+        args.contains(&"--insecure-registry=127.0.0.1:5000".to_string()),
+        "{args:?}"
+    );
+    assert!(
+        !args.iter().any(|a| a.starts_with("--tls-verify")),
+        "{args:?}"
+    );
 }
 
 #[test]

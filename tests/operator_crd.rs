@@ -46,6 +46,18 @@ async fn the_crd_installs_and_the_schema_is_enforced() {
         }
         other => panic!("expected a 422, got {other}"),
     }
+    // Lists are bounded too: 17 prior builds are refused.
+    let mut many = job("many-priors", 64);
+    many.spec.prior_builds = (0..17)
+        .map(|i| format!("docker://127.0.0.1:5000/os:{i}"))
+        .collect();
+    match jobs.create(&PostParams::default(), &many).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422);
+            assert!(status.message.contains("priorBuilds"), "{}", status.message);
+        }
+        other => panic!("expected a 422, got {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -58,6 +58,7 @@ pub struct EncapsulationJobSpec {
     /// Earlier images of the stream, newest first. When empty, the outputs of the
     /// newest `priorFromStream` succeeded jobs of the stream are used.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub prior_builds: Vec<String>,
     #[serde(default = "default_prior_from_stream")]
     #[schemars(range(min = 0, max = 16))]
@@ -199,11 +200,13 @@ pub struct PodTemplate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
     pub tolerations: Option<Vec<k8s_openapi::api::core::v1::Toleration>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
     /// Volumes the source may live on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
     pub volumes: Option<Vec<k8s_openapi::api::core::v1::Volume>>,
 }
 
@@ -213,12 +216,15 @@ pub struct PodTemplate {
 pub struct EncapsulationJobStatus {
     /// `Planned`, `Built` and `Succeeded`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     #[serde(default)]
     pub attempts: u32,
+    /// One per attempt: at most 10 retries and the first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 11))]
     pub pod_names: Vec<String>,
     /// The UID of the current attempt's pod, as the controller created it. Only that
     /// pod counts: a pod someone else made with the job's labels is never adopted.
@@ -230,7 +236,9 @@ pub struct EncapsulationJobStatus {
     pub completion_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanStatus>,
+    /// One per prior read (`priorBuilds` and `priorFromStream` give at most 16).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
     pub diff: Vec<DiffStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputStatus>,
@@ -260,10 +268,12 @@ pub struct Condition {
 #[serde(rename_all = "camelCase")]
 pub struct PlanStatus {
     pub layer_count: u32,
+    #[schemars(length(max = 128))]
     pub layers: Vec<LayerStatus>,
     pub decisions: DecisionCounts,
     /// The first decisions that are not "kept", with their reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
     pub first_decisions: Vec<DecisionStatus>,
     pub repack_reason: String,
 }

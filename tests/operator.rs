@@ -30,6 +30,7 @@ async fn the_operator_runs_jobs_end_to_end() {
         deadline(&env),
         invalid_spec(&env),
         refused_pod(&env),
+        deleted_worker(&env),
         ostree_source(&env),
     );
     tekton_job_task(&env).await;
@@ -293,6 +294,41 @@ async fn refused_pod(env: &Env) {
     assert_eq!(failure.reason, "PodCreateFailed", "{failure:?}");
     assert!(failure.message.contains("sizeLimit"), "{}", failure.message);
     assert!(env.pods("e2e", &job).await.is_empty(), "no pod was created");
+}
+
+/// A worker pod deleted mid-job (a drained node, an operator's mistake) fails its
+/// attempt as `PodDeleted`; the retry builds the image, with one pod per attempt.
+async fn deleted_worker(env: &Env) {
+    let job = env
+        .create("e2e", "deleted", "deleted", "v1", json!({"retries": 1}))
+        .await;
+    let pods: Api<Pod> = Api::namespaced(env.admin.clone(), "e2e");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pods.get_opt("deleted-a1").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the first pod was created");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pods.delete("deleted-a1", &Default::default())
+        .await
+        .unwrap();
+    let done = env
+        .finished("e2e", "deleted", Duration::from_secs(180))
+        .await;
+    expect(&done, "Succeeded", "True", None);
+    let status = done.status.unwrap();
+    assert_eq!(status.attempts, 2, "{:?}", status.failure);
+    assert_eq!(status.failure.unwrap().reason, "PodDeleted");
+    let names: Vec<String> = env
+        .pods("e2e", &job)
+        .await
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(
+        names,
+        ["deleted-a2"],
+        "one pod per attempt, the deleted one gone"
+    );
 }
 
 /// The Tekton task `strata-encapsulation-job`: its step script, run locally with the

@@ -269,17 +269,8 @@ impl<S: Write> Merge<S> {
                 Item::Link { path, target }
                     if self.links_below && !self.nodes.contains_key(&target) =>
                 {
-                    self.inodes += 1;
-                    let node = Node {
-                        kind: EntryKind::Hardlink(PathBuf::from(OsStr::from_bytes(&target))),
-                        mode: 0,
-                        uid: 0,
-                        gid: 0,
-                        mtime: 0,
-                        xattrs: Vec::new(),
-                        data: None,
-                        inode: self.inodes,
-                    };
+                    let kind = EntryKind::Hardlink(PathBuf::from(OsStr::from_bytes(&target)));
+                    let node = self.bare(kind, 0);
                     self.add(blob, path, node)?;
                 }
                 Item::Link { path, target } => {
@@ -487,21 +478,26 @@ impl<S: Write> Merge<S> {
         Ok(())
     }
 
+    /// A node of a new inode that no header described: root's, with `mode`.
+    fn bare(&mut self, kind: EntryKind, mode: u32) -> Node {
+        self.inodes += 1;
+        Node {
+            kind,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            xattrs: Vec::new(),
+            data: None,
+            inode: self.inodes,
+        }
+    }
+
     /// Adds the directories a layer implies without listing them.
     fn imply_dirs(&mut self, parent: &[u8]) {
         for ancestor in ancestors(parent) {
             if !self.nodes.contains_key(ancestor) {
-                self.inodes += 1;
-                let dir = Node {
-                    kind: EntryKind::Dir,
-                    mode: IMPLIED_DIR_MODE,
-                    uid: 0,
-                    gid: 0,
-                    mtime: 0,
-                    xattrs: Vec::new(),
-                    data: None,
-                    inode: self.inodes,
-                };
+                let dir = self.bare(EntryKind::Dir, IMPLIED_DIR_MODE);
                 self.nodes.insert(ancestor.to_vec(), dir);
             }
         }

@@ -35,10 +35,6 @@ impl LayoutDiff {
     }
 }
 
-fn layer_size(layer: &LayoutLayer) -> u64 {
-    layer.components.iter().map(|c| c.size).sum()
-}
-
 /// What clients holding `old` download to get `new`.
 pub fn diff_layouts(old: &Layout, new: &Layout) -> LayoutDiff {
     let old_keys: HashSet<String> = old
@@ -59,7 +55,7 @@ pub fn diff_layouts(old: &Layout, new: &Layout) -> LayoutDiff {
         .collect();
     let mut diff = LayoutDiff::default();
     for layer in &new.layers {
-        let size = layer_size(layer);
+        let size = layer.held_bytes();
         diff.total_bytes += size;
         match layer.content_key() {
             Some(key) if old_keys.contains(&key) => diff.reused_layers += 1,

@@ -441,7 +441,8 @@ fn supersede(ctx: &Ctx, prior: &Layout, sticky: &mut Sticky) {
         |l: usize| -> u64 { prior.layers[l].superseded.iter().map(|c| c.size).sum() };
     let image: u64 = ctx.build.components.iter().map(|c| c.size).sum();
     let mut stale: u64 = sticky.clean.iter().map(|(l, _)| superseded_bytes(*l)).sum();
-    let mut candidates: Vec<(usize, Vec<usize>, u64)> = Vec::new();
+    // (prior layer, live members, their bytes, superseded bytes)
+    let mut candidates: Vec<(usize, Vec<usize>, u64, u64)> = Vec::new();
     for (&l, why) in &sticky.dirty {
         let layer = &prior.layers[l];
         if !matches!(why, Dirty::Changed(_)) || layer.digest.is_none() || layer.blob_size.is_none()
@@ -463,14 +464,11 @@ fn supersede(ctx: &Ctx, prior: &Layout, sticky: &mut Sticky) {
             && versioned
             && dead as f64 <= held(l) as f64 * MAX_SUPERSEDED_LAYER_SHARE
         {
-            candidates.push((l, live, dead));
+            candidates.push((l, live, live_bytes, dead));
         }
     }
-    candidates.sort_by_key(|(l, live, _)| {
-        let saved: u64 = live.iter().map(|&i| ctx.component(i).size).sum();
-        (std::cmp::Reverse(saved), *l)
-    });
-    for (l, live, dead) in candidates {
+    candidates.sort_by_key(|&(l, _, saved, _)| (std::cmp::Reverse(saved), l));
+    for (l, live, _, dead) in candidates {
         if (stale + dead) as f64 > image as f64 * MAX_SUPERSEDED_IMAGE_SHARE {
             continue;
         }

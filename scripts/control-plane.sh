@@ -7,6 +7,8 @@
 #                                          writes DIR/kubeconfig (admin) and DIR/env;
 #                                          ServiceAccount tokens come from TokenRequest
 #   scripts/control-plane.sh stop DIR      stop them
+#   scripts/control-plane.sh stop-apiserver DIR | start-apiserver DIR | restart-etcd DIR
+#                                          one part away and back (the fault tests)
 set -euo pipefail
 
 CACHE=${STRATA_TEST_CACHE:-/var/cache/strata-test}
@@ -85,34 +87,54 @@ current-context: test
 KC
 }
 
+# Ports and the admin token live in DIR/state, so one part can be stopped and started
+# again in place (the fault tests take the apiserver away, or restart etcd).
 start() {
     local dir=$1
     build
     mkdir -p "$dir/etcd" "$dir/certs"
-    local etcd_port peer_port api_port token
-    etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+    local token
     token=$(openssl rand -hex 16)
+    printf 'ETCD_PORT=%s\nPEER_PORT=%s\nAPI_PORT=%s\nTOKEN=%s\n' \
+        "$(free_port)" "$(free_port)" "$(free_port)" "$token" >"$dir/state"
     echo "$token,admin,admin,system:masters" >"$dir/tokens.csv"
     openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null
     openssl rsa -in "$dir/sa.key" -pubout -out "$dir/sa.pub" 2>/dev/null
+    start_etcd "$dir"
+    start_apiserver "$dir"
+    # shellcheck disable=SC1091
+    . "$dir/state"
+    kubeconfig "$dir/kubeconfig" "$API_PORT" admin "$TOKEN"
+    echo "KUBECONFIG=$dir/kubeconfig" >"$dir/env"
+}
+
+start_etcd() {
+    local dir=$1
+    # shellcheck disable=SC1091
+    . "$dir/state"
     etcd --data-dir "$dir/etcd" \
-        --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-        --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-        --initial-cluster "default=http://127.0.0.1:$peer_port" >"$dir/etcd.log" 2>&1 &
+        --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+        --listen-peer-urls "http://127.0.0.1:$PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$PEER_PORT" \
+        --initial-cluster "default=http://127.0.0.1:$PEER_PORT" >>"$dir/etcd.log" 2>&1 &
     echo $! >"$dir/etcd.pid"
-    "$APISERVER" --etcd-servers "http://127.0.0.1:$etcd_port" \
-        --bind-address 127.0.0.1 --secure-port "$api_port" --cert-dir "$dir/certs" \
+}
+
+# Starts the apiserver and waits until it is ready.
+start_apiserver() {
+    local dir=$1
+    # shellcheck disable=SC1091
+    . "$dir/state"
+    "$APISERVER" --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+        --bind-address 127.0.0.1 --secure-port "$API_PORT" --cert-dir "$dir/certs" \
         --token-auth-file "$dir/tokens.csv" --authorization-mode RBAC \
         --service-account-key-file "$dir/sa.pub" --service-account-signing-key-file "$dir/sa.key" \
         --service-account-issuer https://kubernetes.default.svc \
         --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
-        --disable-admission-plugins ServiceAccount >"$dir/apiserver.log" 2>&1 &
+        --disable-admission-plugins ServiceAccount >>"$dir/apiserver.log" 2>&1 &
     echo $! >"$dir/apiserver.pid"
-    kubeconfig "$dir/kubeconfig" "$api_port" admin "$token"
-    echo "KUBECONFIG=$dir/kubeconfig" >"$dir/env"
     for _ in $(seq 1 120); do
-        if curl -fsk -H "Authorization: Bearer $token" "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then
-            echo "control-plane: ready at https://127.0.0.1:$api_port (KUBECONFIG=$dir/kubeconfig)" >&2
+        if curl -fsk -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$API_PORT/readyz" >/dev/null 2>&1; then
+            echo "control-plane: ready at https://127.0.0.1:$API_PORT (KUBECONFIG=$dir/kubeconfig)" >&2
             return 0
         fi
         sleep 0.5
@@ -123,16 +145,34 @@ start() {
     exit 1
 }
 
-stop() {
-    local dir=$1
-    for p in apiserver etcd; do
-        [ -e "$dir/$p.pid" ] && kill "$(cat "$dir/$p.pid")" 2>/dev/null || true
+# stop_part DIR NAME: stops one part and waits until it has gone.
+stop_part() {
+    local pidfile=$1/$2.pid pid
+    [ -e "$pidfile" ] || return 0
+    pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
     done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$pidfile"
+}
+
+stop() {
+    stop_part "$1" apiserver
+    stop_part "$1" etcd
 }
 
 case "${1:-}" in
     build) build ;;
     start) start "${2:?usage: control-plane.sh start DIR}" ;;
     stop) stop "${2:?usage: control-plane.sh stop DIR}" ;;
-    *) echo "usage: $0 build | start DIR | stop DIR" >&2; exit 2 ;;
+    stop-apiserver) stop_part "${2:?usage: control-plane.sh stop-apiserver DIR}" apiserver ;;
+    start-apiserver) start_apiserver "${2:?usage: control-plane.sh start-apiserver DIR}" ;;
+    restart-etcd)
+        stop_part "${2:?usage: control-plane.sh restart-etcd DIR}" etcd
+        start_etcd "$2"
+        ;;
+    *) echo "usage: $0 build | start DIR | stop DIR | stop-apiserver DIR | start-apiserver DIR | restart-etcd DIR" >&2; exit 2 ;;
 esac

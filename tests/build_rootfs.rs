@@ -6,7 +6,7 @@ mod common;
 use common::*;
 
 use std::fs;
-use std::os::unix::fs::symlink;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -406,7 +406,6 @@ fn the_xattr_and_the_components_map_override_the_package_database() {
 
 #[test]
 fn an_unreadable_file_is_a_clear_error() {
-    use std::os::unix::fs::PermissionsExt;
     // Root reads any file, so the build runs as `nobody` (uid 65534) via setpriv.
     if !real_parts(&["setpriv"]) || unsafe { libc::geteuid() } != 0 {
         println!("skipped: needs root and setpriv to drop privileges");
@@ -437,4 +436,53 @@ fn an_unreadable_file_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("root/usr/locked: Permission denied"), "{err}");
     assert!(!t.join("out").exists());
+}
+
+/// Rootfs worker pods run as root with every capability dropped but `DAC_OVERRIDE`
+/// (what the Pod Security `baseline` profile allows). That alone reads another
+/// system's private files; without it the same build is refused.
+#[test]
+fn dac_override_alone_reads_a_tree_of_private_files() {
+    if !real_parts(&["setpriv"]) || unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    write(&tree.join("etc/os-release"), "ID=test\n");
+    write(&tree.join("etc/secret/key"), "hush\n");
+    std::os::unix::fs::chown(tree.join("etc/secret"), Some(1234), Some(1234)).unwrap();
+    std::os::unix::fs::chown(tree.join("etc/secret/key"), Some(1234), Some(1234)).unwrap();
+    fs::set_permissions(
+        tree.join("etc/secret/key"),
+        fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    fs::set_permissions(tree.join("etc/secret"), fs::Permissions::from_mode(0o700)).unwrap();
+    let build = |caps: &str, out: &str| {
+        Command::new("setpriv")
+            .arg(format!("--bounding-set=-all{caps}"))
+            .arg(env!("CARGO_BIN_EXE_strata"))
+            .args(["build", "--rootfs"])
+            .arg(&tree)
+            .arg("--output")
+            .arg(format!("oci:{}:x", tmp.path().join(out).display()))
+            .output()
+            .unwrap()
+    };
+    let with = build(",+dac_override", "with");
+    assert!(
+        with.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    let without = build("", "without");
+    assert!(
+        !without.status.success(),
+        "read private files with no capability"
+    );
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&without.stderr)
+    );
 }

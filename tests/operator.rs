@@ -37,7 +37,7 @@ async fn the_operator_runs_jobs_end_to_end() {
     restart_safety(&env).await;
     squatted_pod(&env).await;
     let standby_log = env.scratch().join("standby.log");
-    let mut standby = env.start_standby(common::registry::free_port(), &standby_log);
+    let standby = env.start_standby(common::registry::free_port(), &standby_log);
     load(&env).await;
     let standby_said = std::fs::read_to_string(&standby_log).unwrap();
     assert!(
@@ -45,10 +45,15 @@ async fn the_operator_runs_jobs_end_to_end() {
             && !standby_said.contains("leading"),
         "the second replica stands by: {standby_said}"
     );
-    standby.kill().unwrap();
-    standby.wait().unwrap();
+    assert_eq!(
+        standby.exits(),
+        0,
+        "the standby never exited: {standby_said}"
+    );
+    standby.kill();
     observability(&env).await;
     let log = env.controller_log();
+    assert_eq!(env.controller_exits(), 0, "the controller exited:\n{log}");
     assert!(
         !log.contains("Forbidden") && !log.contains("forbidden"),
         "the chart's RBAC rules must cover everything the controller does:\n{log}"

@@ -8,6 +8,8 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, PostParams};
 
+use super::retry::unreachable_wait;
+
 /// How often a leader renews, and a standby retries: a fifth of the lease duration.
 fn retry_period(duration: Duration) -> Duration {
     duration / 5
@@ -25,26 +27,11 @@ pub fn renew_deadline(duration: Duration) -> Duration {
 pub struct LeaseSettings {
     pub name: String,
     pub namespace: String,
-    /// Unique per replica (the pod name, plus a random suffix).
+    /// Unique per replica: the pod name, else host name and process id. A container
+    /// restarted in its pod keeps the name, and so takes its own lease back at once.
     pub identity: String,
     /// A holder that has not renewed for this long has lost the lease.
     pub duration: Duration,
-}
-
-/// The longest wait between attempts to reach the API server for the lease.
-const MAX_UNREACHABLE_WAIT: Duration = Duration::from_secs(30);
-
-/// The wait after `failures` failed attempts in a row: 1 s doubling to
-/// [`MAX_UNREACHABLE_WAIT`], less up to half at random, so replicas that lost the API
-/// server together do not come back in step.
-pub fn unreachable_wait(failures: u32) -> Duration {
-    let full = Duration::from_secs(1)
-        .saturating_mul(1 << failures.saturating_sub(1).min(5))
-        .min(MAX_UNREACHABLE_WAIT);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    full.mul_f64(1.0 - f64::from(nanos % 1000) / 2000.0)
 }
 
 /// Waits until this replica holds the lease; `standing_by` is called once the lease
@@ -73,16 +60,34 @@ pub async fn acquire(client: &kube::Client, s: &LeaseSettings, standing_by: impl
         };
         failures = 0;
         standing_by();
-        if taken {
+        let Held::ByOther { until } = taken else {
             tracing::info!(lease = %s.name, identity = %s.identity, "leading");
             return;
-        }
+        };
         if !announced {
             tracing::info!(lease = %s.name, "another replica leads; waiting");
             announced = true;
         }
-        tokio::time::sleep(retry_period(s.duration)).await;
+        tokio::time::sleep(standby_wait(until, jiff::Timestamp::now(), s.duration)).await;
     }
+}
+
+/// Who holds the lease after an attempt to take it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Ours,
+    /// Another replica, whose hold runs out at `until` unless it renews.
+    ByOther {
+        until: jiff::Timestamp,
+    },
+}
+
+/// A standby sleeps until the holder's lease would run out (a little after, for the
+/// clock's sake), not a fixed period: so it takes over within one lease duration of
+/// the leader's last renewal, and reads the lease about once per duration meanwhile.
+fn standby_wait(until: jiff::Timestamp, now: jiff::Timestamp, duration: Duration) -> Duration {
+    let left = Duration::try_from(until.duration_since(now)).unwrap_or_default();
+    (left + Duration::from_millis(50)).clamp(Duration::from_millis(100), duration)
 }
 
 /// Renews the lease until it cannot; returns when leadership is lost.
@@ -92,8 +97,8 @@ pub async fn hold(client: kube::Client, s: LeaseSettings) -> String {
     loop {
         tokio::time::sleep(retry_period(s.duration)).await;
         match try_take(&api, &s).await {
-            Ok(true) => last_renewal = tokio::time::Instant::now(),
-            Ok(false) => return "another replica took the lease".into(),
+            Ok(Held::Ours) => last_renewal = tokio::time::Instant::now(),
+            Ok(Held::ByOther { .. }) => return "another replica took the lease".into(),
             // A passing API error is survivable while the lease has not run out.
             Err(e)
                 if last_renewal.elapsed() + retry_period(s.duration)
@@ -107,7 +112,7 @@ pub async fn hold(client: kube::Client, s: LeaseSettings) -> String {
 }
 
 /// Takes or renews the lease if it is free, expired or ours.
-async fn try_take(api: &Api<Lease>, s: &LeaseSettings) -> Result<bool, kube::Error> {
+async fn try_take(api: &Api<Lease>, s: &LeaseSettings) -> Result<Held, kube::Error> {
     let now = jiff::Timestamp::now();
     let Some(mut lease) = api.get_opt(&s.name).await? else {
         let lease = Lease {
@@ -117,17 +122,17 @@ async fn try_take(api: &Api<Lease>, s: &LeaseSettings) -> Result<bool, kube::Err
             },
             spec: Some(held(s, now, None)),
         };
-        return conflict_is_false(api.create(&PostParams::default(), &lease).await);
+        return raced(s, now, api.create(&PostParams::default(), &lease).await);
     };
     let spec = lease.spec.clone().unwrap_or_default();
     let holder = spec.holder_identity.as_deref().unwrap_or("");
     let ours = holder == s.identity;
-    let expired = spec.renew_time.as_ref().is_none_or(|t| {
+    let until = spec.renew_time.as_ref().map_or(now, |t| {
         let secs = i64::from(spec.lease_duration_seconds.unwrap_or(0));
-        t.0 + jiff::SignedDuration::from_secs(secs) < now
+        t.0 + jiff::SignedDuration::from_secs(secs)
     });
-    if !(ours || holder.is_empty() || expired) {
-        return Ok(false);
+    if !(ours || holder.is_empty() || until < now) {
+        return Ok(Held::ByOther { until });
     }
     let mut next = held(s, now, Some(&spec));
     if ours {
@@ -135,7 +140,11 @@ async fn try_take(api: &Api<Lease>, s: &LeaseSettings) -> Result<bool, kube::Err
         next.lease_transitions = spec.lease_transitions;
     }
     lease.spec = Some(next);
-    conflict_is_false(api.replace(&s.name, &PostParams::default(), &lease).await)
+    raced(
+        s,
+        now,
+        api.replace(&s.name, &PostParams::default(), &lease).await,
+    )
 }
 
 fn held(s: &LeaseSettings, now: jiff::Timestamp, before: Option<&LeaseSpec>) -> LeaseSpec {
@@ -149,10 +158,18 @@ fn held(s: &LeaseSettings, now: jiff::Timestamp, before: Option<&LeaseSpec>) -> 
     }
 }
 
-fn conflict_is_false(result: Result<Lease, kube::Error>) -> Result<bool, kube::Error> {
+/// A write that met a conflict lost a race to another replica, whose fresh hold is
+/// not known yet: look again after one retry period.
+fn raced(
+    s: &LeaseSettings,
+    now: jiff::Timestamp,
+    result: Result<Lease, kube::Error>,
+) -> Result<Held, kube::Error> {
     match result {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
+        Ok(_) => Ok(Held::Ours),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(Held::ByOther {
+            until: now + retry_period(s.duration),
+        }),
         Err(e) => Err(e),
     }
 }
@@ -160,15 +177,6 @@ fn conflict_is_false(result: Result<Lease, kube::Error>) -> Result<bool, kube::E
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn waits_for_the_api_server_grow_to_a_cap_with_jitter() {
-        for n in 1..40 {
-            let w = unreachable_wait(n);
-            let full = Duration::from_secs(1 << (n - 1).min(5)).min(MAX_UNREACHABLE_WAIT);
-            assert!(w <= full && w >= full / 2, "{n}: {w:?}");
-        }
-    }
 
     #[test]
     fn a_leader_steps_down_well_before_its_lease_expires() {
@@ -181,5 +189,16 @@ mod tests {
                 "{secs}s: room to retry"
             );
         }
+    }
+
+    #[test]
+    fn a_standby_wakes_when_the_holders_lease_runs_out() {
+        let d = Duration::from_secs(15);
+        let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let later = |secs| now + jiff::SignedDuration::from_secs(secs);
+        assert_eq!(standby_wait(later(4), now, d), Duration::from_millis(4050));
+        // Never longer than a duration, never a busy loop on a lease long expired.
+        assert_eq!(standby_wait(later(3600), now, d), d);
+        assert_eq!(standby_wait(later(-60), now, d), Duration::from_millis(100));
     }
 }

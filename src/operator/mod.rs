@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pod;
 pub mod reconcile;
 pub mod report;
+pub mod retry;
 pub mod status;
 pub mod validate;
 pub mod worker;

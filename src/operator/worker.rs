@@ -16,6 +16,11 @@ use crate::layers::Compression;
 use crate::output::write_atomic;
 
 use super::report::{self, Step, Termination};
+use super::retry;
+
+/// How long the worker keeps trying to write its report through an API server
+/// outage. The job's deadline still bounds the pod as a whole.
+const REPORT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// One step for one attempt of one job.
 #[derive(Debug, Clone)]
@@ -173,10 +178,12 @@ async fn apply_report(task: &Task, bytes: Vec<u8>) -> Result<(), WorkerError> {
     let api: Api<ConfigMap> = Api::namespaced(client, &task.namespace);
     // One field manager per step, so the plan and build reports sit side by side.
     let manager = format!("strata-worker-{}", task.step.name());
-    api.patch(
-        &name,
-        &PatchParams::apply(&manager).force(),
-        &Patch::Apply(&cm),
+    let (params, patch) = (PatchParams::apply(&manager).force(), Patch::Apply(&cm));
+    // The image is pushed by now: an API server away for a while must not waste it.
+    retry::while_transient(
+        REPORT_PATIENCE,
+        || api.patch(&name, &params, &patch),
+        |e, wait| eprintln!("cannot write the report yet ({e}); retrying in {wait:?}"),
     )
     .await
     .map_err(|source| WorkerError::ConfigMap { name, source })?;

@@ -46,7 +46,10 @@ pub fn start(admin: Client, config: AgentConfig) -> Agent {
     let task = tokio::spawn(async move {
         let seen = Arc::new(Mutex::new(HashSet::new()));
         let pods: Api<Pod> = Api::all(admin.clone());
+        // Backoff, as the kubelet's informers have: an API server that is away must
+        // not turn the watch into a busy loop.
         let mut events = watcher::watcher(pods, watcher::Config::default())
+            .default_backoff()
             .applied_objects()
             .boxed();
         while let Some(event) = events.next().await {
@@ -327,10 +330,14 @@ async fn write_status(api: &Api<Pod>, name: &str, s: &PodStatusDoc) -> Result<()
         status["initContainerStatuses"] = serde_json::json!(s.init);
     }
     let patch = serde_json::json!({"status": status});
-    match api
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-    {
+    let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+    // A kubelet keeps a pod's status until the API server takes it.
+    let written = strata::operator::retry::while_transient(
+        Duration::from_secs(600),
+        || api.patch_status(name, &params, &patch),
+        |_, _| {},
+    );
+    match written.await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(format!("status of {name}: {e}")),

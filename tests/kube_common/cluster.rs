@@ -69,6 +69,30 @@ impl ControlPlane {
             .unwrap()
     }
 
+    /// Takes the apiserver away (etcd keeps running).
+    pub fn stop_apiserver(&self) {
+        self.run("stop-apiserver");
+    }
+
+    /// Brings the apiserver back on its old port; returns once it is ready.
+    pub fn start_apiserver(&self) {
+        self.run("start-apiserver");
+    }
+
+    /// Stops etcd and starts it again on the same data.
+    pub fn restart_etcd(&self) {
+        self.run("restart-etcd");
+    }
+
+    fn run(&self, verb: &str) {
+        let status = Command::new(script())
+            .arg(verb)
+            .arg(self.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "control-plane.sh {verb} failed");
+    }
+
     /// An admin client.
     pub async fn client(&self) -> Client {
         strata::operator::install_crypto_provider();

@@ -6,3 +6,4 @@
 pub mod agent;
 pub mod cluster;
 pub mod operator_env;
+pub mod supervisor;

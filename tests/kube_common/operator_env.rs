@@ -4,7 +4,7 @@
 //! benchmark.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use strata::operator::crd::EncapsulationJob;
 
 use super::agent::{self, AgentConfig};
 use super::cluster::{self, ControlPlane};
+use super::supervisor::{supervise, Supervised};
 use crate::common::registry::{free_port, start_registry, Registry};
 use crate::common::{dpkg_tree, real_parts};
 
@@ -24,7 +25,7 @@ pub struct Env {
     pub admin: Client,
     pub registry: Registry,
     _agent: agent::Agent,
-    controller: Mutex<Option<Child>>,
+    controller: Mutex<Option<Supervised>>,
     pub health_port: u16,
     controller_args: Vec<String>,
     controller_kubeconfig: PathBuf,
@@ -33,22 +34,20 @@ pub struct Env {
     _tmp: tempfile::TempDir,
 }
 
-impl Drop for Env {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.controller.lock().unwrap().take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 impl Env {
     /// Starts `strata controller` with the arguments of the chart's Deployment, as
-    /// its ServiceAccount, in the release namespace.
+    /// its ServiceAccount, in the release namespace, restarted whenever it exits.
     pub fn start_controller(&self) {
-        let child = self.spawn_controller("strata-controller-test", self.health_port, &self.log);
+        let child =
+            self.supervise_controller("strata-controller-test", self.health_port, &self.log);
         *self.controller.lock().unwrap() = Some(child);
         self.wait_ready(self.health_port);
+    }
+
+    /// How often the controller started by [`Env::start_controller`] exited by itself.
+    pub fn controller_exits(&self) -> u32 {
+        let guard = self.controller.lock().unwrap();
+        guard.as_ref().expect("a running controller").exits()
     }
 
     /// A scratch directory that lives as long as the environment.
@@ -56,40 +55,47 @@ impl Env {
         self._tmp.path()
     }
 
-    /// A second replica, as the chart's second pod would be; it must stand by.
-    /// A second replica, logging JSON (as a log pipeline would ask).
-    pub fn start_standby(&self, port: u16, log: &std::path::Path) -> Child {
-        let child = self.spawn_controller("strata-controller-standby", port, log);
+    /// A second replica, as the chart's second pod would be, logging JSON (as a log
+    /// pipeline would ask); it must stand by while the first leads.
+    pub fn start_standby(&self, port: u16, log: &std::path::Path) -> Supervised {
+        let child = self.supervise_controller("strata-controller-standby", port, log);
         self.wait_ready(port);
         child
     }
 
-    fn spawn_controller(&self, pod_name: &str, port: u16, log: &std::path::Path) -> Child {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let args = self.controller_args.iter().map(|a| {
-            if a.starts_with("--health-addr=") {
-                format!("--health-addr=127.0.0.1:{port}")
-            } else {
-                a.clone()
-            }
-        });
-        let json = (pod_name == "strata-controller-standby").then_some("--log-format=json");
-        Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(args)
-            .args(json)
-            .env("KUBECONFIG", &self.controller_kubeconfig)
-            .env("POD_NAME", pod_name)
-            .env("POD_NAMESPACE", RELEASE_NAMESPACE)
-            .env("RUST_LOG", "info,strata=debug")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap()
+    fn supervise_controller(&self, pod_name: &str, port: u16, log: &std::path::Path) -> Supervised {
+        let args: Vec<String> = self
+            .controller_args
+            .iter()
+            .map(|a| match a.starts_with("--health-addr=") {
+                true => format!("--health-addr=127.0.0.1:{port}"),
+                false => a.clone(),
+            })
+            .chain((pod_name == "strata-controller-standby").then(|| "--log-format=json".into()))
+            .collect();
+        let (kubeconfig, log, pod_name) = (
+            self.controller_kubeconfig.clone(),
+            log.to_path_buf(),
+            pod_name.to_string(),
+        );
+        supervise(move || {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap();
+            let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+            command
+                .args(&args)
+                .env("KUBECONFIG", &kubeconfig)
+                .env("POD_NAME", &pod_name)
+                .env("POD_NAMESPACE", RELEASE_NAMESPACE)
+                .env("RUST_LOG", "info,strata=debug")
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .stdin(Stdio::null());
+            command
+        })
     }
 
     /// Waits until the controller on `port` answers /readyz.
@@ -113,7 +119,7 @@ impl Env {
     /// The controller's peak resident set (VmHWM), in KiB.
     pub fn controller_peak_rss_kib(&self) -> u64 {
         let guard = self.controller.lock().unwrap();
-        let pid = guard.as_ref().expect("a running controller").id();
+        let pid = guard.as_ref().expect("a running controller").pid();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         status
             .lines()
@@ -122,15 +128,10 @@ impl Env {
             .unwrap_or(0)
     }
 
+    /// Kills the controller (SIGKILL) and does not restart it.
     pub fn kill_controller(&self) {
-        let mut c = self
-            .controller
-            .lock()
-            .unwrap()
-            .take()
-            .expect("a running controller");
-        c.kill().unwrap();
-        c.wait().unwrap();
+        let c = self.controller.lock().unwrap().take();
+        c.expect("a running controller").kill();
     }
 
     pub fn image(&self, name: &str) -> String {

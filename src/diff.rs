@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::history::{Layout, LayoutLayer};
+use crate::layout::{Layout, LayoutLayer};
 
 /// The layer-level difference between two layouts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,7 +85,7 @@ pub fn diff_layouts(old: &Layout, new: &Layout) -> LayoutDiff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::LayoutComponent;
+    use crate::layout::LayoutComponent;
 
     fn layer(members: &[(&str, &str, u64)]) -> LayoutLayer {
         LayoutLayer {
@@ -222,7 +222,7 @@ pub fn diff_images(old_name: &str, old: &Layout, new_name: &str, new: &Layout) -
 fn component_changes(old: &Layout, new: &Layout) -> ComponentChanges {
     let before = old.by_name();
     let after = new.by_name();
-    let version = |c: &crate::history::LayoutComponent| c.version.clone().unwrap_or_default();
+    let version = |c: &crate::layout::LayoutComponent| c.version.clone().unwrap_or_default();
     let mut changes = ComponentChanges::default();
     let mut names: Vec<&str> = before.keys().chain(after.keys()).copied().collect();
     names.sort_unstable();

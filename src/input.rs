@@ -117,3 +117,61 @@ pub fn read_json_lines<T: serde::de::DeserializeOwned>(
     }
     Ok(items)
 }
+
+/// Sizes beyond this total are refused: no OS image is an exbibyte, and sums of
+/// untrusted sizes must not overflow.
+pub const MAX_TOTAL_SIZE: u64 = 1 << 60;
+
+/// Checks that `sizes` add up to at most [`MAX_TOTAL_SIZE`].
+pub fn check_total_size(
+    path: &Path,
+    field: &str,
+    sizes: impl Iterator<Item = u64>,
+) -> Result<(), InputError> {
+    let mut total: u64 = 0;
+    for s in sizes {
+        total = total.saturating_add(s);
+        if total > MAX_TOTAL_SIZE {
+            return Err(InputError::invalid(
+                path,
+                field,
+                "sizes add up to more than 1 EiB",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks the optional `date` field of a file.
+pub fn validate_date(path: &Path, date: Option<&str>) -> Result<(), InputError> {
+    match date {
+        Some(date) if parse_date(date).is_none() => Err(InputError::invalid(
+            path,
+            "date",
+            format!("'{date}' is not an RFC 3339 timestamp or YYYY-MM-DD date"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Parses an RFC 3339 timestamp or a plain `YYYY-MM-DD` date (taken as midnight UTC).
+pub fn parse_date(text: &str) -> Option<i64> {
+    if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+        return Some(ts.as_second());
+    }
+    let date = text.parse::<jiff::civil::Date>().ok()?;
+    let ts = date.to_zoned(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    Some(ts.as_second())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_parse_in_both_forms() {
+        assert_eq!(parse_date("1970-01-02"), Some(86_400));
+        assert_eq!(parse_date("1970-01-01T01:00:00+01:00"), Some(0));
+        assert_eq!(parse_date("yesterday"), None);
+    }
+}

@@ -14,6 +14,7 @@ pub mod history;
 pub mod image;
 pub mod input;
 pub mod layers;
+pub mod layout;
 pub mod operator;
 pub mod output;
 pub mod parallel;

@@ -42,7 +42,7 @@ fn the_controller_waits_for_an_unreachable_api_server() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    // Waits of about 1, 2 and 4 s: three or more tries in 8 s.
+    // Waits of 1, 2, then 4 s each, less up to half at random: 3 to 8 tries in 8 s.
     std::thread::sleep(Duration::from_secs(8));
     let alive = child.try_wait().unwrap().is_none();
     let (healthz, readyz) = match alive {
@@ -63,7 +63,7 @@ fn the_controller_waits_for_an_unreachable_api_server() {
     assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
     let retries = said.matches("cannot take the lease; retrying").count();
     assert!(
-        (2..=5).contains(&retries),
+        (2..=8).contains(&retries),
         "{retries} retries in 8 s:\n{said}"
     );
 }

@@ -398,6 +398,45 @@ async fn tekton_job_task(env: &Env) {
         "the job's failure message: {}",
         run.stderr()
     );
+    tekton_job_task_ostree_claim(env, &environment).await;
+}
+
+/// The task's ostree source is a repository on a claim, and its push credentials a
+/// Secret: the job it creates says so (it then ends at its 1 s deadline).
+async fn tekton_job_task_ostree_claim(env: &Env, environment: &[(&str, &str)]) {
+    use common::tekton::{run_task, s};
+    let scratch = env.scratch().join("tekton-ostree");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let run = tokio::task::block_in_place(|| {
+        run_task(
+            "strata-encapsulation-job.yaml",
+            vec![
+                ("STREAM", s("tekton-ostree")),
+                ("OSTREE_CLAIM", s("os-repo")),
+                ("OSTREE_REPO", s("srv/repo")),
+                ("OSTREE_REF", s("os/v1")),
+                ("PUSH_SECRET", s("push")),
+                ("OUTPUT_IMAGE", s(env.image("tekton-ostree:1"))),
+                ("TIMEOUT_SECONDS", s("1")),
+                ("NAMESPACE", s("e2e")),
+            ],
+            &[],
+            environment,
+            &scratch,
+        )
+    });
+    assert!(!run.output.status.success(), "ends at its deadline");
+    let job = env.jobs("e2e").get(&run.results["JOB_NAME"]).await.unwrap();
+    let spec = serde_json::to_value(&job.spec).unwrap();
+    assert_eq!(
+        spec["source"]["ostree"],
+        json!({"volume": "source", "repo": "srv/repo", "ref": "os/v1"})
+    );
+    assert_eq!(
+        spec["podTemplate"]["volumes"][0]["persistentVolumeClaim"],
+        json!({"claimName": "os-repo", "readOnly": true})
+    );
+    assert_eq!(spec["output"]["pushSecretRef"], json!({"name": "push"}));
 }
 
 /// The controller dies right after creating a pod and comes back after the worker

@@ -117,6 +117,7 @@ async fn etcd_restart(env: &Env) {
         "{exited} exits over an etcd restart:\n{}",
         env.controller_log()
     );
+    println!("etcd restart: {exited} controller exits");
 }
 
 /// A standby waits while the leader leads; the leader is killed (SIGKILL, as a lost

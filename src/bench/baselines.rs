@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::components::{Build, ComponentKind};
-use crate::history::{Layout, LayoutComponent, LayoutLayer};
+use crate::layout::{Layout, LayoutComponent, LayoutLayer};
 use crate::plan::{self, PlanOptions};
 
 /// Lays out one build given the layouts of the builds before it, newest first.

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::baselines::Strategy;
 use crate::components::Build;
 use crate::diff::diff_layouts;
-use crate::history::Layout;
+use crate::layout::Layout;
 
 /// How a replay runs.
 #[derive(Debug, Clone)]

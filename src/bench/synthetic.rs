@@ -2,7 +2,7 @@
 //! deterministic pseudo-random build of N components with M prior builds.
 
 use crate::components::{Build, Component, ComponentKind};
-use crate::history::{Layout, LayoutComponent, LayoutLayer};
+use crate::layout::{Layout, LayoutComponent, LayoutLayer};
 
 /// One build in eight changes a component of the calmest class; one in two the busiest.
 const CHANGE_EIGHTHS: [u64; 4] = [0, 1, 2, 4];

@@ -7,9 +7,9 @@ use anyhow::Context;
 use super::DiffArgs;
 use crate::bytes::human_bytes;
 use crate::diff::{diff_images, ImageDiff};
-use crate::history::Layout;
 use crate::image::remote::RegistryOptions;
 use crate::image::{self, ImageRef};
+use crate::layout::Layout;
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -28,7 +28,7 @@ fn layout(r: &ImageRef, registry: &RegistryOptions) -> anyhow::Result<Layout> {
         layers: manifest
             .layers()
             .iter()
-            .map(|d| crate::history::LayoutLayer {
+            .map(|d| crate::layout::LayoutLayer {
                 components: vec![],
                 size: 0,
                 blob_size: Some(d.size()),

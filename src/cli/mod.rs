@@ -294,6 +294,10 @@ pub struct ControllerArgs {
     /// (workers run --worker-image).
     #[arg(long = "allow-worker-image", value_name = "IMAGE")]
     pub allow_worker_images: Vec<String>,
+    /// A namespace prepared for worker pods (their ServiceAccount and Role).
+    /// Repeatable; jobs in any other namespace end InvalidSpec. None: every namespace.
+    #[arg(long = "worker-namespace", value_name = "NAMESPACE")]
+    pub worker_namespaces: Vec<String>,
     /// Seconds to wait after a first failed attempt; doubles with each failure.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     pub backoff_base: f64,

@@ -149,5 +149,6 @@ fn job_policy(args: &ControllerArgs) -> operator::JobPolicy {
     }
     policy.service_accounts = args.allow_service_accounts.clone();
     policy.worker_images = args.allow_worker_images.clone();
+    policy.worker_namespaces = args.worker_namespaces.clone();
     policy
 }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use super::{Format, PlanArgs};
 use crate::bytes::human_bytes;
 use crate::components::Build;
-use crate::history::Layout;
+use crate::layout::Layout;
 use crate::output::write_atomic;
 use crate::plan::{self, Action, Plan};
 

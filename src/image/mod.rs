@@ -16,7 +16,7 @@ use ocidir::oci_spec::image::{
 };
 use ocidir::{Layer, OciDir};
 
-use crate::history::{Layout, LayoutComponent, LayoutLayer};
+use crate::layout::{Layout, LayoutComponent, LayoutLayer};
 pub use reference::ImageRef;
 
 /// Per layer: `[[name, version, size], …]` as JSON, sorted by name.

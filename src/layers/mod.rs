@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use ocidir::{Layer, OciDir};
 
 use crate::components::assign::Assigned;
-use crate::history::LayoutComponent;
+use crate::layout::LayoutComponent;
 use crate::source::Entry;
 
 /// How layer blobs are compressed.

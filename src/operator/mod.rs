@@ -62,6 +62,9 @@ pub struct JobPolicy {
     pub service_accounts: Vec<String>,
     /// `spec.workerImage` values a job may set (none by default).
     pub worker_images: Vec<String>,
+    /// Namespaces prepared for worker pods (their ServiceAccount and Role); empty
+    /// means every namespace is.
+    pub worker_namespaces: Vec<String>,
 }
 
 /// Volume types a job may use unless the controller is told otherwise: storage the
@@ -79,6 +82,7 @@ impl Default for JobPolicy {
             volume_types: DEFAULT_VOLUME_TYPES.map(String::from).to_vec(),
             service_accounts: Vec::new(),
             worker_images: Vec::new(),
+            worker_namespaces: Vec::new(),
         }
     }
 }

@@ -18,7 +18,7 @@ use super::report::{self, ReportError, Step, Termination};
 use super::status::{
     self, condition, finished, set_condition, succeeded, Truth, BUILT, PLANNED, SUCCEEDED,
 };
-use super::validate::validate;
+use super::validate::{validate, worker_namespace};
 use super::Settings;
 
 /// The longest wait between attempts.
@@ -180,7 +180,10 @@ impl<'a> Decider<'a> {
 
     fn step(&mut self) {
         let spec = &self.o.job.spec;
-        if let Err(invalid) = validate(spec, &self.o.settings.policy) {
+        let namespace = self.o.job.namespace().unwrap_or_default();
+        let policy = &self.o.settings.policy;
+        let checked = validate(spec, policy).and_then(|()| worker_namespace(&namespace, policy));
+        if let Err(invalid) = checked {
             return self.finish(Truth::False, invalid.reason, invalid.message);
         }
         if spec.cancel {

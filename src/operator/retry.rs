@@ -5,15 +5,15 @@
 use std::time::Duration;
 
 /// The longest wait between attempts to reach the API server. It bounds how long a
-/// client stays blind after the server is back; one request per 8 s is no load.
-const MAX_UNREACHABLE_WAIT: Duration = Duration::from_secs(8);
+/// client stays blind after the server is back; one request per 4 s is no load.
+const MAX_UNREACHABLE_WAIT: Duration = Duration::from_secs(4);
 
 /// The wait after `failures` failed attempts in a row: 1 s doubling to
 /// [`MAX_UNREACHABLE_WAIT`], less up to half at random, so clients that lost the API
 /// server together do not come back in step.
 pub fn unreachable_wait(failures: u32) -> Duration {
     let full = Duration::from_secs(1)
-        .saturating_mul(1 << failures.saturating_sub(1).min(3))
+        .saturating_mul(1 << failures.saturating_sub(1).min(2))
         .min(MAX_UNREACHABLE_WAIT);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -81,7 +81,7 @@ mod tests {
     fn waits_for_the_api_server_grow_to_a_cap_with_jitter() {
         for n in 1..40 {
             let w = unreachable_wait(n);
-            let full = Duration::from_secs(1 << (n - 1).min(3)).min(MAX_UNREACHABLE_WAIT);
+            let full = Duration::from_secs(1 << (n - 1).min(2)).min(MAX_UNREACHABLE_WAIT);
             assert!(w <= full && w >= full / 2, "{n}: {w:?}");
         }
     }

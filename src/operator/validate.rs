@@ -57,6 +57,20 @@ pub fn validate(spec: &EncapsulationJobSpec, policy: &JobPolicy) -> Result<(), I
     Ok(())
 }
 
+/// A job's pod can only run where the installation prepared a worker account; a job
+/// elsewhere would fail at pod creation with a message about a missing account.
+pub fn worker_namespace(namespace: &str, policy: &JobPolicy) -> Result<(), Invalid> {
+    let ready = &policy.worker_namespaces;
+    if ready.is_empty() || ready.iter().any(|n| n == namespace) {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "namespace {namespace:?} has no Strata worker account: its workers run in {} \
+         (the chart's workerNamespaces, the controller's --worker-namespace)",
+        ready.join(", ")
+    )))
+}
+
 /// Volumes, service account and worker image: each must be one the controller's
 /// installer allowed, since a job's pod reads its source and pushes what it read.
 fn within_policy(spec: &EncapsulationJobSpec, policy: &JobPolicy) -> Result<(), Invalid> {
@@ -354,6 +368,7 @@ mod tests {
             ],
             service_accounts: vec!["admin".into()],
             worker_images: vec!["evil/strata:1".into()],
+            worker_namespaces: Vec::new(),
         };
         for (spec, _) in &cases {
             validate(spec, &open).unwrap();
@@ -381,5 +396,25 @@ mod tests {
             none,
         );
         validate(&safe, &policy()).unwrap();
+    }
+
+    #[test]
+    fn jobs_run_only_where_workers_were_prepared() {
+        let open = JobPolicy::default();
+        worker_namespace("anywhere", &open).unwrap();
+        let listed = JobPolicy {
+            worker_namespaces: vec!["builds".into(), "ci".into()],
+            ..JobPolicy::default()
+        };
+        worker_namespace("ci", &listed).unwrap();
+        let err = worker_namespace("team-a", &listed).unwrap_err();
+        assert_eq!(err.reason, "InvalidSpec");
+        assert!(
+            err.message
+                .contains("\"team-a\" has no Strata worker account")
+                && err.message.contains("builds, ci"),
+            "{}",
+            err.message
+        );
     }
 }

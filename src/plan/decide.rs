@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::partition::{Group, Item};
 use super::{Action, Ctx, Decision, Dirty};
 use crate::bytes::human_bytes;
-use crate::history::Layout;
+use crate::layout::Layout;
 
 /// The output layers, in order, as the explanation needs them.
 pub(super) struct Layers<'a> {

@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::bytes::human_bytes;
 use crate::components::{Build, Component};
 use crate::diff::{self, LayoutDiff};
-use crate::history::{self, content_key, Basis, Estimate, Layout, LayoutComponent, LayoutLayer};
+use crate::history::{self, Basis, Estimate};
+use crate::layout::{content_key, layer_key, Layout, LayoutComponent, LayoutLayer};
 use partition::{Group, Item};
 
 /// The layer count used when none is given (rpm-ostree's default too).
@@ -790,7 +791,7 @@ impl Assembled {
             Some(_) => {
                 let live: Vec<LayoutComponent> =
                     members.iter().map(|&i| layout_component(ctx, i)).collect();
-                history::layer_key(&live, &superseded).expect("every member has a version")
+                layer_key(&live, &superseded).expect("every member has a version")
             }
             None => members_key(ctx, &members),
         };

@@ -203,6 +203,28 @@ fn an_invalid_spec_fails_without_a_pod() {
 }
 
 #[test]
+fn a_job_outside_the_worker_namespaces_fails_without_a_pod() {
+    let j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
+    let mut settings = settings();
+    settings.policy.worker_namespaces = vec!["builds".into()];
+    let o = decide(&Observed {
+        job: &j,
+        pods: &[],
+        stream: std::slice::from_ref(&j),
+        reports: &Reports::default(),
+        now: at("2026-01-01T00:00:01Z"),
+        settings: &settings,
+    });
+    assert!(o.actions.is_empty());
+    assert_eq!(reason(&o), "InvalidSpec");
+    let message = &condition(&o.status, SUCCEEDED).unwrap().message;
+    assert!(
+        message.contains("\"ns\" has no Strata worker account"),
+        "{message}"
+    );
+}
+
+#[test]
 fn a_failed_attempt_backs_off_then_retries_then_gives_up() {
     let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
     j.status = Some(confirmed(1));

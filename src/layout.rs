@@ -1,0 +1,171 @@
+//! Layout: the one record of a prior build's layers, whatever it was read from (a plan
+//! file, image manifests and their annotations, a job's report). A leaf of the data
+//! flow: `history` learns from layouts, `plan` keeps or reopens their layers, `image`
+//! reads and writes them, and `diff` compares two.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::input::{self, check_total_size, parse_date, validate_date, InputError};
+
+/// One component as a prior build's layer recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutComponent {
+    pub name: String,
+    /// `None` when the writer recorded names only (rpm-ostree's `ostree.components`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+/// One layer of a prior build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutLayer {
+    pub components: Vec<LayoutComponent>,
+    /// Uncompressed size in bytes: what its members hold, superseded ones included.
+    #[serde(default)]
+    pub size: u64,
+    /// Compressed size of the layer blob, once built (what clients download).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_size: Option<u64>,
+    /// The layer blob digest, once built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// ostree-ext's commit layer: downloaded like any other, but never a slot to plan.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub commit_layer: bool,
+    /// Members whose files the layer still holds but a higher layer supersedes: a
+    /// newer version above, or a whiteout in the patch layer. The layer was kept byte
+    /// for byte rather than rewritten for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<LayoutComponent>,
+    /// Strata's patch layer (always the top one): whiteouts and corrections for what
+    /// kept layers hold stale. Built from the tree each time, never a slot to plan.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub patch_layer: bool,
+}
+
+impl LayoutLayer {
+    /// The identity of the layer's content: equal keys mean byte-identical layers.
+    /// `None` when some member has no recorded version.
+    pub fn content_key(&self) -> Option<String> {
+        layer_key(&self.components, &self.superseded)
+    }
+
+    /// Uncompressed bytes the layer holds, superseded members included.
+    pub fn held_bytes(&self) -> u64 {
+        self.components
+            .iter()
+            .chain(&self.superseded)
+            .map(|c| c.size)
+            .sum()
+    }
+}
+
+/// The content key of a layer holding `live` and `superseded` members; `None` when
+/// some member has no recorded version. A superseded member's files are in the blob
+/// all the same, so a layer kept for it keeps the key it was written with.
+pub fn layer_key(live: &[LayoutComponent], superseded: &[LayoutComponent]) -> Option<String> {
+    let mut pairs: Vec<(&str, &str)> = live
+        .iter()
+        .chain(superseded)
+        .map(|c| Some((c.name.as_str(), c.version.as_deref()?)))
+        .collect::<Option<_>>()?;
+    pairs.sort_unstable();
+    Some(content_key(pairs))
+}
+
+/// Hashes sorted `(name, version)` pairs into a layer content key.
+pub fn content_key<'a>(sorted_pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut hasher = Sha256::new();
+    for (name, version) in sorted_pairs {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(version.as_bytes());
+        hasher.update([b'\n']);
+    }
+    crate::bytes::sha256_label(&hasher.finalize())
+}
+
+/// The layout of one prior build: its layers in order, and its date when known.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layout {
+    /// Where the layout was read from, for messages.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date: Option<String>,
+    pub layers: Vec<LayoutLayer>,
+}
+
+impl Layout {
+    /// The layers a planner may keep or reuse: without an ostree commit layer or a
+    /// patch layer.
+    pub fn planning(&self) -> Layout {
+        Layout {
+            layers: self
+                .layers
+                .iter()
+                .filter(|l| !l.commit_layer && !l.patch_layer)
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+    /// Reads a plan file (`strata plan` output) as a prior build's layout.
+    pub fn read(path: &Path) -> Result<Layout, InputError> {
+        let mut layout: Layout = input::read_json(path, "a plan file")?;
+        layout.origin = path.display().to_string();
+        layout.validate(path)?;
+        Ok(layout)
+    }
+
+    /// Checks that every component sits in one layer only and the date parses.
+    pub fn validate(&self, path: &Path) -> Result<(), InputError> {
+        validate_date(path, self.date.as_deref())?;
+        let sizes = self
+            .layers
+            .iter()
+            .flat_map(|l| l.components.iter().map(|c| c.size));
+        check_total_size(path, "layers", sizes)?;
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (j, c) in layer.components.iter().enumerate() {
+                if c.name.is_empty() {
+                    return Err(InputError::invalid(
+                        path,
+                        format!("layers[{i}].components[{j}].name"),
+                        "is empty",
+                    ));
+                }
+                if let Some(first) = seen.insert(&c.name, i) {
+                    return Err(InputError::invalid(
+                        path,
+                        format!("layers[{i}].components[{j}].name"),
+                        format!("'{}' is already in layer {first}", c.name),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn timestamp(&self) -> Option<i64> {
+        self.date.as_deref().and_then(parse_date)
+    }
+
+    /// Every component with its layer index, by name.
+    pub fn by_name(&self) -> HashMap<&str, (usize, &LayoutComponent)> {
+        self.layers
+            .iter()
+            .enumerate()
+            .flat_map(|(i, l)| l.components.iter().map(move |c| (c.name.as_str(), (i, c))))
+            .collect()
+    }
+}

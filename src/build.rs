@@ -4,23 +4,19 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use crate::cleanup::Partial;
 use crate::components::assign::{assign, AssignError};
 use crate::components::map::ComponentMap;
-use crate::diff::{diff_images, ImageDiff};
+use crate::diff::diff_images;
 use crate::image::remote::{self, RegistryOptions};
 use crate::image::{self, ImageError, ImageMeta, ImageRef};
 use crate::layers::{self, Compression, LayerError, LayerJob};
 use crate::layout::Layout;
 use crate::plan::{self, Plan, PlanError, PlanOptions};
+use crate::report::{BuildReport, BuiltImage, PlanReport, PLAN_REPORT_SCHEMA, REPORT_SCHEMA};
 use crate::source::content::{Content, Dir};
 use crate::source::rootfs::{walk, WalkOptions};
 use crate::source::SourceError;
-
-/// The version tag of the build report format.
-pub const REPORT_SCHEMA: &str = "strata.report/v1";
 
 /// What to encapsulate.
 #[derive(Debug, Clone)]
@@ -126,35 +122,6 @@ pub enum BuildError {
     PlanMismatch { component: String },
     #[error("--format ostree needs an ostree source (--ostree-repo); use --format plain")]
     FormatNeedsOstree,
-}
-
-/// The written image and what it cost clients.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BuildReport {
-    pub schema: String,
-    pub image: BuiltImage,
-    pub plan: Plan,
-    /// Against each prior that could be read, in the order given.
-    pub diffs: Vec<ImageDiff>,
-    pub warnings: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BuiltImage {
-    pub reference: String,
-    pub manifest_digest: String,
-    /// Compressed bytes of all layers.
-    pub size: u64,
-    pub layers: usize,
-    /// The digest of each planned layer, in plan order.
-    #[serde(default)]
-    pub layer_digests: Vec<String>,
-    /// The ostree format's commit layer (first in the manifest), which no plan holds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub commit_layer_digest: Option<String>,
-    /// The patch layer (last in the manifest), which no plan holds either.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub patch_layer_digest: Option<String>,
 }
 
 /// The tag the image gets in a staging layout that is pushed elsewhere.
@@ -276,19 +243,6 @@ struct Prepared {
     warnings: Vec<String>,
     plan: Plan,
 }
-
-/// What `strata worker plan` reports: the plan and what was learnt on the way.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PlanReport {
-    pub schema: String,
-    pub plan: Plan,
-    /// The priors that could be read, newest first.
-    pub priors: Vec<String>,
-    pub warnings: Vec<String>,
-}
-
-/// The version tag of the plan report format.
-pub const PLAN_REPORT_SCHEMA: &str = "strata.plan-report/v1";
 
 /// Reads the source and plans it, writing nothing.
 pub fn plan_only(

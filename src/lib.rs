@@ -19,6 +19,7 @@ pub mod operator;
 pub mod output;
 pub mod parallel;
 pub mod plan;
+pub mod report;
 pub mod source;
 
 /// An error and its causes on one line, leaving out a cause its parent's message

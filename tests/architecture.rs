@@ -136,3 +136,15 @@ fn the_cycle_check_finds_a_cycle() {
     g.get_mut("c").unwrap().clear();
     assert_eq!(cycle(&g), None);
 }
+
+#[test]
+fn the_reconciler_does_not_link_the_pipeline() {
+    let operator = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/operator");
+    for file in ["reconcile.rs", "status.rs", "report.rs", "pod/mod.rs"] {
+        let text = std::fs::read_to_string(operator.join(file)).unwrap();
+        assert!(
+            !non_test(&text).contains("crate::build"),
+            "src/operator/{file} uses crate::build"
+        );
+    }
+}

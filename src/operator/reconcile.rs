@@ -9,8 +9,8 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::ResourceExt;
 
-use crate::build::{BuildReport, PlanReport};
 use crate::image::ImageRef;
+use crate::report::{BuildReport, PlanReport};
 
 use super::crd::{EncapsulationJob, EncapsulationJobStatus, Failure, Mode, ReportRef};
 use super::pod::{worker_pod, Attempt};

@@ -1,9 +1,9 @@
 //! Status: conditions that change their transition time only on a real transition, and
 //! the bounded summaries folded in from worker reports.
 
-use crate::build::BuildReport;
 use crate::plan::Action;
 use crate::plan::Plan;
+use crate::report::BuildReport;
 
 use super::crd::{
     Condition, DecisionCounts, DecisionStatus, DiffStatus, EncapsulationJobStatus, LayerStatus,
@@ -215,8 +215,8 @@ mod size_tests {
         };
         let status_bytes = serde_json::to_vec(&status).unwrap().len();
         assert!(status_bytes < 64 * 1024, "status is {status_bytes} bytes");
-        let report = crate::build::PlanReport {
-            schema: crate::build::PLAN_REPORT_SCHEMA.into(),
+        let report = crate::report::PlanReport {
+            schema: crate::report::PLAN_REPORT_SCHEMA.into(),
             plan,
             priors: Vec::new(),
             warnings: Vec::new(),

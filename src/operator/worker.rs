@@ -10,10 +10,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams};
 
-use crate::build::{self, BuildError, BuildOptions, PlanInputs, PlanReport};
+use crate::build::{self, BuildError, BuildOptions, PlanInputs};
 use crate::image::ImageRef;
 use crate::layers::Compression;
 use crate::output::write_atomic;
+use crate::report::PlanReport;
 
 use super::report::{self, Step, Termination};
 use super::retry;

@@ -25,6 +25,7 @@ async fn the_operator_runs_jobs_end_to_end() {
     tokio::join!(
         happy_path_and_stream_history(&env),
         plan_only(&env),
+        worker_rights(&env),
         failure_is_retried_then_reported(&env),
         cancellation(&env),
         deadline(&env),
@@ -115,6 +116,35 @@ async fn happy_path_and_stream_history(env: &Env) {
     assert!(diff.download_bytes < s2.output.unwrap().size);
     assert_eq!(env.pods("e2e", &first).await.len(), 1);
     assert_eq!(env.pods("e2e", &second).await.len(), 1);
+}
+
+/// A worker's account may patch ConfigMaps (its report's key) and nothing more: it
+/// cannot read the namespace's ConfigMaps, nor create one.
+async fn worker_rights(env: &Env) {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let path = env.scratch().join("worker.kubeconfig");
+    kube_common::cluster::service_account_kubeconfig(
+        &env.admin,
+        &env.cp.server(),
+        "e2e",
+        "strata-worker",
+        &path,
+    )
+    .await;
+    let worker = kube_common::cluster::client_for(&path).await;
+    let maps: Api<ConfigMap> = Api::namespaced(worker, "e2e");
+    let forbidden =
+        |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(e)) if e.code == 403);
+    assert!(forbidden(maps.get("kube-root-ca.crt").await.map(|_| ())));
+    assert!(forbidden(
+        maps.list(&ListParams::default()).await.map(|_| ())
+    ));
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "planted"}})).unwrap();
+    assert!(forbidden(
+        maps.create(&kube::api::PostParams::default(), &cm)
+            .await
+            .map(|_| ())
+    ));
 }
 
 async fn plan_only(env: &Env) {

@@ -295,6 +295,13 @@ async fn carry_out(
     job: &EncapsulationJob,
     outcome: &reconcile::Outcome,
 ) -> Result<Option<String>, ReconcileError> {
+    if outcome
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Create(_)))
+    {
+        create_report_map(&ctx.client, job).await?;
+    }
     for action in &outcome.actions {
         match act(pods, action, ctx).await {
             Ok(Some(uid)) => {
@@ -310,6 +317,23 @@ async fn carry_out(
         }
     }
     Ok(None)
+}
+
+/// Creates the job's report ConfigMap (once), so that its workers need no `create`.
+/// One that exists already is left as it is: the controller only ever trusts a report
+/// its own pod's termination message vouches for.
+async fn create_report_map(client: &Client, job: &EncapsulationJob) -> Result<(), ReconcileError> {
+    let ns = job.namespace().unwrap_or_default();
+    let cm = report::report_map(&ns, &job.name_any(), &job.uid().unwrap_or_default());
+    let api = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    match api.create(&PostParams::default(), &cm).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(kube_err(format!(
+            "creating the report ConfigMap {ns}/{}",
+            cm.metadata.name.unwrap_or_default()
+        ))(e)),
+    }
 }
 
 /// Reads the reports the current attempt's pod vouched for.

@@ -8,8 +8,12 @@
 //! ConfigMaps, but only the job's own pod's termination message unlocks that job's
 //! status.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::ByteString;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -19,8 +23,6 @@ pub const JOB_UID_LABEL: &str = "strata.dev/job-uid";
 pub const JOB_NAME_LABEL: &str = "strata.dev/job";
 /// Label on pods: the attempt number.
 pub const ATTEMPT_LABEL: &str = "strata.dev/attempt";
-/// Annotation on the report ConfigMap: the attempt whose worker last wrote it.
-pub const ATTEMPT_ANNOTATION: &str = "strata.dev/attempt";
 /// The `app.kubernetes.io/managed-by` value on everything the operator makes.
 pub const MANAGED_BY: &str = "strata";
 
@@ -225,6 +227,62 @@ pub fn child_name(job: &str, suffix: &str) -> String {
 /// The report ConfigMap of a job.
 pub fn report_name(job: &str) -> String {
     child_name(job, "report")
+}
+
+/// The owner reference that makes job `name` (UID `uid`) own, and garbage-collect, a
+/// child: its pods and its report ConfigMap.
+pub fn job_owner(name: &str, uid: &str) -> OwnerReference {
+    OwnerReference {
+        api_version: "strata.dev/v1alpha1".into(),
+        kind: "EncapsulationJob".into(),
+        name: name.into(),
+        uid: uid.into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// Job `job`'s report ConfigMap, empty. The controller creates it, owned by the job,
+/// before the job's first pod, so workers need only `patch` on ConfigMaps (not `get`,
+/// which would let them read every ConfigMap of the namespace, nor `create`); each
+/// step's worker then applies its own key ([`report_entry`]).
+pub fn report_map(namespace: &str, job: &str, job_uid: &str) -> ConfigMap {
+    let labels = [
+        ("app.kubernetes.io/managed-by", MANAGED_BY),
+        (JOB_UID_LABEL, job_uid),
+    ];
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(report_name(job)),
+            namespace: Some(namespace.into()),
+            labels: Some(
+                labels
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            owner_references: Some(vec![job_owner(job, job_uid)]),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// What one step's worker applies to the report ConfigMap: its own key, and nothing
+/// of the metadata the controller set.
+pub fn report_entry(namespace: &str, job: &str, step: Step, bytes: Vec<u8>) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(report_name(job)),
+            namespace: Some(namespace.into()),
+            ..Default::default()
+        },
+        binary_data: Some(BTreeMap::from([(
+            step.key().to_string(),
+            ByteString(bytes),
+        )])),
+        ..Default::default()
+    }
 }
 
 /// The pod of a job's attempt.

@@ -6,8 +6,6 @@
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams};
 
 use crate::build::{self, BuildError, BuildOptions, PlanInputs};
@@ -150,32 +148,7 @@ async fn apply_report(task: &Task, bytes: Vec<u8>) -> Result<(), WorkerError> {
         .await
         .map_err(|e| WorkerError::Client(e.to_string()))?;
     let name = report::report_name(&task.job);
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(task.namespace.clone()),
-            labels: Some(
-                [
-                    ("app.kubernetes.io/managed-by", report::MANAGED_BY),
-                    (report::JOB_UID_LABEL, task.job_uid.as_str()),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            ),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "strata.dev/v1alpha1".into(),
-                kind: "EncapsulationJob".into(),
-                name: task.job.clone(),
-                uid: task.job_uid.clone(),
-                controller: Some(true),
-                block_owner_deletion: None,
-            }]),
-            ..Default::default()
-        },
-        binary_data: Some([(task.step.key().to_string(), ByteString(bytes))].into()),
-        ..Default::default()
-    };
+    let cm = report::report_entry(&task.namespace, &task.job, task.step, bytes);
     let api: Api<ConfigMap> = Api::namespaced(client, &task.namespace);
     // One field manager per step, so the plan and build reports sit side by side.
     let manager = format!("strata-worker-{}", task.step.name());

@@ -95,13 +95,18 @@ impl ControlPlane {
 
     /// An admin client.
     pub async fn client(&self) -> Client {
-        strata::operator::install_crypto_provider();
-        let kubeconfig = kube::config::Kubeconfig::read_from(self.kubeconfig()).unwrap();
-        let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap();
-        Client::try_from(config).unwrap()
+        client_for(&self.kubeconfig()).await
     }
+}
+
+/// A client with the credentials of the kubeconfig at `path`.
+pub async fn client_for(path: &Path) -> Client {
+    strata::operator::install_crypto_provider();
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).unwrap();
+    let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    Client::try_from(config).unwrap()
 }
 
 /// Installs the CRD (without CEL: the test apiserver is 1.20) and waits until served.

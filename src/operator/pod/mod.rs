@@ -115,14 +115,7 @@ pub fn labels(job: &EncapsulationJob, attempt: u32) -> BTreeMap<String, String> 
 
 /// The owner reference that makes the job own (and garbage-collect) a child.
 pub fn owner(job: &EncapsulationJob) -> OwnerReference {
-    OwnerReference {
-        api_version: "strata.dev/v1alpha1".into(),
-        kind: "EncapsulationJob".into(),
-        name: job.name_any(),
-        uid: job.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
+    report::job_owner(&job.name_any(), &job.uid().unwrap_or_default())
 }
 
 fn container(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Container {

@@ -61,6 +61,19 @@ fn remove(path: &Path) {
     };
 }
 
+/// Removes `path` while other threads may still be writing into it: a file created
+/// during the removal makes it fail (the directory is not empty), so it is tried
+/// again, for about a second at most.
+fn remove_while_written(path: &Path) {
+    for _ in 0..100 {
+        remove(path);
+        if std::fs::symlink_metadata(path).is_err() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 /// On SIGINT or SIGTERM, removes every guarded path and exits with 128 + the signal.
 pub fn remove_on_signals() -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
@@ -70,7 +83,7 @@ pub fn remove_on_signals() -> std::io::Result<()> {
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 for path in lock().drain(..) {
-                    remove(&path);
+                    remove_while_written(&path);
                 }
                 eprintln!("strata: interrupted; partial output removed");
                 std::process::exit(128 + signal);

@@ -42,7 +42,7 @@ fn is_refusal(e: &kube::Error) -> bool {
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or `patience` has passed since
-/// the first failure; `on_retry` hears each transient failure and the wait after it.
+/// the first try; `on_retry` hears each failure retried and the wait after it.
 pub async fn while_transient<T, F, Fut>(
     patience: Duration,
     mut attempt: F,

@@ -14,13 +14,14 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::build::{self, BuildOptions, BuildSource, PlanInputs};
+use crate::build::{self, BuildOptions, PlanInputs};
 use crate::components::assign::{assign, Assigned};
 use crate::image::{self, ImageRef};
 use crate::layers::{self, Compression, LayerJob};
 use crate::plan::PlanOptions;
 use crate::source::content::{Content, Dir};
 use crate::source::rootfs::{walk, WalkOptions};
+use crate::source::BuildSource;
 use crate::source::{Entry, EntryKind};
 
 /// What the benchmark is asked for.

@@ -12,9 +12,10 @@ use super::{BenchBuildArgs, BenchPlanArgs, BenchTreesArgs, ReplayArgs};
 use crate::bench::baselines::{self, STRATEGIES};
 use crate::bench::replay::{replay as run_replay, ReplayOptions, ReplayResult};
 use crate::bench::{peak_rss_bytes, read_history};
-use crate::build::{BuildSource, PlanInputs};
+use crate::build::PlanInputs;
 use crate::bytes::human_bytes;
 use crate::layers::Compression;
+use crate::source::BuildSource;
 
 pub const EXAMPLES: &str = "\
 Examples:

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::build::BuildSource;
 use crate::plan::{RepackPolicy, DEFAULT_HORIZON, DEFAULT_MAX_LAYERS};
+use crate::source::BuildSource;
 
 /// Strata lays out OS builds as OCI images whose layers stay stable from build to
 /// build, so clients download little on each update.
@@ -209,8 +209,8 @@ pub struct SourceArgs {
 
 impl SourceArgs {
     /// The one source named.
-    pub fn source(&self) -> anyhow::Result<crate::build::BuildSource> {
-        use crate::build::BuildSource;
+    pub fn source(&self) -> anyhow::Result<crate::source::BuildSource> {
+        use crate::source::BuildSource;
         let ostree = self.ostree_repo.as_ref().zip(self.ostree_ref.as_ref());
         Ok(match (&self.rootfs, &self.from_image, ostree) {
             (Some(dir), None, None) => BuildSource::Rootfs(dir.clone()),

@@ -4,8 +4,11 @@
 //! `strata.dev/components` annotation, so the next build reads the layout from the
 //! manifest alone; `ostree.components` (sorted names) serves ostree-ext tools.
 
+mod priors;
 pub mod reference;
 pub mod remote;
+
+pub use priors::read_priors;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -128,6 +131,34 @@ pub struct ImageMeta {
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub tag: Option<String>,
+}
+
+impl ImageMeta {
+    /// The metadata of a Strata build: `labels` as given, and annotations naming the
+    /// plan (by the digest of its JSON), the build date, the stream and the source.
+    pub fn for_build(
+        labels: BTreeMap<String, String>,
+        plan_json: &[u8],
+        date: Option<&str>,
+        stream: Option<&str>,
+        source: &str,
+    ) -> ImageMeta {
+        use sha2::Digest;
+        let digest = crate::bytes::sha256_label(&sha2::Sha256::digest(plan_json));
+        let mut annotations = BTreeMap::from([(PLAN_DIGEST.to_string(), digest)]);
+        if let Some(date) = date {
+            annotations.insert(BUILD_DATE.into(), date.to_string());
+        }
+        if let Some(stream) = stream {
+            annotations.insert(STREAM.into(), stream.to_string());
+        }
+        annotations.insert(SOURCE.into(), source.to_string());
+        ImageMeta {
+            labels,
+            annotations,
+            tag: None,
+        }
+    }
 }
 
 /// Writes config and manifest for `layers` (with their annotations) into `oci`.

@@ -48,6 +48,8 @@ pub enum LayerError {
     },
     #[error("writing layer {index}: {source}")]
     Oci { index: usize, source: ocidir::Error },
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
     #[error("keeping layer {index} ({digest}) from the prior image: {problem}")]
     Kept {
         index: usize,

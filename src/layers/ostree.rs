@@ -5,7 +5,7 @@
 //! each with its checkout paths as hard links to it. See
 //! `shared/notes/ostree-container-format.md` for the format this follows.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -13,8 +13,14 @@ use ostree::gio;
 use ostree::glib;
 use tar::{EntryType, Header};
 
+use super::plain::Annotated;
 use super::{write_blob, Compression, LayerError};
-use crate::source::ostree::{check_depth, csum_hex, thread_repo, verify};
+use crate::image;
+use crate::plan::PlannedLayer;
+use crate::source::ostree::{
+    check_depth, commit_labels, csum_hex, thread_repo, verify, OstreeContent,
+};
+use crate::source::Entry;
 
 const REPO: &str = "sysroot/ostree/repo";
 const REPO_CONFIG: &[u8] = b"[core]\nrepo_version=1\nmode=bare-split-xattrs\n";
@@ -106,6 +112,86 @@ impl<'w> Tar<'w> {
     fn finish(self) -> io::Result<()> {
         self.builder.into_inner().map(|_| ())
     }
+}
+
+/// Writes the image's layers in ostree-ext's format, the commit layer first, then one
+/// per planned layer (`members` are each layer's entries). Returns them annotated,
+/// with the labels that let ostree clients import them.
+pub fn write(
+    oci: &ocidir::OciDir,
+    compression: Compression,
+    commit: &OstreeContent,
+    planned: &[PlannedLayer],
+    entries: &[Entry],
+    members: &[Vec<usize>],
+    progress: impl Fn(usize, usize) + Sync,
+) -> Result<(Vec<Annotated>, BTreeMap<String, String>), LayerError> {
+    let objects = group_objects(commit, entries, members);
+    let repo = commit.repo();
+    let all: Vec<Option<&Vec<Object>>> = std::iter::once(None)
+        .chain(objects.iter().map(Some))
+        .collect();
+    let written = crate::parallel::try_map(
+        &all,
+        |i, objs| match objs {
+            None => write_commit_layer(oci, compression, repo, commit.commit()),
+            Some(objs) => write_object_layer(oci, compression, i, repo, objs),
+        },
+        progress,
+    )?;
+    let final_diffid = written
+        .last()
+        .map(|l| format!("sha256:{}", l.uncompressed_sha256.digest()))
+        .unwrap_or_default();
+    let mut labels = BTreeMap::from([
+        (
+            image::OSTREE_COMMIT.to_string(),
+            commit.commit().to_string(),
+        ),
+        (image::OSTREE_FINAL_DIFFID.to_string(), final_diffid),
+    ]);
+    labels.extend(commit_labels(repo, commit.commit())?);
+    let annotated = written
+        .into_iter()
+        .enumerate()
+        .map(|(i, layer)| {
+            let annotations = match i {
+                0 => Default::default(),
+                _ => image::layer_annotations(&planned[i - 1].components, &[]),
+            };
+            (layer, annotations)
+        })
+        .collect();
+    Ok((annotated, labels))
+}
+
+/// The content objects of each layer. Each object goes once, into the first layer
+/// that has one of its paths, and all its paths are linked there.
+fn group_objects(
+    commit: &OstreeContent,
+    entries: &[Entry],
+    members: &[Vec<usize>],
+) -> Vec<Vec<Object>> {
+    let mut placed: HashMap<&str, (usize, usize)> = HashMap::new();
+    let mut objects: Vec<Vec<Object>> = vec![Vec::new(); members.len()];
+    for (li, layer) in members.iter().enumerate() {
+        for &i in layer {
+            let Some(csum) = commit.object(&entries[i].path) else {
+                continue;
+            };
+            match placed.get(csum) {
+                Some(&(l, o)) => objects[l][o].paths.push(entries[i].path.clone()),
+                None => {
+                    placed.insert(csum, (li, objects[li].len()));
+                    objects[li].push(Object {
+                        checksum: csum.to_string(),
+                        paths: vec![entries[i].path.clone()],
+                    });
+                }
+            }
+        }
+    }
+    objects
 }
 
 /// Writes layer 0: the commit and all its metadata objects, and the checkout's

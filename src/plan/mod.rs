@@ -7,6 +7,7 @@
 //! over the horizon pays for the layers a re-plan rewrites. It does no I/O.
 
 mod decide;
+mod fixed;
 pub mod partition;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -83,6 +84,11 @@ pub enum PlanError {
     TooManyLayers(usize),
     #[error("--horizon {0}: must be a positive number of builds")]
     BadHorizon(f64),
+    #[error(
+        "the given plan does not match the source (component {component:?} differs); \
+         the source changed after it was planned"
+    )]
+    Mismatch { component: String },
 }
 
 impl PlanOptions {

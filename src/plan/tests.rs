@@ -558,3 +558,25 @@ proptest! {
         }
     }
 }
+
+/// `--plan FILE` builds only the tree the plan was made for: a changed version, a
+/// component gone or one added is named in the error.
+#[test]
+fn a_fixed_plan_is_checked_against_the_tree() {
+    let made_for = build(vec![comp("a", "1", 10, None), comp("b", "1", 20, None)]);
+    let fixed = plan(&made_for, &[], &opts(4)).unwrap();
+    assert!(fixed.check_matches(&made_for).is_ok());
+    let names = |b: Build| match fixed.check_matches(&b) {
+        Err(PlanError::Mismatch { component }) => component,
+        other => panic!("expected a mismatch, got {other:?}"),
+    };
+    let updated = build(vec![comp("a", "1", 10, None), comp("b", "2", 20, None)]);
+    assert_eq!(names(updated), "b");
+    assert_eq!(names(build(vec![comp("a", "1", 10, None)])), "b");
+    let added = build(vec![
+        comp("a", "1", 10, None),
+        comp("b", "1", 20, None),
+        comp("c", "1", 5, None),
+    ]);
+    assert_eq!(names(added), "c");
+}

@@ -14,11 +14,6 @@ pub trait Content: Sync {
 
     /// How to name `rel` in messages.
     fn describe(&self, rel: &Path) -> PathBuf;
-
-    /// The ostree commit behind the content, when there is one.
-    fn ostree(&self) -> Option<&super::ostree::OstreeContent> {
-        None
-    }
 }
 
 /// Files in a directory, each opened one component at a time beneath the root with

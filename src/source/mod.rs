@@ -4,7 +4,10 @@
 pub mod content;
 pub mod image;
 pub mod ostree;
+pub mod read;
 pub mod rootfs;
+
+pub use read::{read, BuildSource, ReadSource, SourceContent};
 
 use std::path::PathBuf;
 

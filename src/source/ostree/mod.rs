@@ -317,10 +317,6 @@ impl Content for OstreeContent {
     fn describe(&self, rel: &Path) -> PathBuf {
         PathBuf::from(format!("{}:/{}", self.repo.display(), rel.display()))
     }
-
-    fn ostree(&self) -> Option<&OstreeContent> {
-        Some(self)
-    }
 }
 
 /// The labels ostree-ext derives from a commit's metadata: its version, whether it

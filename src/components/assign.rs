@@ -14,7 +14,9 @@
 //! - files no package owns go into units by directory: caches, logs and package
 //!   manager leftovers are volatile from the first build, the package database is one
 //!   unit of its own, and alternatives links share one small stable unit;
-//! - any file of [`LARGE_FILE`] or more is a unit of its own.
+//! - any file of [`LARGE_FILE`] or more is a unit of its own, and so is an unowned
+//!   file of [`units::LARGE_UNOWNED_FILE`] or more (`file:/PATH`, or
+//!   `volatile:/PATH` under a volatile directory): such files change one by one.
 //!
 //! All directories form one generated component, so empty directories survive.
 
@@ -229,8 +231,8 @@ fn draft(
             true => ("volatile", ComponentKind::Generated),
             false => ("unowned", ComponentKind::Files),
         };
-        for unit in units::split(entries, &members, Path::new(&top)) {
-            let unit_name = match (&unit.path, unit.single_file) {
+        for unit in units::split_unowned(entries, &members, Path::new(&top)) {
+            let unit_name = match (&unit.path, unit.single_file && !volatile) {
                 (Some(path), true) => format!("file:/{}", path.display()),
                 (Some(path), false) => format!("{prefix}:/{}", path.display()),
                 (None, _) => format!("{prefix}:/{top}"),

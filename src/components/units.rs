@@ -15,6 +15,10 @@ use crate::source::Entry;
 
 /// Files at least this large are a unit of their own.
 pub const LARGE_FILE: u64 = 1 << 20;
+/// Unowned files at least this large are a unit of their own: logs, caches and
+/// leftovers change file by file, so one that changes must not drag its unchanged
+/// neighbours (a boot log beside the package manager's log) into the download.
+pub const LARGE_UNOWNED_FILE: u64 = 16 << 10;
 /// A directory's files weigh at least this much to form a unit of their own.
 pub const MIN_UNIT: u64 = 64 << 10;
 /// No owner is cut into more units than this; the lightest fold into the root unit.
@@ -31,14 +35,24 @@ pub struct Unit {
     pub members: Vec<usize>,
 }
 
-/// Cuts `members` (indices into `entries`, all below `root`) into units, ordered by
-/// path with the root unit first.
+/// Cuts a package's `members` (indices into `entries`, all below `root`) into units,
+/// ordered by path with the root unit first.
 pub fn split(entries: &[Entry], members: &[usize], root: &Path) -> Vec<Unit> {
+    split_at(entries, members, root, LARGE_FILE)
+}
+
+/// Cuts unowned `members` into units: as [`split`] does, but with files of
+/// [`LARGE_UNOWNED_FILE`] or more as units of their own.
+pub fn split_unowned(entries: &[Entry], members: &[usize], root: &Path) -> Vec<Unit> {
+    split_at(entries, members, root, LARGE_UNOWNED_FILE)
+}
+
+fn split_at(entries: &[Entry], members: &[usize], root: &Path, large_file: u64) -> Vec<Unit> {
     let mut files = Vec::new();
     let mut dirs: BTreeMap<PathBuf, (u64, Vec<usize>)> = BTreeMap::new();
     for &i in members {
         let e = &entries[i];
-        if e.size >= LARGE_FILE {
+        if e.size >= large_file {
             files.push(Unit {
                 path: Some(e.path.clone()),
                 single_file: true,
@@ -162,6 +176,28 @@ mod tests {
         assert_eq!(units[0].members, [3, 4]);
         assert!(units[1].single_file);
         assert_eq!(units[2].members, [1, 2]);
+    }
+
+    /// Unowned files change one by one: a log that grows must not take the boot log
+    /// beside it along, so mid-sized unowned files stand alone where a package's would
+    /// share their directory's unit.
+    #[test]
+    fn unowned_files_stand_alone_from_a_smaller_size() {
+        let entries = vec![
+            file("var/log/bootstrap.log", 60 << 10),
+            file("var/log/dpkg.log", 64 << 10),
+            file("var/log/faillog", 0),
+            file("var/log/wtmp", 2 << 10),
+        ];
+        let members: Vec<usize> = (0..entries.len()).collect();
+        let unowned = split_unowned(&entries, &members, Path::new("var"));
+        assert_eq!(
+            names(&unowned),
+            ["<root>", "var/log/bootstrap.log", "var/log/dpkg.log"]
+        );
+        assert_eq!(unowned[0].members, [2, 3]);
+        let owned = split(&entries, &members, Path::new("var"));
+        assert_eq!(names(&owned), ["var/log"]);
     }
 
     #[test]

@@ -23,6 +23,26 @@ pub struct RegistryOptions {
 }
 
 impl RegistryOptions {
+    /// Refuses an authfile that cannot be read. skopeo treats a missing one as "no
+    /// credentials", and a registry that hides private repositories then answers "not
+    /// found": a mistyped `--authfile` would read as "there is no prior".
+    pub fn check(&self) -> Result<(), ImageError> {
+        let Some(path) = &self.authfile else {
+            return Ok(());
+        };
+        match std::fs::File::open(path).and_then(|f| f.metadata()) {
+            Ok(meta) if meta.is_file() => Ok(()),
+            Ok(_) => Err(ImageError::Invalid {
+                path: path.clone(),
+                problem: "--authfile is not a regular file".into(),
+            }),
+            Err(source) => Err(ImageError::Invalid {
+                path: path.clone(),
+                problem: format!("--authfile cannot be read: {source}"),
+            }),
+        }
+    }
+
     /// Whether TLS goes unverified for `reference` (a transport reference).
     pub fn insecure_for(&self, reference: &str) -> bool {
         self.insecure
@@ -56,6 +76,7 @@ pub fn fetch_manifest(
         path: PathBuf::from(reference),
         problem,
     };
+    opts.check()?;
     let runtime = proxy_runtime().map_err(fail)?;
     runtime.block_on(async {
         let proxy = start_proxy(opts, reference).await.map_err(fail)?;
@@ -119,6 +140,7 @@ pub fn fetch_blob(
     let parsed: ocidir::oci_spec::image::Digest = digest
         .parse()
         .map_err(|e| fail(format!("not a blob digest: {e}")))?;
+    opts.check()?;
     let runtime = proxy_runtime().map_err(fail)?;
     runtime.block_on(async {
         let proxy = start_proxy(opts, reference).await.map_err(fail)?;
@@ -167,6 +189,7 @@ pub fn fetch_blob(
 
 /// Copies `source` (any transport) into the OCI layout `dir` as `tag`.
 pub fn pull(source: &str, dir: &Path, tag: &str, opts: &RegistryOptions) -> Result<(), ImageError> {
+    opts.check()?;
     let mut cmd = Command::new("skopeo");
     cmd.arg("copy").arg("--quiet");
     if let Some(authfile) = &opts.authfile {
@@ -208,6 +231,7 @@ pub fn push(
     dest: &str,
     opts: &RegistryOptions,
 ) -> Result<String, ImageError> {
+    opts.check()?;
     let scratch = tempfile::tempdir().map_err(|source| ImageError::Io {
         path: std::env::temp_dir(),
         source,
@@ -269,5 +293,35 @@ mod tests {
             ..Default::default()
         };
         assert!(all.insecure_for("docker://quay.io/os:1"));
+    }
+
+    /// A mistyped `--authfile` is an error naming it, before skopeo (which would read
+    /// it as "no credentials") is asked anything: a prior must not look missing.
+    #[test]
+    fn an_unreadable_authfile_is_refused_before_any_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = RegistryOptions {
+            authfile: Some(tmp.path().join("auth.json")),
+            ..Default::default()
+        };
+        // Nothing listens on port 1: an answer other than the authfile error would
+        // mean a request was made.
+        let err = fetch_manifest("docker://127.0.0.1:1/os:1", &missing).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("auth.json") && text.contains("--authfile"),
+            "{text}"
+        );
+        let dir = RegistryOptions {
+            authfile: Some(tmp.path().to_path_buf()),
+            ..Default::default()
+        };
+        assert!(dir
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("not a regular file"));
+        std::fs::write(tmp.path().join("auth.json"), "{}").unwrap();
+        assert!(missing.check().is_ok());
     }
 }

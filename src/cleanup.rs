@@ -82,7 +82,12 @@ pub fn remove_on_signals() -> std::io::Result<()> {
         .name("strata-signals".into())
         .spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                for path in lock().drain(..) {
+                // The list stays locked until the process is gone: a build whose
+                // writers fail once their directory is removed returns an error,
+                // and its guards' drops wait here instead of racing this exit with
+                // their own (and its exit status).
+                let mut live = lock();
+                for path in live.drain(..) {
                     remove_while_written(&path);
                 }
                 eprintln!("strata: interrupted; partial output removed");

@@ -20,7 +20,8 @@ use super::health::Health;
 use super::lease::{self, LeaseSettings};
 use super::reconcile::{self, Action, Observed, Reports};
 use super::report::{self, ReportError, Step, Termination};
-use super::status::{finished, SUCCEEDED};
+use super::status::{condition, finished};
+use super::vocabulary::{ConditionType, Reason, Truth};
 use super::Settings;
 
 /// The field manager of the controller's status writes.
@@ -458,7 +459,7 @@ async fn publish_transitions(
         if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
             continue;
         }
-        let warning = c.status == "False" || c.reason == "BackOff";
+        let warning = Truth::False.is(&c.status) || c.reason == Reason::BackOff.as_str();
         let event = Event {
             type_: if warning {
                 EventType::Warning
@@ -487,8 +488,11 @@ fn record_metrics(ctx: &Context, old: &EncapsulationJobStatus, outcome: &reconci
     }
     let new = &outcome.status;
     if finished(new) && !finished(old) {
-        let reason = super::status::condition(new, SUCCEEDED).map_or("", |c| c.reason.as_str());
-        metrics.job_finished(reason);
+        let reason = condition(new, ConditionType::Succeeded).map_or("", |c| c.reason.as_str());
+        match Reason::parse(reason) {
+            Some(reason) => metrics.job_finished(reason),
+            None => tracing::warn!(reason, "a job ended with a reason metrics do not know"),
+        }
         let parse =
             |t: &Option<String>| t.as_deref().and_then(|t| t.parse::<jiff::Timestamp>().ok());
         if let (Some(start), Some(end)) = (parse(&new.start_time), parse(&new.completion_time)) {

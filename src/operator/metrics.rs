@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::vocabulary::Reason;
+
 /// Upper bounds (seconds) of the histogram buckets.
 const BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
@@ -49,13 +51,7 @@ impl Histogram {
 }
 
 /// Outcomes a job can end with, as the `outcome` label.
-pub const OUTCOMES: [&str; 5] = [
-    "Succeeded",
-    "Failed",
-    "Cancelled",
-    "DeadlineExceeded",
-    "Invalid",
-];
+const OUTCOMES: [Reason; Reason::ENDINGS.len()] = Reason::ENDINGS;
 
 /// The controller's metrics.
 #[derive(Debug, Default)]
@@ -72,13 +68,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Counts a finished job; reasons outside [`OUTCOMES`] count as `Invalid`.
-    pub fn job_finished(&self, reason: &str) {
-        let i = OUTCOMES
-            .iter()
-            .position(|o| *o == reason)
-            .unwrap_or(OUTCOMES.len() - 1);
-        self.finished[i].fetch_add(1, Ordering::Relaxed);
+    /// Counts a finished job. A reason no job ends with is not counted: the series
+    /// stay the fixed set of [`Reason::ENDINGS`].
+    pub fn job_finished(&self, reason: Reason) {
+        match OUTCOMES.iter().position(|o| *o == reason) {
+            Some(i) => {
+                self.finished[i].fetch_add(1, Ordering::Relaxed);
+            }
+            None => tracing::warn!(reason = reason.as_str(), "not a job's ending"),
+        }
     }
 
     /// The exposition text.
@@ -117,7 +115,8 @@ impl Metrics {
         for (outcome, v) in OUTCOMES.iter().zip(&self.finished) {
             let _ = writeln!(
                 out,
-                "{name}{{outcome=\"{outcome}\"}} {}",
+                "{name}{{outcome=\"{}\"}} {}",
+                outcome.as_str(),
                 v.load(Ordering::Relaxed)
             );
         }
@@ -147,14 +146,17 @@ mod tests {
     #[test]
     fn exposition_has_fixed_series_and_buckets() {
         let m = Metrics::default();
-        m.job_finished("Succeeded");
-        m.job_finished("SomethingElse");
+        m.job_finished(Reason::Succeeded);
+        m.job_finished(Reason::InvalidSpec);
+        m.job_finished(Reason::BackOff);
         for ms in [10, 20, 30, 40, 1000] {
             m.report_latency.observe(Duration::from_millis(ms));
         }
         let text = m.render();
         assert!(text.contains("strata_jobs_finished_total{outcome=\"Succeeded\"} 1"));
-        assert!(text.contains("strata_jobs_finished_total{outcome=\"Invalid\"} 1"));
+        assert!(text.contains("strata_jobs_finished_total{outcome=\"InvalidSpec\"} 1"));
+        assert!(text.contains("strata_jobs_finished_total{outcome=\"UnsupportedSource\"} 0"));
+        assert!(!text.contains("BackOff"));
         assert!(text.contains("strata_report_latency_seconds_count 5"));
         assert!(text.contains("strata_report_latency_seconds_bucket{le=\"0.05\"} 4"));
     }

@@ -17,6 +17,7 @@ pub mod report;
 pub mod retry;
 pub mod status;
 pub mod validate;
+pub mod vocabulary;
 pub mod worker;
 
 use std::time::Duration;

@@ -15,10 +15,9 @@ use crate::report::{BuildReport, PlanReport};
 use super::crd::{EncapsulationJob, EncapsulationJobStatus, Failure, Mode, ReportRef};
 use super::pod::{worker_pod, Attempt};
 use super::report::{self, ReportError, Step, Termination};
-use super::status::{
-    self, condition, finished, set_condition, succeeded, Truth, BUILT, PLANNED, SUCCEEDED,
-};
+use super::status::{self, condition, finished, set_condition, succeeded};
 use super::validate::{validate, worker_namespace};
+use super::vocabulary::{ConditionType, Reason, Truth};
 use super::Settings;
 
 /// The longest wait between attempts.
@@ -188,7 +187,7 @@ impl<'a> Decider<'a> {
         }
         if spec.cancel {
             self.delete_running();
-            return self.finish(Truth::False, "Cancelled", "cancelled by spec.cancel");
+            return self.finish(Truth::False, Reason::Cancelled, "cancelled by spec.cancel");
         }
         if let Some(left) = self.time_left() {
             if left.is_zero() {
@@ -196,7 +195,7 @@ impl<'a> Decider<'a> {
                 let secs = spec.timeout_seconds.unwrap_or_default();
                 return self.finish(
                     Truth::False,
-                    "DeadlineExceeded",
+                    Reason::DeadlineExceeded,
                     format!("the job ran longer than spec.timeoutSeconds ({secs}s)"),
                 );
             }
@@ -210,7 +209,7 @@ impl<'a> Decider<'a> {
                         "waiting for job {name} of stream {:?} to finish",
                         spec.stream
                     );
-                    self.running("WaitingForStream", message);
+                    self.running(Reason::WaitingForStream, message);
                     self.requeue(RESYNC);
                 }
                 None => self.start(1),
@@ -304,7 +303,7 @@ impl<'a> Decider<'a> {
             n => format!("{n} prior build(s)"),
         };
         self.running(
-            "Running",
+            Reason::Running,
             format!("attempt {attempt} of {total}: planning against {prior_note}"),
         );
     }
@@ -317,7 +316,7 @@ impl<'a> Decider<'a> {
                 let name = report::pod_name(&self.o.job.name_any(), attempt);
                 return self.attempt_failed(
                     attempt,
-                    "PodDeleted",
+                    Reason::PodDeleted,
                     format!("pod {name} was deleted before it finished"),
                     Some(name),
                     None,
@@ -328,7 +327,7 @@ impl<'a> Decider<'a> {
         if pod.metadata.deletion_timestamp.is_some() && !terminal(pod) {
             return self.attempt_failed(
                 attempt,
-                "PodDeleted",
+                Reason::PodDeleted,
                 format!("pod {name} is being deleted before it finished"),
                 Some(name),
                 None,
@@ -338,7 +337,7 @@ impl<'a> Decider<'a> {
             return;
         }
         if self.o.job.spec.mode == Mode::PlanOnly {
-            return self.finish(Truth::True, "Succeeded", "planned (PlanOnly)");
+            return self.finish(Truth::True, Reason::Succeeded, "planned (PlanOnly)");
         }
         if self.step_done(attempt, pod, Step::Build) {
             let message = self
@@ -347,7 +346,7 @@ impl<'a> Decider<'a> {
                 .output
                 .as_ref()
                 .map_or_else(String::new, |o| format!("{} {}", o.image, o.digest));
-            self.finish(Truth::True, "Succeeded", message);
+            self.finish(Truth::True, Reason::Succeeded, message);
         }
     }
 
@@ -365,7 +364,7 @@ impl<'a> Decider<'a> {
             .extend(names.iter().cloned().map(Action::Delete));
         let total = self.max_attempts();
         self.running(
-            "Running",
+            Reason::Running,
             format!(
                 "attempt {attempt} of {total}: replacing pod {} (its creation was never \
                  confirmed)",
@@ -385,28 +384,31 @@ impl<'a> Decider<'a> {
                     .as_ref()
                     .and_then(|s| s.reason.clone().or(s.message.clone()))
                     .unwrap_or_else(|| "the pod failed".into());
-                let reason = if why == "Evicted" {
-                    "Evicted"
+                let reason = if why == Reason::Evicted.as_str() {
+                    Reason::Evicted
                 } else {
-                    "PodFailed"
+                    Reason::PodFailed
                 };
                 self.attempt_failed(attempt, reason, why, Some(name), Some(step));
             } else if let Some(why) = self.stuck_pending(pod) {
-                self.attempt_failed(attempt, "PodPending", why, Some(name), None);
+                self.attempt_failed(attempt, Reason::PodPending, why, Some(name), None);
             } else {
                 let doing = match step {
                     Step::Plan => "planning",
                     Step::Build => "building",
                 };
                 let total = self.max_attempts();
-                self.running("Running", format!("attempt {attempt} of {total}: {doing}"));
+                self.running(
+                    Reason::Running,
+                    format!("attempt {attempt} of {total}: {doing}"),
+                );
             }
             return false;
         };
         if code != 0 {
             let why = worker_error(message.as_deref())
                 .unwrap_or_else(|| format!("the {} step exited with code {code}", step.name()));
-            self.attempt_failed(attempt, "WorkerFailed", why, Some(name), Some(step));
+            self.attempt_failed(attempt, Reason::WorkerFailed, why, Some(name), Some(step));
             return false;
         }
         match self.fold(step) {
@@ -420,7 +422,7 @@ impl<'a> Decider<'a> {
             }
             Err(e) => {
                 let why = format!("the {} report was refused: {e}", step.name());
-                self.attempt_failed(attempt, "ReportRejected", why, Some(name), Some(step));
+                self.attempt_failed(attempt, Reason::ReportRejected, why, Some(name), Some(step));
                 false
             }
         }
@@ -467,7 +469,7 @@ impl<'a> Decider<'a> {
                 let plan = status::plan_status(&r.plan);
                 let message = format!("{} layers; {}", plan.layer_count, plan.repack_reason);
                 self.out.status.plan = Some(plan);
-                (PLANNED, "Planned", message)
+                (ConditionType::Planned, Reason::Planned, message)
             }
             Step::Build => {
                 let r = reports
@@ -478,14 +480,14 @@ impl<'a> Decider<'a> {
                     .map_err(Clone::clone)?;
                 status::fold_build(&mut self.out.status, r);
                 let message = format!("{} layers written", r.image.layers);
-                (BUILT, "Built", message)
+                (ConditionType::Built, Reason::Built, message)
             }
         };
         self.out.status.report_ref = Some(ReportRef {
             name: report::report_name(&self.o.job.name_any()),
             key: step.key().into(),
         });
-        let was = condition(&self.out.status, type_).is_some_and(|c| c.status == "True");
+        let was = condition(&self.out.status, type_).is_some_and(|c| Truth::True.is(&c.status));
         self.set(type_, Truth::True, reason, message);
         Ok(!was)
     }
@@ -494,7 +496,7 @@ impl<'a> Decider<'a> {
     fn attempt_failed(
         &mut self,
         n: u32,
-        reason: &str,
+        reason: Reason,
         message: String,
         pod: Option<String>,
         step: Option<Step>,
@@ -507,7 +509,7 @@ impl<'a> Decider<'a> {
                 None => format!("kubectl logs -n {namespace} {p} --all-containers"),
             });
             self.out.status.failure = Some(Failure {
-                reason: reason.into(),
+                reason: reason.as_str().into(),
                 message,
                 pod,
                 container: step.map(|s| s.name().to_string()),
@@ -523,7 +525,7 @@ impl<'a> Decider<'a> {
         let failure = self.out.status.failure.clone().unwrap_or_default();
         if n >= self.max_attempts() {
             let message = format!("attempt {n} of {n} failed: {}", failure.message);
-            return self.finish(Truth::False, "Failed", message);
+            return self.finish(Truth::False, Reason::Failed, message);
         }
         let wait = backoff(self.o.settings.backoff_base, n);
         let since: jiff::Timestamp = failure
@@ -546,7 +548,7 @@ impl<'a> Decider<'a> {
                     n + 1,
                     left.as_secs().max(1)
                 );
-                self.running("BackOff", message);
+                self.running(Reason::BackOff, message);
                 self.requeue(left);
             }
         }
@@ -565,17 +567,23 @@ impl<'a> Decider<'a> {
             .extend(names.into_iter().map(Action::Delete));
     }
 
-    fn running(&mut self, reason: &str, message: String) {
-        self.set(SUCCEEDED, Truth::Unknown, reason, message);
+    fn running(&mut self, reason: Reason, message: String) {
+        self.set(ConditionType::Succeeded, Truth::Unknown, reason, message);
     }
 
-    fn finish(&mut self, truth: Truth, reason: &str, message: impl Into<String>) {
-        self.set(SUCCEEDED, truth, reason, message);
+    fn finish(&mut self, truth: Truth, reason: Reason, message: impl Into<String>) {
+        self.set(ConditionType::Succeeded, truth, reason, message);
         self.out.status.completion_time = Some(self.now.clone());
         self.out.requeue = None;
     }
 
-    fn set(&mut self, type_: &str, truth: Truth, reason: &str, message: impl Into<String>) {
+    fn set(
+        &mut self,
+        type_: ConditionType,
+        truth: Truth,
+        reason: Reason,
+        message: impl Into<String>,
+    ) {
         set_condition(
             &mut self.out.status,
             type_,
@@ -602,7 +610,7 @@ fn pending_reasons(pod: &Pod) -> String {
         .conditions
         .iter()
         .flatten()
-        .filter(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .filter(|c| c.type_ == "PodScheduled" && Truth::False.is(&c.status))
         .map(|c| {
             let reason = c.reason.as_deref().unwrap_or("Unschedulable");
             format!("{reason}: {}", c.message.as_deref().unwrap_or(""))
@@ -634,7 +642,7 @@ fn pending_reasons(pod: &Pod) -> String {
 pub fn create_failed(o: &Observed, message: String) -> Outcome {
     let mut d = Decider::new(o);
     let attempt = current_attempt(o.job);
-    d.attempt_failed(attempt, "PodCreateFailed", message, None, None);
+    d.attempt_failed(attempt, Reason::PodCreateFailed, message, None, None);
     // The retry's pod is created by the next reconcile, after the status is written.
     d.out.actions.clear();
     d.out

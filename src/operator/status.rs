@@ -9,47 +9,27 @@ use super::crd::{
     Condition, DecisionCounts, DecisionStatus, DiffStatus, EncapsulationJobStatus, LayerStatus,
     OutputStatus, PlanStatus,
 };
-
-pub const PLANNED: &str = "Planned";
-pub const BUILT: &str = "Built";
-pub const SUCCEEDED: &str = "Succeeded";
+use super::vocabulary::{ConditionType, Reason, Truth};
 
 /// How many non-"kept" decisions status lists; the report ConfigMap has all of them.
 pub const FIRST_DECISIONS: usize = 20;
 
-/// True, False or Unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Truth {
-    True,
-    False,
-    Unknown,
-}
-
-impl Truth {
-    fn as_str(self) -> &'static str {
-        match self {
-            Truth::True => "True",
-            Truth::False => "False",
-            Truth::Unknown => "Unknown",
-        }
-    }
-}
-
 /// Sets a condition. Its `lastTransitionTime` moves only when its status changes.
 pub fn set_condition(
     status: &mut EncapsulationJobStatus,
-    type_: &str,
+    type_: ConditionType,
     truth: Truth,
-    reason: &str,
+    reason: Reason,
     message: impl Into<String>,
     now: &str,
     generation: Option<i64>,
 ) {
     let message = message.into();
+    let (type_, reason) = (type_.as_str(), reason.as_str());
     let existing = status.conditions.iter_mut().find(|c| c.type_ == type_);
     match existing {
         Some(c) => {
-            if c.status != truth.as_str() {
+            if !truth.is(&c.status) {
                 c.last_transition_time = now.to_string();
             }
             c.status = truth.as_str().into();
@@ -69,18 +49,18 @@ pub fn set_condition(
 }
 
 /// A condition by type.
-pub fn condition<'a>(status: &'a EncapsulationJobStatus, type_: &str) -> Option<&'a Condition> {
-    status.conditions.iter().find(|c| c.type_ == type_)
+pub fn condition(status: &EncapsulationJobStatus, type_: ConditionType) -> Option<&Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_.as_str())
 }
 
 /// Whether the job has ended, one way or the other.
 pub fn finished(status: &EncapsulationJobStatus) -> bool {
-    condition(status, SUCCEEDED).is_some_and(|c| c.status != "Unknown")
+    condition(status, ConditionType::Succeeded).is_some_and(|c| !Truth::Unknown.is(&c.status))
 }
 
 /// Whether the job ended well.
 pub fn succeeded(status: &EncapsulationJobStatus) -> bool {
-    condition(status, SUCCEEDED).is_some_and(|c| c.status == "True")
+    condition(status, ConditionType::Succeeded).is_some_and(|c| Truth::True.is(&c.status))
 }
 
 /// The bounded summary of a plan.
@@ -163,23 +143,23 @@ mod tests {
         let mut s = EncapsulationJobStatus::default();
         set_condition(
             &mut s,
-            SUCCEEDED,
+            ConditionType::Succeeded,
             Truth::Unknown,
-            "Waiting",
+            Reason::WaitingForStream,
             "a",
             "t1",
             Some(1),
         );
         set_condition(
             &mut s,
-            SUCCEEDED,
+            ConditionType::Succeeded,
             Truth::Unknown,
-            "Running",
+            Reason::Running,
             "b",
             "t2",
             Some(1),
         );
-        let c = condition(&s, SUCCEEDED).unwrap();
+        let c = condition(&s, ConditionType::Succeeded).unwrap();
         assert_eq!(
             (c.reason.as_str(), c.last_transition_time.as_str()),
             ("Running", "t1")
@@ -187,14 +167,19 @@ mod tests {
         assert!(!finished(&s));
         set_condition(
             &mut s,
-            SUCCEEDED,
+            ConditionType::Succeeded,
             Truth::True,
-            "Succeeded",
+            Reason::Succeeded,
             "c",
             "t3",
             Some(1),
         );
-        assert_eq!(condition(&s, SUCCEEDED).unwrap().last_transition_time, "t3");
+        assert_eq!(
+            condition(&s, ConditionType::Succeeded)
+                .unwrap()
+                .last_transition_time,
+            "t3"
+        );
         assert!(finished(&s) && succeeded(&s));
     }
 }

@@ -7,18 +7,19 @@ use std::path::{Component, Path};
 use crate::image::ImageRef;
 
 use super::crd::{EncapsulationJobSpec, OstreeSource, Source};
+use super::vocabulary::Reason;
 use super::JobPolicy;
 
 /// Why a spec cannot run: the condition reason and a message naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
 }
 
 fn invalid(message: impl Into<String>) -> Invalid {
     Invalid {
-        reason: "InvalidSpec",
+        reason: Reason::InvalidSpec,
         message: message.into(),
     }
 }
@@ -171,7 +172,7 @@ fn validate_ostree(spec: &EncapsulationJobSpec, o: &OstreeSource) -> Result<(), 
     match &o.volume {
         Some(volume) => volume_path(spec, "spec.source.ostree", volume, &o.repo),
         None => Err(Invalid {
-            reason: "UnsupportedSource",
+            reason: Reason::UnsupportedSource,
             message: format!(
                 "spec.source.ostree.repo {:?}: pulling from a URL is not supported yet; \
                  put the repository on a volume and set spec.source.ostree.volume",
@@ -355,7 +356,7 @@ mod tests {
         ];
         for (spec, field) in &cases {
             let err = validate(spec, &policy()).unwrap_err();
-            assert_eq!(err.reason, "InvalidSpec");
+            assert_eq!(err.reason, Reason::InvalidSpec);
             assert!(err.message.contains(field), "{field}: {}", err.message);
         }
         // What the installer allows passes.
@@ -408,7 +409,7 @@ mod tests {
         };
         worker_namespace("ci", &listed).unwrap();
         let err = worker_namespace("team-a", &listed).unwrap_err();
-        assert_eq!(err.reason, "InvalidSpec");
+        assert_eq!(err.reason, Reason::InvalidSpec);
         assert!(
             err.message
                 .contains("\"team-a\" has no Strata worker account")

@@ -56,7 +56,10 @@ fn decide_at(
 }
 
 fn reason(o: &Outcome) -> String {
-    condition(&o.status, SUCCEEDED).unwrap().reason.clone()
+    condition(&o.status, ConditionType::Succeeded)
+        .unwrap()
+        .reason
+        .clone()
 }
 
 fn created(o: &Outcome) -> Vec<Pod> {
@@ -161,9 +164,9 @@ fn the_next_job_plans_against_the_newest_succeeded_outputs_pinned() {
     let mut status = EncapsulationJobStatus::default();
     set_condition(
         &mut status,
-        SUCCEEDED,
+        ConditionType::Succeeded,
         Truth::True,
-        "Succeeded",
+        Reason::Succeeded,
         "",
         "t",
         None,
@@ -217,7 +220,9 @@ fn a_job_outside_the_worker_namespaces_fails_without_a_pod() {
     });
     assert!(o.actions.is_empty());
     assert_eq!(reason(&o), "InvalidSpec");
-    let message = &condition(&o.status, SUCCEEDED).unwrap().message;
+    let message = &condition(&o.status, ConditionType::Succeeded)
+        .unwrap()
+        .message;
     assert!(
         message.contains("\"ns\" has no Strata worker account"),
         "{message}"

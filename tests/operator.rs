@@ -282,7 +282,7 @@ async fn invalid_spec(env: &Env) {
         "no pod for an invalid spec"
     );
     // Specs that would let a job creator reach beyond the job: a Secret as a volume,
-    // another service account, their own worker image. The chart's policy refuses
+    // another service account, their own worker image, a node of their choosing. The chart's policy refuses
     // each by field, before any pod exists.
     let trees = json!({"name": "trees", "hostPath": {"path": env.trees.display().to_string()}});
     let secret = json!({"name": "creds", "secret": {"secretName": "db-creds"}});
@@ -301,6 +301,16 @@ async fn invalid_spec(env: &Env) {
             "own-image",
             json!({"workerImage": "evil.example/strata:1"}),
             "spec.workerImage \"evil.example/strata:1\": not allowed",
+        ),
+        (
+            "pick-node",
+            json!({"podTemplate": {"nodeSelector": {"node-role.kubernetes.io/control-plane": ""}}}),
+            "spec.podTemplate.nodeSelector \"node-role.kubernetes.io/control-plane\": not allowed",
+        ),
+        (
+            "any-taint",
+            json!({"podTemplate": {"tolerations": [{"operator": "Exists"}]}}),
+            "spec.podTemplate.tolerations[0]: a toleration without a key",
         ),
     ];
     for (name, extra, field) in attacks {

@@ -39,7 +39,7 @@ pub enum Command {
     Crd(CrdArgs),
     /// Run the operator: reconcile EncapsulationJobs by running worker pods.
     #[command(after_help = operator::CONTROLLER_EXAMPLES)]
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// One step of an EncapsulationJob, inside its pod (the controller writes these
     /// arguments; you rarely type them).
     Worker(Box<WorkerArgs>),
@@ -294,6 +294,15 @@ pub struct ControllerArgs {
     /// (workers run --worker-image).
     #[arg(long = "allow-worker-image", value_name = "IMAGE")]
     pub allow_worker_images: Vec<String>,
+    /// A node label key a job's `spec.podTemplate.nodeSelector` may name. Repeatable;
+    /// none by default, so a job cannot steer its pod onto a node of its choosing.
+    #[arg(long = "allow-node-label", value_name = "KEY")]
+    pub allow_node_labels: Vec<String>,
+    /// A taint key a job's `spec.podTemplate.tolerations` may tolerate. Repeatable;
+    /// none by default, so a job cannot reach nodes tainted to keep workloads off
+    /// (control-plane nodes, dedicated pools).
+    #[arg(long = "allow-toleration", value_name = "KEY")]
+    pub allow_toleration_keys: Vec<String>,
     /// A namespace prepared for worker pods (their ServiceAccount and Role).
     /// Repeatable; jobs in any other namespace end InvalidSpec. None: every namespace.
     #[arg(long = "worker-namespace", value_name = "NAMESPACE")]
@@ -518,7 +527,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::operator::crd::crd_yaml(args.kube_minor));
             Ok(())
         }
-        Command::Controller(args) => operator::controller(args),
+        Command::Controller(args) => operator::controller(*args),
         Command::Worker(args) => operator::worker(*args),
         Command::Bench(BenchCommand::Replay(args)) => bench::replay(args),
         Command::Bench(BenchCommand::Plan(args)) => bench::plan(args),

@@ -149,6 +149,8 @@ fn job_policy(args: &ControllerArgs) -> operator::JobPolicy {
     }
     policy.service_accounts = args.allow_service_accounts.clone();
     policy.worker_images = args.allow_worker_images.clone();
+    policy.node_labels = args.allow_node_labels.clone();
+    policy.toleration_keys = args.allow_toleration_keys.clone();
     policy.worker_namespaces = args.worker_namespaces.clone();
     policy
 }

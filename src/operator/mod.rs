@@ -63,6 +63,10 @@ pub struct JobPolicy {
     pub service_accounts: Vec<String>,
     /// `spec.workerImage` values a job may set (none by default).
     pub worker_images: Vec<String>,
+    /// Node label keys `spec.podTemplate.nodeSelector` may name (none by default).
+    pub node_labels: Vec<String>,
+    /// Taint keys `spec.podTemplate.tolerations` may tolerate (none by default).
+    pub toleration_keys: Vec<String>,
     /// Namespaces prepared for worker pods (their ServiceAccount and Role); empty
     /// means every namespace is.
     pub worker_namespaces: Vec<String>,
@@ -83,6 +87,8 @@ impl Default for JobPolicy {
             volume_types: DEFAULT_VOLUME_TYPES.map(String::from).to_vec(),
             service_accounts: Vec::new(),
             worker_images: Vec::new(),
+            node_labels: Vec::new(),
+            toleration_keys: Vec::new(),
             worker_namespaces: Vec::new(),
         }
     }

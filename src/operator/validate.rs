@@ -111,6 +111,42 @@ fn within_policy(spec: &EncapsulationJobSpec, policy: &JobPolicy) -> Result<(), 
             )));
         }
     }
+    placement_within_policy(template, policy)
+}
+
+/// Node selector and tolerations: a job's pod runs as root on whichever node they
+/// pick, so only keys the installer allowed may steer it.
+fn placement_within_policy(
+    template: Option<&super::crd::PodTemplate>,
+    policy: &JobPolicy,
+) -> Result<(), Invalid> {
+    let selector = template.and_then(|t| t.node_selector.as_ref());
+    if let Some(key) = selector
+        .into_iter()
+        .flat_map(|s| s.keys())
+        .find(|k| !policy.node_labels.contains(k))
+    {
+        return Err(invalid(format!(
+            "spec.podTemplate.nodeSelector {key:?}: not allowed here (the controller's \
+             --allow-node-label)"
+        )));
+    }
+    let tolerations = template.and_then(|t| t.tolerations.as_ref());
+    for (i, t) in tolerations.into_iter().flatten().enumerate() {
+        let key = t.key.as_deref().unwrap_or_default();
+        if key.is_empty() {
+            return Err(invalid(format!(
+                "spec.podTemplate.tolerations[{i}]: a toleration without a key tolerates \
+                 every taint; name the taint's key"
+            )));
+        }
+        if !policy.toleration_keys.iter().any(|k| k == key) {
+            return Err(invalid(format!(
+                "spec.podTemplate.tolerations[{i}] {key:?}: not allowed here (the \
+                 controller's --allow-toleration)"
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -353,6 +389,20 @@ mod tests {
                 ),
                 "spec.workerImage \"evil/strata:1\"",
             ),
+            (
+                with(
+                    serde_json::json!({"nodeSelector": {"node-role.kubernetes.io/control-plane": ""}}),
+                    none.clone(),
+                ),
+                "spec.podTemplate.nodeSelector \"node-role.kubernetes.io/control-plane\"",
+            ),
+            (
+                with(
+                    serde_json::json!({"tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}),
+                    none.clone(),
+                ),
+                "spec.podTemplate.tolerations[0] \"node-role.kubernetes.io/control-plane\"",
+            ),
         ];
         for (spec, field) in &cases {
             let err = validate(spec, &policy()).unwrap_err();
@@ -369,6 +419,8 @@ mod tests {
             ],
             service_accounts: vec!["admin".into()],
             worker_images: vec!["evil/strata:1".into()],
+            node_labels: vec!["node-role.kubernetes.io/control-plane".into()],
+            toleration_keys: vec!["node-role.kubernetes.io/control-plane".into()],
             worker_namespaces: Vec::new(),
         };
         for (spec, _) in &cases {
@@ -383,6 +435,18 @@ mod tests {
         assert!(
             err.message
                 .contains("volumes[0] \"work\": the name is the worker's own"),
+            "{}",
+            err.message
+        );
+        // Nor tolerate every taint: a toleration with no key matches them all.
+        let any_taint = with(
+            serde_json::json!({"tolerations": [{"operator": "Exists"}]}),
+            none.clone(),
+        );
+        let err = validate(&any_taint, &open).unwrap_err();
+        assert!(
+            err.message
+                .contains("tolerations[0]: a toleration without a key"),
             "{}",
             err.message
         );

@@ -195,12 +195,11 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
     }
 }
 
-/// `strata crd | head`: a reader that stops early ends the output quietly, with no
-/// panic.
+/// `strata crd | head`: a reader that stops early ends the output quietly and
+/// successfully, with no panic.
 #[test]
 fn a_closed_pipe_ends_output_without_a_panic() {
     use std::io::Read;
-    use std::os::unix::process::ExitStatusExt;
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
         .arg("crd")
@@ -213,10 +212,6 @@ fn a_closed_pipe_ends_output_without_a_panic() {
     // The read end is closed here, long before the CRD's ~100 KB are written.
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(
-        out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
-        "{:?}: {err}",
-        out.status
-    );
+    assert!(err.is_empty(), "{err}");
+    assert!(out.status.success(), "{:?}: {err}", out.status);
 }

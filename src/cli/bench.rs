@@ -69,14 +69,14 @@ pub fn trees(args: BenchTreesArgs) -> anyhow::Result<()> {
     };
     let rows = trees::run(&opts, &|line| eprintln!("strata: {line}"))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&trees::summary(&rows))?);
+        outln!("{}", serde_json::to_string_pretty(&trees::summary(&rows))?)?;
         return Ok(());
     }
     let mut header = format!("{:<28} {:>9} {:>16}", "update", "bound MB", "strata MB (×)");
     for name in BASELINES {
         write!(header, " {:>16}", format!("{name} MB (×)"))?;
     }
-    println!("{header}  strata reused");
+    outln!("{header}  strata reused")?;
     let summary = trees::summary(&rows);
     let labelled = rows.iter().map(|r| (trees::short_name(&r.from, &r.to), r));
     for (label, row) in labelled.chain([("total".to_string(), &summary.total)]) {
@@ -92,14 +92,14 @@ pub fn trees(args: BenchTreesArgs) -> anyhow::Result<()> {
             write!(line, " {:>16}", cell(row.baselines[name].bytes))?;
         }
         write!(line, "  {}/{}", row.strata.reused_layers, row.strata.layers)?;
-        println!("{line}");
+        outln!("{line}")?;
     }
-    println!(
+    outln!(
         "worst single update, strata: {} (updates with a bound of zero left out)",
         summary
             .worst_strata_ratio
             .map_or("-".into(), |r| format!("{r:.2}"))
-    );
+    )?;
     Ok(())
 }
 
@@ -116,7 +116,7 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
     let opts = args.planner.options();
     opts.validate()?;
     let scratch = tempfile::tempdir()?;
-    println!("{:<32} {:>9} {:>12}", "pipeline", "wall s", "size MB");
+    outln!("{:<32} {:>9} {:>12}", "pipeline", "wall s", "size MB")?;
     for (name, script) in PIPELINES {
         let started = Instant::now();
         let out = Command::new("sh")
@@ -132,7 +132,7 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
             .trim()
             .parse()
             .unwrap_or(f64::NAN);
-        print_row(name, started.elapsed().as_secs_f64(), bytes);
+        print_row(name, started.elapsed().as_secs_f64(), bytes)?;
     }
     let timed = TimedBuild {
         args: &args,
@@ -156,16 +156,16 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
             Compression::Gzip,
         )?;
         let theirs = ostree_ext_encoder(encoder, repo, rev, scratch.path(), opts.max_layers)?;
-        println!("strata ÷ ostree-ext encoder: {:.2}", ours / theirs);
+        outln!("strata ÷ ostree-ext encoder: {:.2}", ours / theirs)?;
     }
     if let Some(peak) = peak_rss_bytes() {
-        println!("peak memory of the strata builds: {}", human_bytes(peak));
+        outln!("peak memory of the strata builds: {}", human_bytes(peak))?;
     }
     Ok(())
 }
 
-fn print_row(name: &str, seconds: f64, bytes: f64) {
-    println!("{name:<32} {seconds:>9.2} {:>12.1}", bytes / MB);
+fn print_row(name: &str, seconds: f64, bytes: f64) -> Result<(), super::StdoutError> {
+    outln!("{name:<32} {seconds:>9.2} {:>12.1}", bytes / MB)
 }
 
 /// What every timed `strata build` of the benchmark shares.
@@ -204,7 +204,7 @@ impl TimedBuild<'_> {
         let started = Instant::now();
         let report = crate::build::build(&build_opts, &|_| {})?;
         let seconds = started.elapsed().as_secs_f64();
-        print_row(label, seconds, report.image.size as f64);
+        print_row(label, seconds, report.image.size as f64)?;
         Ok(seconds)
     }
 }
@@ -239,7 +239,7 @@ fn ostree_ext_encoder(
         &format!("ostree-ext encoder ({layers} layers)"),
         seconds,
         crate::image::read_local(&dir, Some("1"))?.layer_bytes() as f64,
-    );
+    )?;
     Ok(seconds)
 }
 
@@ -268,7 +268,7 @@ pub fn plan(args: BenchPlanArgs) -> anyhow::Result<()> {
     }
     let best = times.iter().copied().fold(f64::INFINITY, f64::min);
     let mean = times.iter().sum::<f64>() / times.len() as f64;
-    println!(
+    outln!(
         "components {}  priors {}  layers {}  best {:.3} s  mean {:.3} s  peak memory {}",
         args.components,
         args.priors,
@@ -276,7 +276,7 @@ pub fn plan(args: BenchPlanArgs) -> anyhow::Result<()> {
         best,
         mean,
         peak_rss_bytes().map_or("unknown".into(), human_bytes)
-    );
+    )?;
     Ok(())
 }
 
@@ -320,14 +320,14 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
             "peak_rss_bytes": peak,
             "results": results,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        outln!("{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
         if let [only] = results.as_slice() {
-            print!("{}", transitions_table(only));
+            out!("{}", transitions_table(only))?;
         }
-        print!("{}", summary_table(&results, opts.max_layers));
+        out!("{}", summary_table(&results, opts.max_layers))?;
         if let Some(peak) = peak {
-            println!("peak memory (whole run): {}", human_bytes(peak));
+            outln!("peak memory (whole run): {}", human_bytes(peak))?;
         }
     }
     Ok(())

@@ -56,18 +56,18 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         write_atomic(path, json.as_bytes())
             .with_context(|| format!("{}: cannot write the report", path.display()))?;
     }
-    println!(
+    outln!(
         "{} {} ({} layers, {})",
         report.image.reference,
         report.image.manifest_digest,
         report.image.layers,
         crate::bytes::human_bytes(report.image.size)
-    );
+    )?;
     if args.show_plan {
-        print!("{}", super::plan::table(&report.plan));
+        out!("{}", super::plan::table(&report.plan))?;
     }
     for d in &report.diffs {
-        print!("{}", super::diff::table(d));
+        out!("{}", super::diff::table(d))?;
     }
     Ok(())
 }

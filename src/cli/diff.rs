@@ -47,9 +47,9 @@ pub fn run(args: DiffArgs) -> anyhow::Result<()> {
     let new = layout(&args.new, &registry).with_context(|| format!("reading {}", args.new))?;
     let d = diff_images(&args.old.to_string(), &old, &args.new.to_string(), &new);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        outln!("{}", serde_json::to_string_pretty(&d)?)?;
     } else {
-        print!("{}", table(&d));
+        out!("{}", table(&d))?;
     }
     Ok(())
 }

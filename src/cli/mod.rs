@@ -1,6 +1,21 @@
 //! Command-line definitions (clap derive) and dispatch. This is the only place that
 //! turns typed errors into `anyhow` reports.
 
+/// `print!` for command output: it returns an error once the reader has gone, where
+/// `print!` would panic.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` for command output, as [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod bench;
 mod build;
 mod diff;
@@ -500,6 +515,28 @@ pub struct ReplayArgs {
     pub json: bool,
 }
 
+/// Command output could not be written to standard output.
+#[derive(Debug, thiserror::Error)]
+#[error("writing to standard output")]
+pub struct StdoutError(#[source] std::io::Error);
+
+/// Writes command output (through [`out!`] and [`outln!`]).
+pub(crate) fn write_stdout(args: std::fmt::Arguments) -> Result<(), StdoutError> {
+    use std::io::Write;
+    std::io::stdout()
+        .lock()
+        .write_fmt(args)
+        .map_err(StdoutError)
+}
+
+/// Whether `err` is our own output finding its reader gone. Only stdout counts: a
+/// broken pipe to skopeo or a child is a failure.
+fn reader_left(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<StdoutError>())
+        .any(|e| e.0.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     // The controller shuts down on signals itself; everything else writes outputs
@@ -507,24 +544,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if !matches!(cli.command, Command::Controller(_)) {
         crate::cleanup::remove_on_signals()?;
     }
-    // Commands that only compute and print: a reader that stops early (`strata crd |
-    // head`) ends them quietly, as it does any Unix filter, instead of a panic in
-    // `print!`. (Commands that talk to skopeo or the network keep SIGPIPE ignored.)
-    if matches!(
-        cli.command,
-        Command::Crd(_)
-            | Command::Plan(_)
-            | Command::Bench(BenchCommand::Replay(_) | BenchCommand::Plan(_))
-    ) {
-        // SAFETY: SIG_DFL is a valid disposition; nothing here relies on SIGPIPE.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    }
-    match cli.command {
+    dispatch(cli.command).or_else(|err| match reader_left(&err) {
+        // A reader that stops early (`strata crd | head`) has seen what it wanted, as
+        // with any Unix filter; the outputs were complete before anything was printed.
+        true => Ok(()),
+        false => Err(err),
+    })
+}
+
+fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Plan(args) => plan::run(args),
         Command::Build(args) => build::run(*args),
         Command::Diff(args) => diff::run(args),
         Command::Crd(args) => {
-            print!("{}", crate::operator::crd::crd_yaml(args.kube_minor));
+            out!("{}", crate::operator::crd::crd_yaml(args.kube_minor))?;
             Ok(())
         }
         Command::Controller(args) => operator::controller(*args),
@@ -533,5 +567,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Plan(args)) => bench::plan(args),
         Command::Bench(BenchCommand::Build(args)) => bench::build(args),
         Command::Bench(BenchCommand::Trees(args)) => bench::trees(args),
+    }
+}
+
+#[cfg(test)]
+mod stdout_tests {
+    use super::*;
+
+    /// Only our own stdout's reader leaving is success; any other broken pipe (to
+    /// skopeo, to a child) is a failure that must reach the exit status.
+    #[test]
+    fn only_a_closed_stdout_counts_as_the_reader_leaving() {
+        let pipe = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        let ours = anyhow::Error::new(StdoutError(pipe())).context("printing the plan");
+        assert!(reader_left(&ours));
+        let skopeo = anyhow::Error::new(pipe()).context("sending a blob to skopeo");
+        assert!(!reader_left(&skopeo));
+        let full = StdoutError(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert!(!reader_left(&anyhow::Error::new(full)));
     }
 }

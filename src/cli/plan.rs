@@ -49,7 +49,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
     match &args.output {
         Some(path) => write_atomic(path, text.as_bytes())
             .with_context(|| format!("{}: cannot write the plan", path.display()))?,
-        None => print!("{text}"),
+        None => out!("{text}")?,
     }
     Ok(())
 }

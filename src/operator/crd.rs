@@ -6,6 +6,8 @@
 
 // Each printcolumn(...) repeats the same keys, which this lint mistakes for duplicates.
 #![allow(clippy::duplicated_attributes)]
+// Field docs become the schema's descriptions, which `kubectl explain` shows.
+#![deny(missing_docs)]
 
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
@@ -60,12 +62,18 @@ pub struct EncapsulationJobSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub prior_builds: Vec<String>,
+    /// How many of the stream's newest succeeded jobs give priors when `priorBuilds` is
+    /// empty (0 to 16, default 2; 0 plans as a first build).
     #[serde(default = "default_prior_from_stream")]
     #[schemars(range(min = 0, max = 16))]
     pub prior_from_stream: u32,
+    /// Where the image is pushed, and how its layers are compressed.
     pub output: Output,
+    /// How layers are planned.
     #[serde(default)]
     pub planner: PlannerSpec,
+    /// `Build` plans and pushes the image; `PlanOnly` stops after the plan (status shows
+    /// the layout and the diff a build would have).
     #[serde(default)]
     pub mode: Mode,
     /// Set to true to stop the job: running pods are deleted.
@@ -83,6 +91,7 @@ pub struct EncapsulationJobSpec {
     /// The image running `strata worker`; defaults to the controller's setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_image: Option<String>,
+    /// What the job may set of its worker pods, within the installation's job policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplate>,
 }
@@ -96,10 +105,13 @@ fn default_prior_from_stream() -> u32 {
 #[x_kube(validation = Rule::new("[has(self.ostree), has(self.rootfs), has(self.image)].filter(x, x).size() == 1").message("set exactly one of source.ostree, source.rootfs and source.image"))]
 #[serde(rename_all = "camelCase")]
 pub struct Source {
+    /// An ostree commit in a repository on a volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ostree: Option<OstreeSource>,
+    /// A root filesystem on a volume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rootfs: Option<RootfsSource>,
+    /// An existing image to re-layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageSource>,
 }
@@ -110,11 +122,15 @@ pub struct Source {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct OstreeSource {
+    /// The repository: a path inside `volume`, or (not supported yet) an HTTP(S) URL.
     pub repo: String,
+    /// The ref to encapsulate, e.g. `fedora/x86_64/coreos/stable`.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// The commit checksum to encapsulate, instead of a ref.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// The name of a volume in `podTemplate.volumes` holding the repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
 }
@@ -133,6 +149,7 @@ pub struct RootfsSource {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageSource {
+    /// An image reference, e.g. `docker://registry.example.com/os:41`.
     #[serde(rename = "ref")]
     pub reference: String,
 }
@@ -143,6 +160,7 @@ pub struct ImageSource {
 pub struct Output {
     /// An image reference, e.g. `docker://registry.example.com/os/fedora:41.1`.
     pub image: String,
+    /// `gzip` (every client reads it) or `zstd` (smaller, faster; needs a recent client).
     #[serde(default)]
     pub compression: Compression,
     /// A Secret of type kubernetes.io/dockerconfigjson used to push.
@@ -150,16 +168,21 @@ pub struct Output {
     pub push_secret_ref: Option<SecretRef>,
 }
 
+/// A Secret of the job's namespace.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SecretRef {
+    /// The Secret's name, in the job's namespace.
     pub name: String,
 }
 
+/// How layer blobs are compressed.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
+    /// gzip: every client reads it.
     #[default]
     Gzip,
+    /// zstd: smaller and faster; needs a recent client.
     Zstd,
 }
 
@@ -172,22 +195,32 @@ pub struct PlannerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2, max = 127))]
     pub max_layers: Option<u32>,
+    /// `Auto` re-plans only when the saving pays for the reshuffle within the planner's
+    /// horizon; `Never` keeps the prior layout and places new components; `Always` plans
+    /// afresh.
     #[serde(default)]
     pub repack: Repack,
 }
 
+/// When the planner may reshuffle a prior layout.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Repack {
+    /// Re-plan when the saving pays for the reshuffle.
     #[default]
     Auto,
+    /// Keep the prior layout; place new components into it.
     Never,
+    /// Plan afresh.
     Always,
 }
 
+/// How far a job goes.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Mode {
+    /// Plan, build and push.
     #[default]
     Build,
+    /// Plan only; nothing is pushed.
     PlanOnly,
 }
 
@@ -195,13 +228,20 @@ pub enum Mode {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PodTemplate {
+    /// CPU and memory of the worker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Node labels the worker pod must match; each key must be allowed by the installation
+    /// (`jobPolicy.nodeLabels`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<std::collections::BTreeMap<String, String>>,
+    /// Taints the worker pod tolerates; each key must be allowed by the installation
+    /// (`jobPolicy.tolerationKeys`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     pub tolerations: Option<Vec<k8s_openapi::api::core::v1::Toleration>>,
+    /// The worker pod's service account, if the installation allows it
+    /// (`jobPolicy.serviceAccounts`); default: the chart's worker account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
     /// Volumes the source may live on.
@@ -218,8 +258,10 @@ pub struct EncapsulationJobStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 8))]
     pub conditions: Vec<Condition>,
+    /// The spec generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// Attempts started so far (the first and its retries).
     #[serde(default)]
     pub attempts: u32,
     /// One per attempt: at most 10 retries and the first.
@@ -230,20 +272,26 @@ pub struct EncapsulationJobStatus {
     /// pod counts: a pod someone else made with the job's labels is never adopted.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "podUID")]
     pub pod_uid: Option<String>,
+    /// When the first attempt started (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<String>,
+    /// When the job ended, either way (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<String>,
+    /// A bounded summary of the plan: layers, decision counts and the first decisions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<PlanStatus>,
     /// One per prior read (`priorBuilds` and `priorFromStream` give at most 16).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub diff: Vec<DiffStatus>,
+    /// The pushed image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<OutputStatus>,
+    /// The ConfigMap key holding the full report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report_ref: Option<ReportRef>,
+    /// The last failed attempt: why, and where to look.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
 }
@@ -252,13 +300,19 @@ pub struct EncapsulationJobStatus {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
+    /// `Planned`, `Built` or `Succeeded`.
     #[serde(rename = "type")]
     pub type_: String,
     /// True, False or Unknown.
     pub status: String,
+    /// A CamelCase word: Running, WaitingForStream, BackOff, Succeeded, Failed, Cancelled,
+    /// DeadlineExceeded, InvalidSpec, UnsupportedSource, Planned or Built.
     pub reason: String,
+    /// What happened, for people.
     pub message: String,
+    /// When `status` last changed (RFC 3339).
     pub last_transition_time: String,
+    /// The spec generation the condition was set for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 }
@@ -267,44 +321,64 @@ pub struct Condition {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct PlanStatus {
+    /// Layers in the plan.
     pub layer_count: u32,
+    /// Each layer of the plan, bottom first.
     #[schemars(length(max = 128))]
     pub layers: Vec<LayerStatus>,
+    /// How many components each kind of decision covered.
     pub decisions: DecisionCounts,
     /// The first decisions that are not "kept", with their reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 20))]
     pub first_decisions: Vec<DecisionStatus>,
+    /// Why the plan kept the prior layout or re-planned, with the figures.
     pub repack_reason: String,
 }
 
+/// One planned layer.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct LayerStatus {
+    /// The layer's position, 0 at the bottom.
     pub index: u32,
+    /// Components (packages, unowned units) in the layer.
     pub components: u32,
+    /// Uncompressed bytes of the layer's content.
     pub size: u64,
     /// Formatted with four decimals: CRDs have no float type that every client reads alike.
     pub change_probability: String,
+    /// The layer blob's digest, once built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
 }
 
+/// How many components each kind of decision covered.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct DecisionCounts {
+    /// Components left where they were, unchanged.
     pub kept: u32,
+    /// Components whose new version stays in its layer.
     pub updated: u32,
+    /// New components, and where they went.
     pub placed: u32,
+    /// Components moved to another layer.
     pub moved: u32,
+    /// Components of the prior build that are gone.
     pub removed: u32,
 }
 
+/// One placement decision and its reason.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct DecisionStatus {
+    /// The component, e.g. `rpm:bash` or `unowned:/etc/ssh`.
     pub component: String,
+    /// kept, updated, placed, moved or removed.
     pub action: String,
+    /// The layer the component went to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub layer: Option<u32>,
+    /// Why, with the figures the planner weighed.
     pub reason: String,
 }
 
@@ -312,35 +386,53 @@ pub struct DecisionStatus {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DiffStatus {
+    /// The prior image compared with.
     pub image: String,
+    /// Layers its clients already have.
     pub reused_layers: u32,
+    /// Layers its clients download.
     pub added_layers: u32,
+    /// Its layers the new image no longer has.
     pub removed_layers: u32,
+    /// Compressed bytes its clients download.
     pub download_bytes: u64,
+    /// Share of the new image's compressed bytes its clients already have.
     pub reused_percent: f64,
 }
 
+/// The image the job pushed.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct OutputStatus {
+    /// The image reference pushed.
     pub image: String,
+    /// The manifest digest; pull by it to get exactly this build.
     pub digest: String,
+    /// Compressed bytes of all layers.
     pub size: u64,
 }
 
 /// The ConfigMap (owned by the job) holding the full report.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 pub struct ReportRef {
+    /// The ConfigMap's name, in the job's namespace.
     pub name: String,
+    /// The key holding the gzipped JSON report of the last step.
     pub key: String,
 }
 
+/// Why the last failed attempt failed.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct Failure {
+    /// PodDeleted, PodFailed, Evicted, PodPending, WorkerFailed, ReportRejected or
+    /// PodCreateFailed.
     pub reason: String,
+    /// What went wrong, in the worker's or the API server's words.
     pub message: String,
+    /// The attempt's pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// The step's container (`plan` or `build`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
     /// The exact `kubectl logs …` command that shows what went wrong.

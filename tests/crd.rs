@@ -99,7 +99,10 @@ fn every_field_has_a_description_for_kubectl_explain() {
     for top in ["spec", "status"] {
         undescribed(&root[top], top, &mut missing);
     }
-    assert!(missing.is_empty(), "fields without a description: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:?}"
+    );
 }
 
 /// Paths under `path` whose schema has no description. Kubernetes' own types (pod

@@ -25,11 +25,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::databases;
 use super::map::ComponentMap;
 use super::package::{Package, Tree};
 use super::resolve::Resolver;
 use super::units;
-use super::{dpkg, rpmdb};
 use super::{Build, Component, ComponentKind};
 use crate::source::content::Content;
 use crate::source::{Entry, EntryKind};
@@ -45,13 +45,6 @@ pub const TREE_COMPONENT: &str = "filesystem-tree";
 pub const DATABASE_COMPONENT: &str = "package-database";
 /// The component holding alternatives links (`/etc/alternatives` and links into it).
 pub const ALTERNATIVES_COMPONENT: &str = "alternatives";
-/// Package databases: generated, and rewritten by every package change.
-const PACKAGE_DATABASES: [&str; 4] = [
-    "var/lib/dpkg/",
-    "usr/lib/sysimage/rpm/",
-    "var/lib/rpm/",
-    "usr/share/rpm/",
-];
 /// Unowned content that changes on every build: caches, logs, scratch space and
 /// apt's package lists. Recognised on the first build, before history can tell.
 const VOLATILE_DIRS: [&str; 5] = [
@@ -102,8 +95,10 @@ pub fn assign(
     map: &ComponentMap,
 ) -> Result<Assigned, AssignError> {
     let tree = Tree::new(content, entries);
-    let mut packages: Vec<Package> = rpmdb::read(&tree)?.unwrap_or_default();
-    packages.extend(dpkg::read(&tree)?.unwrap_or_default());
+    let mut packages: Vec<Package> = Vec::new();
+    for db in databases::ALL {
+        packages.extend(db.read(&tree)?.unwrap_or_default());
+    }
     packages.sort_by(|a, b| a.name.cmp(&b.name));
     let owner = owners(entries, &packages);
     let claims: Vec<Claim> = entries
@@ -153,7 +148,7 @@ fn claim(e: &Entry, map: &ComponentMap, owner: Option<usize>) -> Claim {
     if is_volatile(&path) {
         return Claim::Unowned { volatile: true };
     }
-    if PACKAGE_DATABASES.iter().any(|db| path.starts_with(db)) {
+    if databases::owns(&path) {
         return named(DATABASE_COMPONENT, ComponentKind::Generated);
     }
     let into_alternatives = matches!(&e.kind, EntryKind::Symlink(t)

@@ -10,7 +10,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::error::AssignError;
-use super::package::{Package, Tree, MAX_DB_FILE, PATH_OVERHEAD};
+use super::package::{Package, PackageDb, Tree, MAX_DB_FILE, PATH_OVERHEAD};
 
 /// The status file, relative to the root.
 pub const STATUS: &str = "var/lib/dpkg/status";
@@ -21,8 +21,25 @@ const INFO: &str = "var/lib/dpkg/info";
 /// Only this much of a decompressed changelog is read.
 const MAX_CHANGELOG: u64 = 4 << 20;
 
+/// Debian's dpkg.
+pub struct Dpkg;
+
+impl PackageDb for Dpkg {
+    fn name(&self) -> &'static str {
+        "dpkg"
+    }
+
+    fn own_dirs(&self) -> &'static [&'static str] {
+        &["var/lib/dpkg/"]
+    }
+
+    fn read(&self, tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
+        read(tree)
+    }
+}
+
 /// Reads the installed packages, or `None` when the tree has no dpkg database.
-pub fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
+fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
     let Some(status) = tree.read(Path::new(STATUS), MAX_DB_FILE)? else {
         return Ok(None);
     };

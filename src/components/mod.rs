@@ -3,13 +3,16 @@
 //! A component is a package, a group of generated files, or an explicit file group.
 //! This module defines the type and reads the components file (`strata plan
 //! --components`); [`assign`] discovers components in a file tree from its package
-//! database ([`dpkg`]), `user.component` xattrs and rules for unowned files.
+//! databases ([`databases`]: dpkg, rpm and pacman), `user.component` xattrs and rules for
+//! unowned files.
 
 pub mod assign;
+pub mod databases;
 pub mod dpkg;
 pub mod error;
 pub mod map;
 pub mod package;
+pub mod pacman;
 pub mod resolve;
 pub mod rpmdb;
 pub mod units;

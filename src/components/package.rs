@@ -16,6 +16,19 @@ pub const PATH_OVERHEAD: u64 = 24;
 /// Larger database files are refused rather than read into memory.
 pub const MAX_DB_FILE: u64 = 256 << 20;
 
+/// A package database format: where it lives in a tree and how to read it. Adding a
+/// format is one file implementing this and one line in [`super::databases`].
+pub trait PackageDb: Sync {
+    /// Its name in messages.
+    fn name(&self) -> &'static str;
+    /// Directories (relative to the root, ending in `/`) of the database's own files:
+    /// generated, and rewritten by every package change, so they form one component
+    /// of their own.
+    fn own_dirs(&self) -> &'static [&'static str];
+    /// The installed packages, or `None` when the tree has no such database.
+    fn read(&self, tree: &Tree) -> Result<Option<Vec<Package>>, AssignError>;
+}
+
 /// One installed package.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
@@ -93,6 +106,14 @@ impl<'a> Tree<'a> {
             .keys()
             .copied()
             .filter(move |p| p.parent() == Some(dir))
+    }
+
+    /// The regular files the walk found anywhere below `dir`, in no order.
+    pub fn files_below<'t>(&'t self, dir: &'t Path) -> impl Iterator<Item = &'a Path> + 't {
+        self.files
+            .keys()
+            .copied()
+            .filter(move |p| p.starts_with(dir) && *p != dir)
     }
 
     /// Reads a regular file the walk found at `rel`; `None` if there is none.

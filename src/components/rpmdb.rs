@@ -9,14 +9,28 @@
 use std::path::{Path, PathBuf};
 
 use super::error::AssignError;
-use super::package::{Package, Tree, MAX_DB_FILE, PATH_OVERHEAD};
+use super::package::{Package, PackageDb, Tree, MAX_DB_FILE, PATH_OVERHEAD};
 
-/// Where rpm keeps its sqlite database, newest location first.
-pub const DATABASES: [&str; 3] = [
-    "usr/lib/sysimage/rpm/rpmdb.sqlite",
-    "var/lib/rpm/rpmdb.sqlite",
-    "usr/share/rpm/rpmdb.sqlite",
-];
+/// The sqlite database's file name in each of rpm's database directories.
+const SQLITE_DB: &str = "rpmdb.sqlite";
+
+/// rpm, with its sqlite backend.
+pub struct Rpm;
+
+impl PackageDb for Rpm {
+    fn name(&self) -> &'static str {
+        "rpm"
+    }
+
+    /// Newest location first.
+    fn own_dirs(&self) -> &'static [&'static str] {
+        &["usr/lib/sysimage/rpm/", "var/lib/rpm/", "usr/share/rpm/"]
+    }
+
+    fn read(&self, tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
+        read(tree)
+    }
+}
 
 /// The tags Strata reads (see rpm's `rpmtag.h`).
 mod tag {
@@ -297,16 +311,18 @@ fn file_names(h: &Header, limit: usize) -> Result<Vec<String>, HeaderError> {
 }
 
 /// Reads the installed packages, or `None` when the tree has no sqlite rpmdb.
-pub fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
-    let Some(rel) = DATABASES.iter().map(Path::new).find(|p| tree.has_file(p)) else {
+fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
+    let databases = Rpm.own_dirs().iter().map(|d| Path::new(d).join(SQLITE_DB));
+    let Some(rel) = databases.into_iter().find(|p| tree.has_file(p)) else {
         return Ok(None);
     };
+    let rel = rel.as_path();
     let db_path = tree.describe(rel);
     let scratch = tempfile::tempdir().map_err(|source| AssignError::Io {
         path: std::env::temp_dir(),
         source,
     })?;
-    let copy = scratch.path().join("rpmdb.sqlite");
+    let copy = scratch.path().join(SQLITE_DB);
     for (suffix, required) in [("", true), ("-wal", false)] {
         let from = PathBuf::from(format!("{}{suffix}", rel.display()));
         match tree.read(&from, MAX_DB_FILE)? {

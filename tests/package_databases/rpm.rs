@@ -1,8 +1,7 @@
 //! `strata build` on a root with a real RPM database: packages built with rpmbuild and
 //! installed with `rpm --root` (sqlite backend), then upgraded.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::fs;
 use std::path::Path;

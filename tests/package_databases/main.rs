@@ -7,3 +7,13 @@ mod common;
 
 mod pacman;
 mod rpm;
+
+/// A second build's summary: `update` (`world 2.0-1 → 2.1-1`) was an update in place,
+/// and the layer of the package that did not change was reused.
+fn assert_update_reuses(stdout: &str, update: &str) {
+    assert!(stdout.contains(&format!("updated  {update}")), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("reused")),
+        "the unchanged package's layer is reused: {stdout}"
+    );
+}

@@ -133,12 +133,7 @@ fn a_pacman_root_builds_and_an_upgrade_keeps_unchanged_layers() {
         ],
     );
     let r1 = fx.tmp.path().join("r1.json");
-    let out = fx.build(&fx.oci("v1"), None, &r1);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(fx.build(&fx.oci("v1"), None, &r1));
     let found = components(&r1);
     let find = |name: &str| found.iter().find(|c| c["name"] == name).cloned();
     let world = find("world").expect("pacman's packages are components");
@@ -171,17 +166,7 @@ fn a_pacman_root_builds_and_an_upgrade_keeps_unchanged_layers() {
     );
     let r2 = fx.tmp.path().join("r2.json");
     let out = fx.build(&fx.oci("v2"), Some(&fx.oci("v1")), &r2);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("updated  world 2.0-1 → 2.1-1"), "{text}");
-    assert!(
-        text.lines().any(|l| l.starts_with("reused")),
-        "hello's layer is reused: {text}"
-    );
+    crate::assert_update_reuses(&ok(out), "world 2.0-1 → 2.1-1");
 }
 
 /// Crafted records: a `desc` that is a symlink out of the tree is never read, and a
@@ -202,12 +187,7 @@ fn crafted_pacman_records_are_not_followed_and_malformed_ones_are_refused() {
     fs::create_dir_all(&forged).unwrap();
     std::os::unix::fs::symlink(&outside, forged.join("desc")).unwrap();
     let report = fx.tmp.path().join("r.json");
-    let out = fx.build(&fx.oci("v1"), None, &report);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(fx.build(&fx.oci("v1"), None, &report));
     let found = components(&report);
     assert!(found.iter().any(|c| c["name"] == "hello"));
     assert!(

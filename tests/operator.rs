@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
-use kube_common::operator_env::{expect, setup, time, wait_for, Env};
+use kube_common::operator_env::{expect, setup, time, trees_volume, wait_for, Env};
 use serde_json::json;
 use strata::operator::crd::EncapsulationJob;
 
@@ -284,7 +284,7 @@ async fn invalid_spec(env: &Env) {
     // Specs that would let a job creator reach beyond the job: a Secret as a volume,
     // another service account, their own worker image, a node of their choosing. The chart's policy refuses
     // each by field, before any pod exists.
-    let trees = json!({"name": "trees", "hostPath": {"path": env.trees.display().to_string()}});
+    let trees = trees_volume();
     let secret = json!({"name": "creds", "secret": {"secretName": "db-creds"}});
     let attacks = [
         (
@@ -303,9 +303,14 @@ async fn invalid_spec(env: &Env) {
             "spec.workerImage \"evil.example/strata:1\": not allowed",
         ),
         (
+            "read-the-node",
+            json!({"podTemplate": {"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}}),
+            "spec.podTemplate.volumes[0] \"root\": hostPath volumes are not allowed",
+        ),
+        (
             "pick-node",
-            json!({"podTemplate": {"nodeSelector": {"node-role.kubernetes.io/control-plane": ""}}}),
-            "spec.podTemplate.nodeSelector \"node-role.kubernetes.io/control-plane\": not allowed",
+            json!({"podTemplate": {"nodeSelector": {"kubernetes.io/hostname": "control-plane-1"}}}),
+            "spec.podTemplate.nodeSelector \"kubernetes.io/hostname\": not allowed",
         ),
         (
             "any-taint",
@@ -327,7 +332,7 @@ async fn invalid_spec(env: &Env) {
 /// (a negative emptyDir size): the attempt fails as `PodCreateFailed` with the API
 /// server's words, and the job ends instead of retrying the create forever.
 async fn refused_pod(env: &Env) {
-    let trees = json!({"name": "trees", "hostPath": {"path": env.trees.display().to_string()}});
+    let trees = trees_volume();
     let scratch = json!({"name": "scratch", "emptyDir": {"sizeLimit": "-1"}});
     let extra = json!({"retries": 0, "podTemplate": {"volumes": [trees, scratch]}});
     let job = env.create("e2e", "refused", "refused", "v1", extra).await;

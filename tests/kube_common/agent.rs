@@ -4,7 +4,8 @@
 //! would: phase, container states, exit codes and termination messages.
 //!
 //! Volumes become directories: emptyDir a fresh one, hostPath the path itself, a
-//! Secret its keys written out. Arguments and the termination message path that fall
+//! claim the hostPath of the PersistentVolume bound to it, a Secret its keys written
+//! out. Arguments and the termination message path that fall
 //! under a mount path are rewritten to the directory behind it. Deleting a pod kills
 //! its process. Everything else is the real apiserver.
 
@@ -14,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{Container, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
@@ -139,6 +140,8 @@ async fn materialise_volumes(
     for v in volumes {
         let path = if let Some(h) = &v.host_path {
             PathBuf::from(&h.path)
+        } else if let Some(claim) = &v.persistent_volume_claim {
+            claimed_path(admin, ns, &claim.claim_name).await?
         } else if let Some(secret) = &v.secret {
             let local = dir.join("volumes").join(&v.name);
             std::fs::create_dir_all(&local).map_err(|e| e.to_string())?;
@@ -161,6 +164,25 @@ async fn materialise_volumes(
         out.insert(v.name, path);
     }
     Ok(out)
+}
+
+/// The directory behind claim `name`: the hostPath of the volume bound to it.
+async fn claimed_path(admin: &Client, ns: &str, name: &str) -> Result<PathBuf> {
+    let claim = Api::<PersistentVolumeClaim>::namespaced(admin.clone(), ns)
+        .get(name)
+        .await
+        .map_err(|e| format!("claim {ns}/{name}: {e}"))?;
+    let volume = claim
+        .spec
+        .and_then(|s| s.volume_name)
+        .ok_or_else(|| format!("claim {ns}/{name} is not bound to a volume"))?;
+    let pv = Api::<PersistentVolume>::all(admin.clone())
+        .get(&volume)
+        .await
+        .map_err(|e| format!("volume {volume}: {e}"))?;
+    let path = pv.spec.and_then(|s| s.host_path).map(|h| h.path);
+    path.map(PathBuf::from)
+        .ok_or_else(|| format!("volume {volume} has no hostPath the agent can mount"))
 }
 
 /// `arg` with a mount path (alone, or as a `--flag=` value) made the local directory.

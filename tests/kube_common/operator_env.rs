@@ -142,7 +142,7 @@ impl Env {
         Api::namespaced(self.admin.clone(), ns)
     }
 
-    /// A job encapsulating `trees/<tree>` (a hostPath volume).
+    /// A job encapsulating `trees/<tree>` (on the trees' claim).
     pub async fn create(
         &self,
         ns: &str,
@@ -156,7 +156,7 @@ impl Env {
             "stream": stream,
             "output": {"image": self.image(&format!("{stream}:{name}"))},
             "planner": {"maxLayers": 4},
-            "podTemplate": {"volumes": [{"name": "trees", "hostPath": {"path": self.trees.display().to_string()}}]},
+            "podTemplate": {"volumes": [trees_volume()]},
         });
         for (k, v) in extra.as_object().unwrap() {
             spec[k] = v.clone();
@@ -261,8 +261,6 @@ pub async fn setup() -> Option<Env> {
         "watchNamespaces": ["e2e", "load"],
         "insecureRegistries": [format!("127.0.0.1:{}", registry.port)],
         "backoffBaseSeconds": 0.5,
-        // The test node agent maps hostPath volumes to the trees; a test cluster.
-        "jobPolicy": {"allowHostPath": true},
         "metrics": {"port": health_port},
     });
     let objects = cluster::render_chart("strata", RELEASE_NAMESPACE, &values);
@@ -300,6 +298,7 @@ pub async fn setup() -> Option<Env> {
     let trees = tmp.path().join("trees");
     dpkg_tree(&trees.join("v1"), "1");
     dpkg_tree(&trees.join("v2"), "2");
+    cluster::apply_all(&admin, &trees_claims(&trees, &["e2e", "load"])).await;
     let agent = agent::start(
         admin.clone(),
         AgentConfig {
@@ -323,6 +322,48 @@ pub async fn setup() -> Option<Env> {
     };
     env.start_controller();
     Some(env)
+}
+
+/// Jobs reach the trees as a cluster's jobs reach storage, through a claim the
+/// default job policy allows: a PersistentVolume per namespace, pre-bound to the
+/// claim `trees` there (the test control plane runs no volume binder), which the
+/// test node agent resolves to the directory.
+fn trees_claims(trees: &std::path::Path, namespaces: &[&str]) -> Vec<serde_json::Value> {
+    let size = json!({"storage": "1Gi"});
+    namespaces
+        .iter()
+        .flat_map(|ns| {
+            let volume = format!("strata-test-trees-{ns}");
+            [
+                json!({
+                    "apiVersion": "v1", "kind": "PersistentVolume",
+                    "metadata": {"name": volume},
+                    "spec": {
+                        "capacity": size, "accessModes": ["ReadOnlyMany"],
+                        "storageClassName": "",
+                        "hostPath": {"path": trees.display().to_string()},
+                        "claimRef": {"namespace": ns, "name": TREES_CLAIM},
+                    },
+                }),
+                json!({
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": TREES_CLAIM, "namespace": ns},
+                    "spec": {
+                        "accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                        "volumeName": volume, "resources": {"requests": size},
+                    },
+                }),
+            ]
+        })
+        .collect()
+}
+
+/// The claim holding the trees in each job namespace.
+pub const TREES_CLAIM: &str = "trees";
+
+/// The pod-template volume `trees`: the trees' claim, read-only.
+pub fn trees_volume() -> serde_json::Value {
+    json!({"name": "trees", "persistentVolumeClaim": {"claimName": TREES_CLAIM, "readOnly": true}})
 }
 
 /// A plain HTTP GET against the controller's health port.

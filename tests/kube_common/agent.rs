@@ -166,8 +166,26 @@ async fn materialise_volumes(
     Ok(out)
 }
 
-/// The directory behind claim `name`: the hostPath of the volume bound to it.
+/// The directory behind claim `name`, retried for two minutes as a kubelet retries a
+/// mount: the fault tests take the apiserver away just as pods start.
 async fn claimed_path(admin: &Client, ns: &str, name: &str) -> Result<PathBuf> {
+    let mut tries = 0;
+    loop {
+        match bound_host_path(admin, ns, name).await {
+            Err(e) if tries < 120 => {
+                tries += 1;
+                if tries == 1 {
+                    eprintln!("agent: {e}; retrying");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// The hostPath of the volume bound to claim `name`.
+async fn bound_host_path(admin: &Client, ns: &str, name: &str) -> Result<PathBuf> {
     let claim = Api::<PersistentVolumeClaim>::namespaced(admin.clone(), ns)
         .get(name)
         .await

@@ -81,9 +81,7 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("--health-addr {}: cannot listen", args.health_addr))?;
         tracing::info!(%bound, "serving /healthz, /readyz and /metrics");
-        controller::run(client, opts, health)
-            .await
-            .map_err(anyhow::Error::msg)
+        Ok(controller::run(client, opts, health).await?)
     })
 }
 

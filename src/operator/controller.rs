@@ -36,34 +36,42 @@ pub struct Options {
     pub lease: LeaseSettings,
 }
 
-/// Why a reconcile failed; it is retried.
+/// The controller's errors: a reconcile's (retried), or why the controller stopped
+/// before a shutdown signal.
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
+pub enum ControllerError {
+    /// An API request of a reconcile failed.
     #[error("{what}: {source}")]
     Kube {
         what: String,
         #[source]
         source: kube::Error,
     },
+    /// Leadership ended; the process exits and comes back as a standby.
+    #[error(transparent)]
+    LeaseLost(#[from] lease::LeaseLost),
+    /// The task renewing the lease died.
+    #[error("the lease task ended")]
+    LeaseTask(#[from] tokio::task::JoinError),
 }
 
-impl ReconcileError {
+impl ControllerError {
     /// The API server refused the request for what it is (invalid, forbidden, a
     /// missing reference), not for a passing reason: retrying it cannot succeed.
     fn is_permanent(&self) -> bool {
         match self {
-            ReconcileError::Kube {
+            ControllerError::Kube {
                 source: kube::Error::Api(e),
                 ..
             } => matches!(e.code, 400 | 403 | 404 | 422),
-            ReconcileError::Kube { .. } => false,
+            _ => false,
         }
     }
 }
 
-fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ReconcileError {
+fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerError {
     let what = what.into();
-    move |source| ReconcileError::Kube { what, source }
+    move |source| ControllerError::Kube { what, source }
 }
 
 struct Context {
@@ -75,7 +83,11 @@ struct Context {
 }
 
 /// Runs until a shutdown signal, or until leadership is lost.
-pub async fn run(client: Client, opts: Options, health: Arc<Health>) -> Result<(), String> {
+pub async fn run(
+    client: Client,
+    opts: Options,
+    health: Arc<Health>,
+) -> Result<(), ControllerError> {
     // A standby replica is ready too: it is healthy and reaches the API server, and
     // readiness that waited for leadership would stall every rollout.
     let ready = || {
@@ -111,7 +123,7 @@ pub async fn run(client: Client, opts: Options, health: Arc<Health>) -> Result<(
         .store(true, std::sync::atomic::Ordering::Relaxed);
     tokio::select! {
         _ = run => Ok(()),
-        why = lost => Err(why.unwrap_or_else(|e| format!("the lease task ended: {e}"))),
+        why = lost => Err(why.map_or_else(ControllerError::from, ControllerError::from)),
     }
 }
 
@@ -170,7 +182,7 @@ fn waiting_peers(
         .collect()
 }
 
-fn error_policy(job: Arc<EncapsulationJob>, error: &ReconcileError, ctx: Arc<Context>) -> Requeue {
+fn error_policy(job: Arc<EncapsulationJob>, error: &ControllerError, ctx: Arc<Context>) -> Requeue {
     tracing::warn!(
         namespace = %job.namespace().unwrap_or_default(),
         job = %job.name_any(),
@@ -188,7 +200,7 @@ fn error_policy(job: Arc<EncapsulationJob>, error: &ReconcileError, ctx: Arc<Con
 async fn reconcile_job(
     job: Arc<EncapsulationJob>,
     ctx: Arc<Context>,
-) -> Result<Requeue, ReconcileError> {
+) -> Result<Requeue, ControllerError> {
     use tracing::Instrument;
     let span = tracing::info_span!(
         "reconcile",
@@ -201,7 +213,7 @@ async fn reconcile_job(
 async fn reconcile_one(
     job: Arc<EncapsulationJob>,
     ctx: Arc<Context>,
-) -> Result<Requeue, ReconcileError> {
+) -> Result<Requeue, ControllerError> {
     let started = Instant::now();
     let metrics = &ctx.health.metrics;
     metrics
@@ -295,7 +307,7 @@ async fn carry_out(
     pods: &Api<Pod>,
     job: &EncapsulationJob,
     outcome: &reconcile::Outcome,
-) -> Result<Option<String>, ReconcileError> {
+) -> Result<Option<String>, ControllerError> {
     if outcome
         .actions
         .iter()
@@ -323,7 +335,7 @@ async fn carry_out(
 /// Creates the job's report ConfigMap (once), so that its workers need no `create`.
 /// One that exists already is left as it is: the controller only ever trusts a report
 /// its own pod's termination message vouches for.
-async fn create_report_map(client: &Client, job: &EncapsulationJob) -> Result<(), ReconcileError> {
+async fn create_report_map(client: &Client, job: &EncapsulationJob) -> Result<(), ControllerError> {
     let ns = job.namespace().unwrap_or_default();
     let cm = report::report_map(&ns, &job.name_any(), &job.uid().unwrap_or_default());
     let api = Api::<ConfigMap>::namespaced(client.clone(), &ns);
@@ -342,7 +354,7 @@ async fn fetch_reports(
     client: &Client,
     job: &EncapsulationJob,
     pods: &[Pod],
-) -> Result<Reports, ReconcileError> {
+) -> Result<Reports, ControllerError> {
     let mut reports = Reports::default();
     let wanted = reconcile::reports_to_fetch(job, pods);
     if wanted.is_empty() {
@@ -400,7 +412,7 @@ async fn act(
     pods: &Api<Pod>,
     action: &Action,
     ctx: &Context,
-) -> Result<Option<String>, ReconcileError> {
+) -> Result<Option<String>, ControllerError> {
     match action {
         Action::Create(pod) => match pods.create(&PostParams::default(), pod).await {
             Ok(created) => {
@@ -425,7 +437,7 @@ async fn write_status(
     client: &Client,
     job: &EncapsulationJob,
     status: &EncapsulationJobStatus,
-) -> Result<(), ReconcileError> {
+) -> Result<(), ControllerError> {
     let ns = job.namespace().unwrap_or_default();
     let api: Api<EncapsulationJob> = Api::namespaced(client.clone(), &ns);
     let patch = serde_json::json!({

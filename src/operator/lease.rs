@@ -90,15 +90,24 @@ fn standby_wait(until: jiff::Timestamp, now: jiff::Timestamp, duration: Duration
     (left + Duration::from_millis(50)).clamp(Duration::from_millis(100), duration)
 }
 
+/// How leadership ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseLost {
+    #[error("another replica took the lease")]
+    TakenOver,
+    #[error("the lease could not be renewed in time")]
+    NotRenewed(#[source] kube::Error),
+}
+
 /// Renews the lease until it cannot; returns when leadership is lost.
-pub async fn hold(client: kube::Client, s: LeaseSettings) -> String {
+pub async fn hold(client: kube::Client, s: LeaseSettings) -> LeaseLost {
     let api: Api<Lease> = Api::namespaced(client, &s.namespace);
     let mut last_renewal = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(retry_period(s.duration)).await;
         match try_take(&api, &s).await {
             Ok(Held::Ours) => last_renewal = tokio::time::Instant::now(),
-            Ok(Held::ByOther { .. }) => return "another replica took the lease".into(),
+            Ok(Held::ByOther { .. }) => return LeaseLost::TakenOver,
             // A passing API error is survivable while the lease has not run out.
             Err(e)
                 if last_renewal.elapsed() + retry_period(s.duration)
@@ -106,7 +115,7 @@ pub async fn hold(client: kube::Client, s: LeaseSettings) -> String {
             {
                 tracing::warn!(error = %e, "lease renewal failed; retrying")
             }
-            Err(e) => return format!("the lease could not be renewed: {e}"),
+            Err(e) => return LeaseLost::NotRenewed(e),
         }
     }
 }

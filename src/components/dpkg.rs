@@ -25,10 +25,6 @@ const MAX_CHANGELOG: u64 = 4 << 20;
 pub struct Dpkg;
 
 impl PackageDb for Dpkg {
-    fn name(&self) -> &'static str {
-        "dpkg"
-    }
-
     fn own_dirs(&self) -> &'static [&'static str] {
         &["var/lib/dpkg/"]
     }

@@ -19,8 +19,6 @@ pub const MAX_DB_FILE: u64 = 256 << 20;
 /// A package database format: where it lives in a tree and how to read it. Adding a
 /// format is one file implementing this and one line in [`super::databases`].
 pub trait PackageDb: Sync {
-    /// Its name in messages.
-    fn name(&self) -> &'static str;
     /// Directories (relative to the root, ending in `/`) of the database's own files:
     /// generated, and rewritten by every package change, so they form one component
     /// of their own.

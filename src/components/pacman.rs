@@ -6,7 +6,7 @@
 //! files, sizes and listed paths are bounded, and a malformed record is an error
 //! naming its file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::error::AssignError;
@@ -14,63 +14,73 @@ use super::package::{Package, PackageDb, Tree, MAX_DB_FILE, PATH_OVERHEAD};
 
 /// The directory of per-package records, relative to the root.
 const LOCAL: &str = "var/lib/pacman/local";
+/// A record's description file.
+const DESC: &str = "desc";
 
 /// pacman.
 pub struct Pacman;
 
 impl PackageDb for Pacman {
-    fn name(&self) -> &'static str {
-        "pacman"
-    }
-
     fn own_dirs(&self) -> &'static [&'static str] {
         &["var/lib/pacman/"]
     }
 
     fn read(&self, tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
-        let local = Path::new(LOCAL);
-        let mut descs: Vec<&Path> = tree
-            .files_below(local)
-            .filter(|p| p.file_name().is_some_and(|n| n == "desc"))
-            .filter(|p| p.parent().and_then(Path::parent) == Some(local))
-            .collect();
-        if descs.is_empty() {
+        let records = records(tree);
+        if records.is_empty() {
             return Ok(None);
         }
-        descs.sort();
-        let mut packages = descs
+        let mut packages = records
             .into_iter()
-            .map(|desc| package(tree, desc))
+            .map(|(record, files)| package(tree, record, files))
             .collect::<Result<Vec<_>, _>>()?;
         packages.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(Some(packages))
     }
 }
 
-/// The package whose record holds `desc`.
-fn package(tree: &Tree, desc: &Path) -> Result<Package, AssignError> {
-    let fields = sections(tree, desc)?.unwrap_or_default();
+/// Each package record (a directory of `local` holding a `desc`) with the files in it,
+/// gathered in one pass over the tree.
+fn records<'a>(tree: &Tree<'a>) -> BTreeMap<&'a Path, Vec<&'a Path>> {
+    let local = Path::new(LOCAL);
+    let mut records: BTreeMap<&Path, Vec<&Path>> = BTreeMap::new();
+    for file in tree.files_below(local) {
+        let mut record = file;
+        while let Some(parent) = record.parent().filter(|p| *p != local) {
+            record = parent;
+        }
+        if record != file {
+            records.entry(record).or_default().push(file);
+        }
+    }
+    records.retain(|record, files| files.contains(&record.join(DESC).as_path()));
+    records
+}
+
+/// The package whose record is `record`, holding `files`.
+fn package(tree: &Tree, record: &Path, files: Vec<&Path>) -> Result<Package, AssignError> {
+    let desc = record.join(DESC);
+    let fields = sections(tree, &desc)?.unwrap_or_default();
     let one = |key: &str| {
         let value = fields.get(key).and_then(|v| v.first());
         value.cloned().ok_or_else(|| AssignError::Invalid {
-            path: tree.describe(desc),
+            path: tree.describe(&desc),
             problem: format!("has no %{key}% section"),
         })
     };
     let (name, version) = (one("NAME")?, one("VERSION")?);
-    let record = desc.parent().unwrap_or(desc);
-    let mut files = listed_files(tree, &record.join("files"))?;
+    let mut owned = listed_files(tree, &record.join("files"))?;
     // The record itself changes only when its package does (its directory is named by
     // the version), so it travels with the package.
-    files.extend(tree.files_below(record).map(Path::to_path_buf));
-    files.sort();
+    owned.extend(files.into_iter().map(Path::to_path_buf));
+    owned.sort();
     let built = fields.get("BUILDDATE").and_then(|v| v.first());
     Ok(Package {
         source: fields.get("BASE").and_then(|v| v.first()).cloned(),
         changelog: built.and_then(|d| d.parse().ok()).into_iter().collect(),
         name,
         version,
-        files,
+        files: owned,
     })
 }
 

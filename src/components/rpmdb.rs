@@ -18,10 +18,6 @@ const SQLITE_DB: &str = "rpmdb.sqlite";
 pub struct Rpm;
 
 impl PackageDb for Rpm {
-    fn name(&self) -> &'static str {
-        "rpm"
-    }
-
     /// Newest location first.
     fn own_dirs(&self) -> &'static [&'static str] {
         &["usr/lib/sysimage/rpm/", "var/lib/rpm/", "usr/share/rpm/"]
@@ -312,8 +308,8 @@ fn file_names(h: &Header, limit: usize) -> Result<Vec<String>, HeaderError> {
 
 /// Reads the installed packages, or `None` when the tree has no sqlite rpmdb.
 fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
-    let databases = Rpm.own_dirs().iter().map(|d| Path::new(d).join(SQLITE_DB));
-    let Some(rel) = databases.into_iter().find(|p| tree.has_file(p)) else {
+    let mut databases = Rpm.own_dirs().iter().map(|d| Path::new(d).join(SQLITE_DB));
+    let Some(rel) = databases.find(|p| tree.has_file(p)) else {
         return Ok(None);
     };
     let rel = rel.as_path();

@@ -50,16 +50,13 @@ impl Histogram {
     }
 }
 
-/// Outcomes a job can end with, as the `outcome` label.
-const OUTCOMES: [Reason; Reason::ENDINGS.len()] = Reason::ENDINGS;
-
 /// The controller's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub reconciles: AtomicU64,
     pub reconcile_errors: AtomicU64,
     pub pods_created: AtomicU64,
-    finished: [AtomicU64; OUTCOMES.len()],
+    finished: [AtomicU64; Reason::ENDINGS.len()],
     /// From a job's start to its end.
     pub job_duration: Histogram,
     /// From a worker's exit to the status that shows its report.
@@ -71,7 +68,7 @@ impl Metrics {
     /// Counts a finished job. A reason no job ends with is not counted: the series
     /// stay the fixed set of [`Reason::ENDINGS`].
     pub fn job_finished(&self, reason: Reason) {
-        match OUTCOMES.iter().position(|o| *o == reason) {
+        match Reason::ENDINGS.iter().position(|o| *o == reason) {
             Some(i) => {
                 self.finished[i].fetch_add(1, Ordering::Relaxed);
             }
@@ -112,7 +109,7 @@ impl Metrics {
             out,
             "# HELP {name} Jobs finished, by outcome.\n# TYPE {name} counter"
         );
-        for (outcome, v) in OUTCOMES.iter().zip(&self.finished) {
+        for (outcome, v) in Reason::ENDINGS.iter().zip(&self.finished) {
             let _ = writeln!(
                 out,
                 "{name}{{outcome=\"{}\"}} {}",

@@ -238,6 +238,8 @@ pub fn time(t: &Option<String>) -> jiff::Timestamp {
 
 /// The namespace the chart is installed in.
 pub const RELEASE_NAMESPACE: &str = "strata-system";
+/// The namespaces the controller watches, where the tests create jobs.
+const JOB_NAMESPACES: [&str; 2] = ["e2e", "load"];
 
 pub async fn setup() -> Option<Env> {
     if !real_parts(&["docker-registry", "skopeo", "etcd"]) {
@@ -258,7 +260,7 @@ pub async fn setup() -> Option<Env> {
     let registry = start_registry(tmp.path());
     let health_port = free_port();
     let values = json!({
-        "watchNamespaces": ["e2e", "load"],
+        "watchNamespaces": JOB_NAMESPACES,
         "insecureRegistries": [format!("127.0.0.1:{}", registry.port)],
         "backoffBaseSeconds": 0.5,
         "metrics": {"port": health_port},
@@ -298,7 +300,7 @@ pub async fn setup() -> Option<Env> {
     let trees = tmp.path().join("trees");
     dpkg_tree(&trees.join("v1"), "1");
     dpkg_tree(&trees.join("v2"), "2");
-    cluster::apply_all(&admin, &trees_claims(&trees, &["e2e", "load"])).await;
+    cluster::apply_all(&admin, &trees_claims(&trees, &JOB_NAMESPACES)).await;
     let agent = agent::start(
         admin.clone(),
         AgentConfig {

@@ -126,6 +126,23 @@ fn ownership_follows_the_tree_diversions_and_edited_conffiles() {
         "package-database holds {} bytes; the control files alone are {info}",
         comps["package-database"].1
     );
+    // It is the record of what is installed: dselect's stale `available` list is a
+    // unit of its own, and update-alternatives' state goes with the links it records.
+    let size = |p: &str| fs::metadata(tree.join(p)).unwrap().len();
+    assert!(
+        comps["package-database"].1 < size("var/lib/dpkg/status") + (8 << 10),
+        "package-database holds {} bytes beyond dpkg's status",
+        comps["package-database"].1
+    );
+    assert_eq!(
+        comps["file:/var/lib/dpkg/available"].1,
+        size("var/lib/dpkg/available")
+    );
+    let states: u64 = fs::read_dir(tree.join("var/lib/dpkg/alternatives"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(states > 0 && comps["alternatives"].1 >= states);
 
     // An administrator edits a conffile: only the package's configuration changes.
     let bashrc = tree.join("etc/bash.bashrc");

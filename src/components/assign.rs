@@ -43,18 +43,21 @@ pub const COMPONENT_XATTR: &str = "user.component";
 pub const TREE_COMPONENT: &str = "filesystem-tree";
 /// The component holding the package databases.
 pub const DATABASE_COMPONENT: &str = "package-database";
-/// The component holding alternatives links (`/etc/alternatives` and links into it).
+/// The component holding alternatives links (`/etc/alternatives` and links into it)
+/// and update-alternatives' record of them.
 pub const ALTERNATIVES_COMPONENT: &str = "alternatives";
 /// Unowned content that changes on every build: caches, logs, scratch space and
-/// apt's package lists. Recognised on the first build, before history can tell.
-const VOLATILE_DIRS: [&str; 5] = [
+/// apt's and pacman's package lists. Recognised on the first build, before history can tell.
+const VOLATILE_DIRS: [&str; 6] = [
     "var/cache/",
     "var/log/",
     "var/lib/apt/lists/",
+    "var/lib/pacman/sync/",
     "var/tmp/",
     "tmp/",
 ];
-const ALTERNATIVES_DIR: &str = "etc/alternatives/";
+/// The alternatives links, and update-alternatives' record of them.
+const ALTERNATIVES_DIRS: [&str; 2] = ["etc/alternatives/", "var/lib/dpkg/alternatives/"];
 /// Where packages keep their configuration.
 const CONFIG_DIR: &str = "etc";
 
@@ -151,9 +154,10 @@ fn claim(e: &Entry, map: &ComponentMap, owner: Option<usize>) -> Claim {
     if databases::owns(&path) {
         return named(DATABASE_COMPONENT, ComponentKind::Generated);
     }
+    let alternatives = |p: &str| ALTERNATIVES_DIRS.iter().any(|d| p.starts_with(d));
     let into_alternatives = matches!(&e.kind, EntryKind::Symlink(t)
-        if t.to_string_lossy().trim_start_matches('/').starts_with(ALTERNATIVES_DIR));
-    if path.starts_with(ALTERNATIVES_DIR) || into_alternatives {
+        if alternatives(t.to_string_lossy().trim_start_matches('/')));
+    if alternatives(&path) || into_alternatives {
         return named(ALTERNATIVES_COMPONENT, ComponentKind::Files);
     }
     Claim::Unowned { volatile: false }

@@ -25,8 +25,17 @@ const MAX_CHANGELOG: u64 = 4 << 20;
 pub struct Dpkg;
 
 impl PackageDb for Dpkg {
-    fn own_dirs(&self) -> &'static [&'static str] {
-        &["var/lib/dpkg/"]
+    /// Not `available`: dselect's list of available packages, which apt never
+    /// updates, and not `alternatives/`, which changes with the alternatives links.
+    fn records(&self) -> &'static [&'static str] {
+        &[
+            STATUS,
+            DIVERSIONS,
+            "var/lib/dpkg/statoverride",
+            "var/lib/dpkg/info/",
+            "var/lib/dpkg/triggers/",
+            "var/lib/dpkg/updates/",
+        ]
     }
 
     fn read(&self, tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {

@@ -19,10 +19,12 @@ pub const MAX_DB_FILE: u64 = 256 << 20;
 /// A package database format: where it lives in a tree and how to read it. Adding a
 /// format is one file implementing this and one line in [`super::databases`].
 pub trait PackageDb: Sync {
-    /// Directories (relative to the root, ending in `/`) of the database's own files:
-    /// generated, and rewritten by every package change, so they form one component
-    /// of their own.
-    fn own_dirs(&self) -> &'static [&'static str];
+    /// Where the database records what is installed, relative to the root: files, and
+    /// directories ending in `/`. These are generated and rewritten by every package
+    /// change, so they form one component of their own. Other state beside them (a
+    /// stale list of available packages, a package manager's download lists) is not
+    /// the record and follows the rules for unowned files.
+    fn records(&self) -> &'static [&'static str];
     /// The installed packages, or `None` when the tree has no such database.
     fn read(&self, tree: &Tree) -> Result<Option<Vec<Package>>, AssignError>;
 }

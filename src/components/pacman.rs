@@ -21,8 +21,9 @@ const DESC: &str = "desc";
 pub struct Pacman;
 
 impl PackageDb for Pacman {
-    fn own_dirs(&self) -> &'static [&'static str] {
-        &["var/lib/pacman/"]
+    /// Not `sync/`, the repositories' package lists, which are volatile like apt's.
+    fn records(&self) -> &'static [&'static str] {
+        &["var/lib/pacman/local/"]
     }
 
     fn read(&self, tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {

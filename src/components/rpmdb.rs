@@ -19,7 +19,7 @@ pub struct Rpm;
 
 impl PackageDb for Rpm {
     /// Newest location first.
-    fn own_dirs(&self) -> &'static [&'static str] {
+    fn records(&self) -> &'static [&'static str] {
         &["usr/lib/sysimage/rpm/", "var/lib/rpm/", "usr/share/rpm/"]
     }
 
@@ -308,7 +308,7 @@ fn file_names(h: &Header, limit: usize) -> Result<Vec<String>, HeaderError> {
 
 /// Reads the installed packages, or `None` when the tree has no sqlite rpmdb.
 fn read(tree: &Tree) -> Result<Option<Vec<Package>>, AssignError> {
-    let mut databases = Rpm.own_dirs().iter().map(|d| Path::new(d).join(SQLITE_DB));
+    let mut databases = Rpm.records().iter().map(|d| Path::new(d).join(SQLITE_DB));
     let Some(rel) = databases.find(|p| tree.has_file(p)) else {
         return Ok(None);
     };

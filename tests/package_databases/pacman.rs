@@ -132,10 +132,17 @@ fn a_pacman_root_builds_and_an_upgrade_keeps_unchanged_layers() {
             ("usr/share/world/data", "d"),
         ],
     );
+    // A repository's package list, as `pacman -Sy` fetches it: volatile, like apt's.
+    let sync = fx.root.join("var/lib/pacman/sync");
+    fs::create_dir_all(&sync).unwrap();
+    fs::write(sync.join("core.db"), vec![7u8; 20 << 10]).unwrap();
     let r1 = fx.tmp.path().join("r1.json");
     ok(fx.build(&fx.oci("v1"), None, &r1));
     let found = components(&r1);
     let find = |name: &str| found.iter().find(|c| c["name"] == name).cloned();
+    assert!(find("volatile:/var/lib/pacman/sync/core.db").is_some());
+    let database = find("package-database").expect("pacman's records form the database");
+    assert!(database["size"].as_u64().unwrap() < 20 << 10);
     let world = find("world").expect("pacman's packages are components");
     assert_eq!(world["version"], "2.0-1");
     assert_eq!(

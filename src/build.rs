@@ -258,6 +258,7 @@ fn build_into(
         plan.date.as_deref(),
         opts.inputs.stream.as_deref(),
         &opts.inputs.source.to_string(),
+        image::generation_after(priors.iter().map(|(_, l)| l)),
     );
     meta.tag = tag.map(str::to_string);
     // ostree-ext reads its labels from the config and mirrors them in annotations.

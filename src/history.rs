@@ -347,6 +347,7 @@ mod tests {
         Layout {
             origin: String::new(),
             date: None,
+            generation: None,
             layers: vec![LayoutLayer {
                 components: comps
                     .iter()

@@ -101,6 +101,9 @@ pub struct Layout {
     pub origin: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date: Option<String>,
+    /// How many builds of the stream came before it, when Strata recorded that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
     pub layers: Vec<LayoutLayer>,
 }
 

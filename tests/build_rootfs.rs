@@ -220,6 +220,44 @@ fn builds_round_trip_reproducibly_and_keep_unchanged_layers() {
     }
 }
 
+/// Each build records its place in the stream, so priors given oldest first are read
+/// newest first (with a warning) and the build keeps the newest prior's layers.
+#[test]
+fn priors_given_oldest_first_are_read_newest_first() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, t) = (tmp.path().join("root"), tmp.path());
+    let build = |version: &str, name: &str, priors: &[&str]| {
+        fixture(&root, version);
+        let output = oci(&t.join(name), name);
+        let mut args = vec!["build", "--rootfs", root.to_str().unwrap(), "--output"];
+        args.extend([output.as_str(), "-n", LAYERS]);
+        let priors: Vec<String> = priors.iter().map(|p| oci(&t.join(p), p)).collect();
+        priors
+            .iter()
+            .for_each(|p| args.extend(["--prior", p.as_str()]));
+        strata(&args)
+    };
+    ok(build("2.0", "v1", &[]));
+    ok(build("2.1", "v2", &["v1"]));
+    let generation =
+        |name: &str| manifest(&t.join(name))["annotations"]["strata.dev/generation"].clone();
+    assert_eq!(
+        (generation("v1"), generation("v2")),
+        ("0".into(), "1".into())
+    );
+
+    let out = build("2.1", "v3", &["v1", "v2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    ok(out);
+    assert!(stderr.contains("priors are read newest first"), "{stderr}");
+    assert_eq!(generation("v3"), "2");
+    assert_eq!(
+        layer_digests(&t.join("v3")),
+        layer_digests(&t.join("v2")),
+        "the same tree as the newest prior reuses every one of its layers"
+    );
+}
+
 #[test]
 fn bad_input_fails_clearly_and_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();

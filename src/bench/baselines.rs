@@ -57,6 +57,7 @@ fn layout_of(build: &Build, groups: Vec<Vec<usize>>) -> Layout {
     Layout {
         origin: String::new(),
         date: build.date.clone(),
+        generation: None,
         layers: groups
             .into_iter()
             .map(|g| {

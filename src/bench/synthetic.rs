@@ -45,6 +45,7 @@ pub fn stream(components: usize, priors: usize, layers: usize) -> (Build, Vec<La
         .map(|b| Layout {
             origin: format!("synthetic build {b}"),
             date: None,
+            generation: Some(b),
             layers: (0..n)
                 .collect::<Vec<_>>()
                 .chunks(per_layer)

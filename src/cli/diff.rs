@@ -25,6 +25,7 @@ fn layout(r: &ImageRef, registry: &RegistryOptions) -> anyhow::Result<Layout> {
     Ok(layout.unwrap_or_else(|| Layout {
         origin: r.to_string(),
         date: None,
+        generation: None,
         layers: manifest
             .layers()
             .iter()

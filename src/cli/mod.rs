@@ -163,7 +163,9 @@ pub struct BuildArgs {
     #[arg(long, value_name = "REF")]
     pub output: crate::image::ImageRef,
     /// An earlier image of the stream, newest first: oci:, oci-archive:, docker:// or
-    /// containers-storage:. A missing prior is a warning and a fresh plan.
+    /// containers-storage:. A missing prior is a warning and a fresh plan. Images
+    /// Strata built record their place in the stream (`strata.dev/generation`), and
+    /// are read newest first whatever order they are given in.
     #[arg(long, value_name = "REF")]
     pub prior: Vec<crate::image::ImageRef>,
     #[command(flatten)]

@@ -8,7 +8,7 @@ mod priors;
 pub mod reference;
 pub mod remote;
 
-pub use priors::read_priors;
+pub use priors::{generation_after, read_priors};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -40,6 +40,9 @@ pub const PLAN_DIGEST: &str = "strata.dev/plan-digest";
 /// On the manifest: the build date the plan used.
 pub const BUILD_DATE: &str = "strata.dev/date";
 pub const STREAM: &str = "strata.dev/stream";
+/// On the manifest: how many builds of the stream came before this one (0 for the
+/// first), so priors given oldest first can still be read newest first.
+pub const GENERATION: &str = "strata.dev/generation";
 pub const SOURCE: &str = "strata.dev/source";
 /// The OCI tag annotation in `index.json`.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -135,17 +138,22 @@ pub struct ImageMeta {
 
 impl ImageMeta {
     /// The metadata of a Strata build: `labels` as given, and annotations naming the
-    /// plan (by the digest of its JSON), the build date, the stream and the source.
+    /// plan (by the digest of its JSON), the build date, the stream, the source and
+    /// the build's generation in its stream.
     pub fn for_build(
         labels: BTreeMap<String, String>,
         plan_json: &[u8],
         date: Option<&str>,
         stream: Option<&str>,
         source: &str,
+        generation: u64,
     ) -> ImageMeta {
         use sha2::Digest;
         let digest = crate::bytes::sha256_label(&sha2::Sha256::digest(plan_json));
-        let mut annotations = BTreeMap::from([(PLAN_DIGEST.to_string(), digest)]);
+        let mut annotations = BTreeMap::from([
+            (PLAN_DIGEST.to_string(), digest),
+            (GENERATION.to_string(), generation.to_string()),
+        ]);
         if let Some(date) = date {
             annotations.insert(BUILD_DATE.into(), date.to_string());
         }
@@ -389,9 +397,21 @@ pub fn layout_from_manifest(
             first.commit_layer = first.components.is_empty();
         }
     }
+    let generation = match manifest
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(GENERATION))
+    {
+        None => None,
+        Some(n) => Some(n.parse::<u64>().map_err(|_| ImageError::Invalid {
+            path: PathBuf::from(origin),
+            problem: format!("annotation {GENERATION} is {n:?}, not a build count"),
+        })?),
+    };
     let layout = Layout {
         origin: origin.to_string(),
         date,
+        generation,
         layers,
     };
     layout
@@ -442,5 +462,30 @@ mod tests {
         assert_eq!(planning.layers.len(), 3);
         assert_eq!(planning.layers[0].components[1].name, "glibc-common");
         assert!(planning.layers.iter().all(|l| !l.commit_layer));
+    }
+
+    /// A prior's generation is untrusted: anything but a build count is refused,
+    /// naming the annotation, so the prior is left out rather than misordered.
+    #[test]
+    fn a_crafted_generation_is_refused() {
+        let manifest = |generation: &str| -> ImageManifest {
+            serde_json::from_value(serde_json::json!({
+                "schemaVersion": 2,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": format!("sha256:{}", "c".repeat(64)), "size": 10},
+                "layers": [desc('1', serde_json::json!({COMPONENTS_ANNOTATION: "[[\"a\",\"1\",3]]"}))],
+                "annotations": {GENERATION: generation},
+            }))
+            .unwrap()
+        };
+        let read = |g: &str| layout_from_manifest("oci:/p:v", &manifest(g));
+        assert_eq!(read("12").unwrap().unwrap().generation, Some(12));
+        for bad in ["-1", "99999999999999999999999", "1e3", "", " 3"] {
+            let err = read(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(GENERATION) && err.contains("oci:/p:v"),
+                "{err}"
+            );
+        }
     }
 }

@@ -211,6 +211,7 @@ impl Plan {
         Layout {
             origin: String::new(),
             date: self.date.clone(),
+            generation: None,
             layers: self
                 .layers
                 .iter()

@@ -40,7 +40,7 @@ pub struct ParallelGzEncoder<W: Write> {
 impl<W: Write> ParallelGzEncoder<W> {
     pub fn new(mut inner: W, level: Compression) -> io::Result<Self> {
         inner.write_all(&HEADER)?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::parallel::cores();
         Ok(ParallelGzEncoder {
             inner,
             level,

@@ -44,14 +44,8 @@ pub fn generation_after<'a>(priors: impl IntoIterator<Item = &'a Layout>) -> u64
 /// the first prior's layers and diffs against it: given oldest first, it would keep
 /// the layout of a build clients no longer hold.
 fn newest_first(priors: &mut [(ImageRef, Layout)], warnings: &mut Vec<String>) {
-    let Some(generations) = priors
-        .iter()
-        .map(|(_, l)| l.generation)
-        .collect::<Option<Vec<u64>>>()
-    else {
-        return;
-    };
-    if generations.windows(2).all(|w| w[0] >= w[1]) {
+    let newest = |(_, l): &(ImageRef, Layout)| std::cmp::Reverse(l.generation);
+    if priors.iter().any(|(_, l)| l.generation.is_none()) || priors.is_sorted_by_key(newest) {
         return;
     }
     priors.sort_by_key(|(_, l)| std::cmp::Reverse(l.generation));

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -130,7 +131,7 @@ pub async fn wait_crd_established(admin: &Client) {
         "encapsulationjobs.strata.dev",
         kube::runtime::wait::conditions::is_crd_established(),
     );
-    tokio::time::timeout(std::time::Duration::from_secs(30), established)
+    tokio::time::timeout(Duration::from_secs(30), established)
         .await
         .unwrap()
         .unwrap();
@@ -226,13 +227,20 @@ pub async fn service_account_kubeconfig(
         },
         ..Default::default()
     };
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
-        .create_token_request(name, &Default::default(), &request)
-        .await
-        .unwrap_or_else(|e| panic!("a token for {ns}/{name}: {e}"))
-        .status
-        .expect("a token")
-        .token;
+    let accounts = Api::<ServiceAccount>::namespaced(admin.clone(), ns);
+    let params = Default::default();
+    // The fault tests take the apiserver away just as the agent starts a pod; a
+    // kubelet waits for its token as it waits for anything else.
+    let token = strata::operator::retry::while_transient(
+        Duration::from_secs(300),
+        || accounts.create_token_request(name, &params, &request),
+        |_, _| {},
+    )
+    .await
+    .unwrap_or_else(|e| panic!("a token for {ns}/{name}: {e}"))
+    .status
+    .expect("a token")
+    .token;
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: sa, namespace: {ns}}}\ncurrent-context: test\n"
     );

@@ -185,27 +185,38 @@ fn list_files(tree: &Tree, name: &str, arch: &str) -> Result<Vec<PathBuf>, Assig
     Ok(Vec::new())
 }
 
-/// Dates of the entries in `usr/share/doc/NAME/changelog.Debian.gz` (trailer lines
+/// Where a package's Debian changelog may be: `changelog.Debian.gz`, or for a native
+/// package (one without a Debian revision, such as dpkg and apt) `changelog.gz`.
+/// Packages built from one source may share a documentation directory through a link.
+const CHANGELOGS: [&str; 2] = ["changelog.Debian.gz", "changelog.gz"];
+
+/// Dates of the entries in the package's Debian changelog (trailer lines
 /// ` -- Maintainer <email>  Mon, 01 Jan 2024 00:00:00 +0000`).
 fn changelog_dates(tree: &Tree, name: &str) -> Result<Vec<i64>, AssignError> {
-    let rel = Path::new("usr/share/doc")
-        .join(name)
-        .join("changelog.Debian.gz");
-    let Some(gz) = tree.read(&rel, MAX_DB_FILE)? else {
-        return Ok(Vec::new());
-    };
+    let doc = Path::new("usr/share/doc").join(name);
+    for file in CHANGELOGS {
+        let Some(rel) = tree.resolve(&doc.join(file)) else {
+            continue;
+        };
+        if let Some(gz) = tree.read(&rel, MAX_DB_FILE)? {
+            return Ok(entry_dates(&gz));
+        }
+    }
+    Ok(Vec::new())
+}
+
+fn entry_dates(gz: &[u8]) -> Vec<i64> {
     let mut text = String::new();
     // A corrupt changelog costs only the cold-start guess, not the build.
-    let _ = flate2::read::GzDecoder::new(gz.as_slice())
+    let _ = flate2::read::GzDecoder::new(gz)
         .take(MAX_CHANGELOG)
         .read_to_string(&mut text);
-    Ok(text
-        .lines()
+    text.lines()
         .filter_map(|l| l.strip_prefix(" -- "))
         .filter_map(|l| l.split_once(">  ").map(|(_, date)| date.trim()))
         .filter_map(|date| jiff::fmt::rfc2822::parse(date).ok())
         .map(|z| z.timestamp().as_second())
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! What every package database yields: installed packages and their files, read
-//! from inside a walked tree without following symlinks.
+//! from inside a walked tree, following only the tree's own links and never out of it.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -7,6 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::error::AssignError;
+use super::resolve::Resolver;
 use crate::source::content::Content;
 use crate::source::{Entry, EntryKind};
 
@@ -52,6 +53,7 @@ const PATH_BUDGET_BASE: u64 = 16 << 20;
 pub struct Tree<'a> {
     pub content: &'a dyn Content,
     files: HashMap<&'a Path, &'a Entry>,
+    links: Resolver<'a>,
     /// Bytes of listed paths the package databases may still yield.
     path_budget: Cell<u64>,
 }
@@ -70,6 +72,7 @@ impl<'a> Tree<'a> {
         Tree {
             content,
             files,
+            links: Resolver::new(entries),
             path_budget: Cell::new(PATH_BUDGET_PER_TREE_BYTE * tree_bytes + PATH_BUDGET_BASE),
         }
     }
@@ -114,6 +117,11 @@ impl<'a> Tree<'a> {
             .keys()
             .copied()
             .filter(move |p| p.starts_with(dir) && *p != dir)
+    }
+
+    /// Where the tree holds `listed`: see [`Resolver::resolve`].
+    pub fn resolve(&self, listed: &Path) -> Option<PathBuf> {
+        self.links.resolve(listed)
     }
 
     /// Reads a regular file the walk found at `rel`; `None` if there is none.

@@ -337,6 +337,71 @@ fn crafted_package_paths_and_diversions_stay_inside_the_tree() {
     assert!(!t.join("v2").exists());
 }
 
+/// A gzipped Debian changelog with one entry per date.
+fn changelog_gz(dates: &[&str]) -> Vec<u8> {
+    use std::io::Write;
+    let text: String = dates
+        .iter()
+        .map(|d| format!("pkg (1) stable; urgency=low\n\n  * x\n\n -- A <a@example.org>  {d}\n\n"))
+        .collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(text.as_bytes()).unwrap();
+    gz.finish().unwrap()
+}
+
+/// The cold-start basis the report gives `component`.
+fn basis(report: &serde_json::Value, component: &str) -> String {
+    report["plan"]["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["component"] == component)
+        .unwrap_or_else(|| panic!("no decision for {component}"))["estimate"]["basis"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A native package's changelog (`changelog.gz`) and one behind a documentation
+/// directory linked to a sibling's are read; a link out of the tree is not followed.
+#[test]
+fn changelogs_are_found_for_native_packages_and_through_links_inside_the_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let root = t.join("root");
+    common::dpkg_tree(&root, "1");
+    let dates = [
+        "Mon, 01 Jan 2024 00:00:00 +0000",
+        "Mon, 01 Apr 2024 00:00:00 +0000",
+    ];
+    // Outside the tree, where a crafted link points: it must never be read.
+    let outside = t.join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    fs::write(outside.join("changelog.Debian.gz"), changelog_gz(&dates)).unwrap();
+    let doc = root.join("usr/share/doc");
+    fs::create_dir_all(doc.join("stable")).unwrap();
+    fs::write(doc.join("stable/changelog.gz"), changelog_gz(&dates)).unwrap();
+    let escape = format!("../../../..{}", outside.display());
+    std::os::unix::fs::symlink(&escape, doc.join("busy")).unwrap();
+    let report = build(&root, &t.join("v1"), &[], "4");
+    assert_eq!(basis(&report, "stable"), "changelog", "native changelog.gz");
+    assert_ne!(
+        basis(&report, "busy"),
+        "changelog",
+        "a link out of the tree"
+    );
+
+    // Linked to a sibling's directory inside the tree, as Debian allows.
+    fs::remove_file(doc.join("busy")).unwrap();
+    std::os::unix::fs::symlink("stable", doc.join("busy")).unwrap();
+    let report = build(&root, &t.join("v2"), &[], "4");
+    assert_eq!(
+        basis(&report, "busy"),
+        "changelog",
+        "a link inside the tree"
+    );
+}
+
 /// Layers whose packages were updated or purged are kept byte for byte, and the image
 /// still unpacks to exactly the new tree: new versions above them, whiteouts for what
 /// went in the patch layer on top. The purge downloads the small layers only.

@@ -126,6 +126,16 @@ fn the_pipeline_does_not_reach_back_into_its_drivers() {
     }
 }
 
+/// The planner is a pure function of components, history and layouts: it reads no
+/// source, writes no layer, and reports no image.
+#[test]
+fn the_planner_uses_no_later_stage() {
+    let g = graph();
+    for later in ["source", "layers", "image", "diff"] {
+        assert!(!g["plan"].contains(later), "plan uses {later}");
+    }
+}
+
 #[test]
 fn the_cycle_check_finds_a_cycle() {
     let mut g = Graph::new();

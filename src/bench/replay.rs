@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::baselines::Strategy;
 use crate::components::Build;
-use crate::diff::diff_layouts;
+use crate::layout::download::diff_layouts;
 use crate::layout::Layout;
 
 /// How a replay runs.

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::bytes::human_bytes;
 use crate::components::{Build, Component};
-use crate::diff::{self, LayoutDiff};
 use crate::history::{self, Basis, Estimate};
+use crate::layout::download::{diff_layouts, LayoutDiff};
 use crate::layout::{content_key, layer_key, Layout, LayoutComponent, LayoutLayer};
 use partition::{Group, Item};
 
@@ -927,7 +927,7 @@ fn assemble(ctx: &Ctx, prior: Option<&Layout>, outcome: Outcome, opts: &PlanOpti
         },
     };
     let empty = Layout::default();
-    plan.prediction.download = diff::diff_layouts(prior.unwrap_or(&empty), &plan.layout());
+    plan.prediction.download = diff_layouts(prior.unwrap_or(&empty), &plan.layout());
     plan
 }
 

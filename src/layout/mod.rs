@@ -1,7 +1,10 @@
 //! Layout: the one record of a prior build's layers, whatever it was read from (a plan
 //! file, image manifests and their annotations, a job's report). A leaf of the data
 //! flow: `history` learns from layouts, `plan` keeps or reopens their layers, `image`
-//! reads and writes them, and `diff` compares two.
+//! reads and writes them, and [`download`] reckons what moving from one to another
+//! costs clients.
+
+pub mod download;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -346,81 +346,103 @@ pub fn layout_from_manifest(
     let mut layers = Vec::new();
     let mut annotated = false;
     for (i, desc) in manifest.layers().iter().enumerate() {
-        let ann = desc.annotations().clone().unwrap_or_default();
-        let components = if let Some(json) = ann.get(COMPONENTS_ANNOTATION) {
-            annotated = true;
-            parse_component_list(origin, i, COMPONENTS_ANNOTATION, json)?
-        } else if let Some(names) = ann.get(OSTREE_COMPONENTS) {
-            annotated = true;
-            names
-                .split(',')
-                .filter(|n| !n.is_empty())
-                .map(|n| LayoutComponent {
-                    name: n.to_string(),
-                    version: None,
-                    size: 0,
-                    source: None,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let superseded = match ann.get(SUPERSEDED_ANNOTATION) {
-            Some(json) => parse_component_list(origin, i, SUPERSEDED_ANNOTATION, json)?,
-            None => Vec::new(),
-        };
-        let mut layer = LayoutLayer {
-            size: 0,
-            blob_size: Some(desc.size()),
-            components,
-            digest: Some(desc.digest().to_string()),
-            commit_layer: false,
-            superseded,
-            patch_layer: ann.contains_key(PATCH_ANNOTATION),
-        };
-        layer.size = layer.held_bytes();
+        let (layer, listed) = layout_layer(origin, i, desc)?;
+        annotated |= listed;
         layers.push(layer);
     }
-    let date = manifest
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(BUILD_DATE))
-        .cloned();
     // ostree-ext (rpm-ostree, bootc) puts the commit and its metadata in layer 0,
     // which changes with every commit and holds no component: not a slot to plan.
-    let encapsulated = manifest
-        .annotations()
-        .as_ref()
-        .is_some_and(|a| a.contains_key(OSTREE_FINAL_DIFFID));
-    if encapsulated {
+    if manifest_annotation(manifest, OSTREE_FINAL_DIFFID).is_some() {
         if let Some(first) = layers.first_mut() {
             first.commit_layer = first.components.is_empty();
         }
     }
-    let generation = match manifest
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(GENERATION))
-    {
-        None => None,
-        Some(n) => Some(n.parse::<u64>().map_err(|_| ImageError::Invalid {
-            path: PathBuf::from(origin),
-            problem: format!("annotation {GENERATION} is {n:?}, not a build count"),
-        })?),
-    };
     let layout = Layout {
         origin: origin.to_string(),
-        date,
-        generation,
+        date: manifest_annotation(manifest, BUILD_DATE).map(str::to_string),
+        generation: generation(origin, manifest)?,
         layers,
     };
     layout
         .validate(Path::new(origin))
-        .map_err(|e| ImageError::Invalid {
-            path: PathBuf::from(origin),
-            problem: e.to_string(),
-        })?;
+        .map_err(|e| invalid(origin, e.to_string()))?;
     Ok(annotated.then_some(layout))
+}
+
+fn manifest_annotation<'m>(manifest: &'m ImageManifest, key: &str) -> Option<&'m str> {
+    manifest
+        .annotations()
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+fn invalid(origin: &str, problem: String) -> ImageError {
+    ImageError::Invalid {
+        path: PathBuf::from(origin),
+        problem,
+    }
+}
+
+/// Layer `i` as its descriptor records it, and whether it lists its components
+/// (Strata's annotation or ostree-ext's).
+fn layout_layer(
+    origin: &str,
+    i: usize,
+    desc: &Descriptor,
+) -> Result<(LayoutLayer, bool), ImageError> {
+    let empty = HashMap::new();
+    let ann = desc.annotations().as_ref().unwrap_or(&empty);
+    let list = |key| match ann.get(key) {
+        Some(json) => parse_component_list(origin, i, key, json),
+        None => Ok(Vec::new()),
+    };
+    let components = match (ann.get(COMPONENTS_ANNOTATION), ann.get(OSTREE_COMPONENTS)) {
+        (Some(_), _) => list(COMPONENTS_ANNOTATION)?,
+        (None, Some(names)) => unversioned(names),
+        (None, None) => Vec::new(),
+    };
+    let listed = ann.contains_key(COMPONENTS_ANNOTATION) || ann.contains_key(OSTREE_COMPONENTS);
+    let mut layer = LayoutLayer {
+        size: 0,
+        blob_size: Some(desc.size()),
+        components,
+        digest: Some(desc.digest().to_string()),
+        commit_layer: false,
+        superseded: list(SUPERSEDED_ANNOTATION)?,
+        patch_layer: ann.contains_key(PATCH_ANNOTATION),
+    };
+    layer.size = layer.held_bytes();
+    Ok((layer, listed))
+}
+
+/// ostree-ext's comma-separated component names, which carry no versions.
+fn unversioned(names: &str) -> Vec<LayoutComponent> {
+    names
+        .split(',')
+        .filter(|n| !n.is_empty())
+        .map(|n| LayoutComponent {
+            name: n.to_string(),
+            version: None,
+            size: 0,
+            source: None,
+        })
+        .collect()
+}
+
+/// The image's place in its stream, if it records one; a malformed count is refused
+/// so that a crafted prior cannot be misordered.
+fn generation(origin: &str, manifest: &ImageManifest) -> Result<Option<u64>, ImageError> {
+    manifest_annotation(manifest, GENERATION)
+        .map(|n| {
+            n.parse::<u64>().map_err(|_| {
+                invalid(
+                    origin,
+                    format!("annotation {GENERATION} is {n:?}, not a build count"),
+                )
+            })
+        })
+        .transpose()
 }
 
 #[cfg(test)]

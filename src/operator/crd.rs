@@ -186,6 +186,15 @@ pub enum Compression {
     Zstd,
 }
 
+impl From<Compression> for crate::layers::Compression {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::Gzip => Self::Gzip,
+            Compression::Zstd => Self::Zstd,
+        }
+    }
+}
+
 /// Planner settings.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -212,6 +221,16 @@ pub enum Repack {
     Never,
     /// Plan afresh.
     Always,
+}
+
+impl From<Repack> for crate::plan::RepackPolicy {
+    fn from(r: Repack) -> Self {
+        match r {
+            Repack::Auto => Self::Auto,
+            Repack::Never => Self::Never,
+            Repack::Always => Self::Always,
+        }
+    }
 }
 
 /// How far a job goes.

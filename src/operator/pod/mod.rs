@@ -11,9 +11,11 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 
-use super::crd::{Compression, EncapsulationJob, Mode, Repack, Source};
+use super::crd::{EncapsulationJob, Mode, Source};
 use super::report::{self, Step};
 use super::Settings;
+use crate::layers;
+use crate::plan::RepackPolicy;
 
 /// Where the plan container leaves the plan for the build container.
 pub const WORK_DIR: &str = "/work";
@@ -203,6 +205,16 @@ fn flag(name: &str, value: impl std::fmt::Display) -> String {
     format!("--{name}={value}")
 }
 
+/// How the worker's command line spells `value`: the name its parser accepts, so the
+/// two cannot drift apart.
+fn value_name(value: impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .expect("the worker's value enums skip no variant")
+        .get_name()
+        .to_string()
+}
+
 fn args(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Vec<String> {
     let spec = &job.spec;
     let mut a: Vec<String> = vec![
@@ -219,11 +231,7 @@ fn args(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Vec<String> {
         flag("max-layers", attempt.settings.max_layers(spec)),
         flag(
             "repack",
-            match spec.planner.repack {
-                Repack::Auto => "auto",
-                Repack::Never => "never",
-                Repack::Always => "always",
-            },
+            value_name(RepackPolicy::from(spec.planner.repack)),
         ),
     ];
     let Source {
@@ -257,10 +265,7 @@ fn args(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Vec<String> {
         a.push(flag("output", &spec.output.image));
         a.push(flag(
             "compression",
-            match spec.output.compression {
-                Compression::Gzip => "gzip",
-                Compression::Zstd => "zstd",
-            },
+            value_name(layers::Compression::from(spec.output.compression)),
         ));
     }
     if spec.output.push_secret_ref.is_some() {

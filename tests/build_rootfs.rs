@@ -374,6 +374,50 @@ fn a_debootstrapped_minbase_round_trips() {
     assert_same_tree(&minbase, &t.join("unpacked"));
 }
 
+/// zstd layers are compressed on every core, yet the image is the same whatever the
+/// number of cores: here one core against all of them, on layers of several of zstd's
+/// multi-threaded jobs.
+#[test]
+fn zstd_images_do_not_depend_on_the_cores() {
+    let Some(minbase) = common::cached_tree("bookworm-minbase") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let build = |taskset: &[&str], out: &Path| {
+        let output = oci(out, "v1");
+        let args = [
+            "build",
+            "--rootfs",
+            minbase.to_str().unwrap(),
+            "--allow-special-files",
+            "--compression",
+            "zstd",
+            "--output",
+            &output,
+        ];
+        let run = match taskset {
+            [] => strata(&args),
+            cpus => Command::new("taskset")
+                .args(cpus)
+                .arg(env!("CARGO_BIN_EXE_strata"))
+                .args(args)
+                .output()
+                .unwrap(),
+        };
+        ok(run);
+        manifest(out)
+    };
+    let one = build(&["-c", "0"], &t.join("one"));
+    let all = build(&[], &t.join("all"));
+    assert_eq!(one, all, "the same image on one core and on all");
+    assert!(one["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"));
+}
+
 #[test]
 fn the_xattr_and_the_components_map_override_the_package_database() {
     let tmp = tempfile::tempdir().unwrap();

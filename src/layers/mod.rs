@@ -33,6 +33,9 @@ pub enum Compression {
 pub const GZIP_LEVEL: u32 = 6;
 /// Zstd level 3, the level of `zstd` by default.
 pub const ZSTD_LEVEL: i32 = 3;
+/// Most zstd worker threads per layer: each holds about 20 MiB of buffers, and layers
+/// are already written one per core, so more would spend memory for little speed.
+const ZSTD_MAX_WORKERS: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
@@ -160,7 +163,13 @@ pub fn write_blob(
             w.complete().map_err(oci_err)
         }
         Compression::Zstd => {
-            let mut w = oci.create_layer_zstd(Some(ZSTD_LEVEL)).map_err(oci_err)?;
+            // zstd's multi-threaded frames are the same for any number of workers from
+            // one up, so a layer's digest does not depend on the machine's cores; a
+            // large layer no longer waits on one core.
+            let workers = crate::parallel::cores().min(ZSTD_MAX_WORKERS) as u32;
+            let mut w = oci
+                .create_layer_zstd_multithread(Some(ZSTD_LEVEL), workers)
+                .map_err(oci_err)?;
             fill(&mut w)?;
             w.complete().map_err(oci_err)
         }

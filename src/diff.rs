@@ -3,6 +3,8 @@
 //! reckoning on layouts alone, which the planner predicts with, is
 //! [`crate::layout::download`].
 
+#![deny(missing_docs)]
+
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
@@ -13,17 +15,22 @@ use crate::layout::Layout;
 /// One layer of an image, as `strata diff` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerRow {
+    /// Its place in the image, bottom first.
     pub index: usize,
+    /// The blob digest (`sha256:…`).
     pub digest: String,
     /// Compressed bytes.
     pub size: u64,
+    /// How many components it holds.
     pub components: usize,
 }
 
 /// Component-level changes between two images.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComponentChanges {
+    /// Name and version of each component only the new image has.
     pub added: Vec<(String, String)>,
+    /// Name and version of each component only the old image has.
     pub removed: Vec<(String, String)>,
     /// Name, old version, new version.
     pub updated: Vec<(String, String, String)>,
@@ -34,14 +41,23 @@ pub struct ComponentChanges {
 /// What clients of `old` download to get `new`, layer by layer and component by component.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ImageDiff {
+    /// The image clients have, as named.
     pub old: String,
+    /// The image they update to, as named.
     pub new: String,
+    /// Layers of the new image the old one has: not downloaded.
     pub reused: Vec<LayerRow>,
+    /// Layers of the new image the old one lacks: downloaded.
     pub added: Vec<LayerRow>,
+    /// Layers of the old image the new one no longer has.
     pub removed: Vec<LayerRow>,
+    /// Compressed bytes of the added layers.
     pub download_bytes: u64,
+    /// Compressed bytes of the new image.
     pub total_bytes: u64,
+    /// Share of the new image's bytes clients already have, in percent.
     pub reused_percent: f64,
+    /// What changed, component by component.
     pub components: ComponentChanges,
 }
 

@@ -4,6 +4,8 @@
 //! [`estimate`] turns a stream's layouts (see [`crate::layout`]) plus the new build's
 //! own metadata into change probabilities. It knows nothing of how layers are chosen.
 
+#![deny(missing_docs)]
+
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -18,9 +20,17 @@ use crate::layout::Layout;
 #[serde(rename_all = "snake_case", tag = "basis")]
 pub enum Basis {
     /// Learnt from the stream's builds (blended with the cold-start guess).
-    History { transitions: u32, changes: u32 },
+    History {
+        /// Updates seen in which the component was present before and after.
+        transitions: u32,
+        /// How many of them changed it.
+        changes: u32,
+    },
     /// From changelog dates only.
-    Changelog { changes_last_year: u32 },
+    Changelog {
+        /// Distinct days with a changelog entry in the year before the build.
+        changes_last_year: u32,
+    },
     /// Set by an `update_interval_days` hint.
     Hint,
     /// Generated content with no history: assumed to change every build.
@@ -32,7 +42,9 @@ pub enum Basis {
 /// A component's probability of changing in the next build, and why.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimate {
+    /// The probability, in `[0.01, 1]`.
     pub p: f64,
+    /// What it rests on.
     pub basis: Basis,
 }
 

@@ -22,8 +22,11 @@ pub fn reused_percent(total: u64, download: u64) -> f64 {
 /// The layer-level difference between two layouts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayoutDiff {
+    /// Layers of the new layout the old one has (same content).
     pub reused_layers: usize,
+    /// Layers of the new layout the old one lacks: downloaded.
     pub added_layers: usize,
+    /// Layers of the old layout the new one no longer has.
     pub removed_layers: usize,
     /// Bytes of the new layout's layers the old one lacks.
     pub download_bytes: u64,

@@ -4,6 +4,8 @@
 //! reads and writes them, and [`download`] reckons what moving from one to another
 //! costs clients.
 
+#![deny(missing_docs)]
+
 pub mod download;
 
 use std::collections::HashMap;
@@ -17,12 +19,15 @@ use crate::input::{self, check_total_size, parse_date, validate_date, InputError
 /// One component as a prior build's layer recorded it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayoutComponent {
+    /// The component's name, unique within a build.
     pub name: String,
     /// `None` when the writer recorded names only (rpm-ostree's `ostree.components`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Uncompressed bytes (0 when the writer did not record it).
     #[serde(default)]
     pub size: u64,
+    /// Its source package, whose siblings share its history.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
 }
@@ -30,6 +35,7 @@ pub struct LayoutComponent {
 /// One layer of a prior build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayoutLayer {
+    /// What the layer holds, live members only.
     pub components: Vec<LayoutComponent>,
     /// Uncompressed size in bytes: what its members hold, superseded ones included.
     #[serde(default)]
@@ -102,11 +108,13 @@ pub struct Layout {
     /// Where the layout was read from, for messages.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub origin: String,
+    /// The build's date (RFC 3339 or `YYYY-MM-DD`), which dates its transitions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date: Option<String>,
     /// How many builds of the stream came before it, when Strata recorded that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// Bottom first.
     pub layers: Vec<LayoutLayer>,
 }
 
@@ -162,6 +170,7 @@ impl Layout {
         Ok(())
     }
 
+    /// The build date in seconds since the epoch, if it has a parseable one.
     pub fn timestamp(&self) -> Option<i64> {
         self.date.as_deref().and_then(parse_date)
     }

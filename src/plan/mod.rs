@@ -6,6 +6,8 @@
 //! they add the least expected cost, and re-plans from scratch only when the saving
 //! over the horizon pays for the layers a re-plan rewrites. It does no I/O.
 
+#![deny(missing_docs)]
+
 mod decide;
 mod fixed;
 pub mod partition;
@@ -48,8 +50,11 @@ pub enum RepackPolicy {
 /// What the planner is asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanOptions {
+    /// Most layers the image may have, the patch layer's slot included.
     pub max_layers: usize,
+    /// When the prior layout may be thrown away.
     pub repack: RepackPolicy,
+    /// Future builds over which a re-plan must pay for itself.
     pub horizon: f64,
     /// Permit more than [`REGISTRY_LAYER_LIMIT`] layers.
     pub allow_over_127: bool,
@@ -75,23 +80,31 @@ impl Default for PlanOptions {
 /// Options the planner refuses.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
+    /// Fewer than two layers asked for.
     #[error("--max-layers {0}: at least 2 layers are needed (one stable, one volatile)")]
     TooFewLayers(usize),
     #[error(
         "--max-layers {0}: registries and container storage refuse images with more than \
          {REGISTRY_LAYER_LIMIT} layers; pass --allow-over-127 if your clients accept them"
     )]
+    /// More than the registries' limit asked for, without `allow_over_127`.
     TooManyLayers(usize),
+    /// A horizon that is not a positive number.
     #[error("--horizon {0}: must be a positive number of builds")]
     BadHorizon(f64),
     #[error(
         "the given plan does not match the source (component {component:?} differs); \
          the source changed after it was planned"
     )]
-    Mismatch { component: String },
+    /// A fixed plan names a component the build lacks or holds at another version.
+    Mismatch {
+        /// The first component that differs.
+        component: String,
+    },
 }
 
 impl PlanOptions {
+    /// Refuses options no plan can meet, naming the flag.
     pub fn validate(&self) -> Result<(), PlanError> {
         if self.max_layers < 2 {
             return Err(PlanError::TooFewLayers(self.max_layers));
@@ -109,20 +122,27 @@ impl PlanOptions {
 /// The planner's output: the layers, a decision per component, and predictions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
+    /// [`PLAN_SCHEMA`], so readers can refuse a format they do not know.
     pub schema: String,
+    /// The build's date, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date: Option<String>,
+    /// The layer cap the plan was made for.
     pub max_layers: usize,
     /// Most stable first.
     pub layers: Vec<PlannedLayer>,
     /// One per component of the build and per component removed since the prior, by name.
     pub decisions: Vec<Decision>,
+    /// Whether the prior layout was kept or re-planned, and why.
     pub repack: RepackDecision,
+    /// What clients are expected to download.
     pub prediction: Prediction,
 }
 
+/// One layer of a plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlannedLayer {
+    /// Its place in the image, bottom first.
     pub index: usize,
     /// Content key: equal ids mean byte-identical layers.
     pub id: String,
@@ -132,6 +152,7 @@ pub struct PlannedLayer {
     pub change_probability: f64,
     /// The newest prior build has this exact layer.
     pub reused: bool,
+    /// Its live members.
     pub components: Vec<LayoutComponent>,
     /// Members the layer still holds, superseded from above (see
     /// [`PlanOptions::supersede`]).
@@ -146,11 +167,13 @@ pub struct PlannedLayer {
 /// A prior layer blob a plan keeps byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeptBlob {
+    /// The blob's digest in the prior image.
     pub digest: String,
     /// Compressed bytes, as the prior's manifest gives them.
     pub size: u64,
 }
 
+/// What the plan did with one component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -166,9 +189,12 @@ pub enum Action {
     Removed,
 }
 
+/// One component's place in the plan, and why it is there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
+    /// The component's name.
     pub component: String,
+    /// What was done with it.
     pub action: Action,
     /// Index in this plan; absent for removed components.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,17 +202,24 @@ pub struct Decision {
     /// Index in the prior build, when it was there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prior_layer: Option<usize>,
+    /// Its estimated probability of changing in the next build.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change_probability: Option<f64>,
+    /// What that estimate rests on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub estimate: Option<Basis>,
+    /// The decision in words, with the figures behind it.
     pub reason: String,
 }
 
+/// Whether the prior layout was kept or re-planned, with the figures weighed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RepackDecision {
+    /// The policy asked for.
     pub policy: RepackPolicy,
+    /// Whether the layout was planned afresh.
     pub performed: bool,
+    /// The decision in words.
     pub reason: String,
     /// Expected bytes per update the sticky layout costs.
     pub sticky_expected_bytes: f64,
@@ -194,9 +227,11 @@ pub struct RepackDecision {
     pub fresh_expected_bytes: f64,
     /// Extra bytes clients download once if the fresh plan replaces the sticky one.
     pub one_time_cost_bytes: u64,
+    /// The builds over which the saving was counted.
     pub horizon: f64,
 }
 
+/// What clients are expected to download, now and next time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     /// What this build makes clients of the newest prior download (all of it without one).

@@ -12,7 +12,9 @@ use std::collections::BinaryHeap;
 /// Something to place: its size and its probability of changing in the next build.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Item {
+    /// Uncompressed bytes.
     pub size: u64,
+    /// Probability of changing in the next build.
     pub p: f64,
 }
 
@@ -22,6 +24,7 @@ const MAX_RUNS_FOR_DP: usize = 256;
 /// Aggregate of a run of items: enough to price it as one layer.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Group {
+    /// Uncompressed bytes of its members.
     pub size: u64,
     /// Σ ln(1 − p) over members whose p < 1.
     log_stay: f64,
@@ -30,12 +33,14 @@ pub struct Group {
 }
 
 impl Group {
+    /// A group of one.
     pub fn of(item: Item) -> Group {
         let mut g = Group::default();
         g.add(item);
         g
     }
 
+    /// Adds a member.
     pub fn add(&mut self, item: Item) {
         self.size += item.size;
         if item.p >= 1.0 {
@@ -45,6 +50,7 @@ impl Group {
         }
     }
 
+    /// This group less `other`'s members, which it must hold.
     pub fn without(self, other: Group) -> Group {
         Group {
             size: self.size - other.size,

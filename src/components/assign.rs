@@ -77,6 +77,7 @@ enum Claim {
 /// A build's components, and which entries each one holds.
 #[derive(Debug, Clone)]
 pub struct Assigned {
+    /// The components, versioned.
     pub build: Build,
     /// For each component of `build` (same order): indices into the entries.
     pub members: Vec<Vec<usize>>,

@@ -6,6 +6,8 @@
 //! databases ([`databases`]: dpkg, rpm and pacman), `user.component` xattrs and rules for
 //! unowned files.
 
+#![deny(missing_docs)]
+
 pub mod assign;
 pub mod databases;
 pub mod dpkg;
@@ -56,6 +58,7 @@ pub struct Component {
     /// An explicit hint: the component changes about once every this many days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_interval_days: Option<f64>,
+    /// What made it a component, which sets its first guess.
     #[serde(default)]
     pub kind: ComponentKind,
 }
@@ -73,6 +76,7 @@ pub struct Build {
     /// RFC 3339 timestamp or `YYYY-MM-DD`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub date: Option<String>,
+    /// Every component, names unique.
     pub components: Vec<Component>,
 }
 

@@ -33,8 +33,11 @@ pub trait PackageDb: Sync {
 /// One installed package.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
+    /// The package's name.
     pub name: String,
+    /// Its version as the database records it (with epoch and release).
     pub version: String,
+    /// Its source package, when the database names one.
     pub source: Option<String>,
     /// Paths it owns, relative to the root.
     pub files: Vec<PathBuf>,
@@ -51,6 +54,7 @@ const PATH_BUDGET_BASE: u64 = 16 << 20;
 
 /// The regular files of a walk, by path, for reading inside the tree only.
 pub struct Tree<'a> {
+    /// The bytes behind the walk.
     pub content: &'a dyn Content,
     files: HashMap<&'a Path, &'a Entry>,
     links: Resolver<'a>,
@@ -59,6 +63,7 @@ pub struct Tree<'a> {
 }
 
 impl<'a> Tree<'a> {
+    /// The walk's `entries`, their bytes read through `content`.
     pub fn new(content: &'a dyn Content, entries: &'a [Entry]) -> Self {
         let files = entries
             .iter()

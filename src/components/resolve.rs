@@ -22,6 +22,7 @@ pub struct Resolver<'a> {
 }
 
 impl<'a> Resolver<'a> {
+    /// The symlinks among the walk's `entries`.
     pub fn new(entries: &'a [Entry]) -> Self {
         let links = entries
             .iter()

@@ -64,31 +64,63 @@ const QUERY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 /// What is wrong with a header blob.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
+    /// Fewer bytes than a header's fixed part.
     #[error("the blob is {0} bytes, too short for a header")]
     TooShort(usize),
+    /// A count, offset or length points outside the blob or past a limit.
     #[error("{what} ({value}) is out of bounds")]
-    OutOfBounds { what: &'static str, value: u64 },
+    OutOfBounds {
+        /// Which field.
+        what: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// A tag of an unexpected type.
     #[error("tag {tag} has type {found}, expected {expected}")]
-    WrongType { tag: u32, found: u32, expected: u32 },
+    WrongType {
+        /// The tag.
+        tag: u32,
+        /// The type the header gives it.
+        found: u32,
+        /// The type rpm gives it.
+        expected: u32,
+    },
+    /// A string running to the end of the data area.
     #[error("tag {0} holds a string without its terminating NUL")]
     Unterminated(u32),
+    /// A tag every installed package has.
     #[error("the header has no {0} tag")]
     Missing(&'static str),
+    /// A file whose directory index is past the directory list.
     #[error("file index {index} refers to directory {dir}, but there are only {dirs}")]
-    BadDirIndex { index: usize, dir: u32, dirs: usize },
+    BadDirIndex {
+        /// The file's index.
+        index: usize,
+        /// The directory index it gives.
+        dir: u32,
+        /// How many directories there are.
+        dirs: usize,
+    },
 }
 
 /// The parts of an installed package's header Strata uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpmHeader {
+    /// `NAME`.
     pub name: String,
+    /// `EPOCH`, when set.
     pub epoch: Option<u32>,
+    /// `VERSION`.
     pub version: String,
+    /// `RELEASE`.
     pub release: String,
+    /// `ARCH`; absent for gpg-pubkey pseudo-packages.
     pub arch: Option<String>,
+    /// `SOURCERPM`, whose name groups sibling packages.
     pub source_rpm: Option<String>,
     /// Absolute paths.
     pub files: Vec<String>,
+    /// `CHANGELOGTIME` entries, seconds since the epoch.
     pub changelog: Vec<i64>,
 }
 

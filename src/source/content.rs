@@ -20,6 +20,7 @@ pub trait Content: Sync {
 /// no symlink followed anywhere (the walk found regular files there; a swap since then
 /// is refused).
 pub struct Dir {
+    /// The tree's root directory.
     pub root: PathBuf,
 }
 

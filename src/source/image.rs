@@ -43,7 +43,9 @@ fn invalid(path: &Path, problem: impl Into<String>) -> SourceError {
 
 /// A flattened image: its merged entries, sorted by path bytes like a walked tree's.
 pub struct Flattened {
+    /// What the image's layers leave, whiteouts applied.
     pub entries: Vec<Entry>,
+    /// The regular files' bytes, spooled.
     pub content: Spool,
 }
 

@@ -1,6 +1,8 @@
 //! Sources: where a build's files come from. Each source yields the same list of
 //! [`Entry`] values, so everything downstream is source-agnostic.
 
+#![deny(missing_docs)]
+
 pub mod content;
 pub mod image;
 pub mod ostree;
@@ -14,13 +16,19 @@ use std::path::PathBuf;
 /// What kind of filesystem object an entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
+    /// A directory.
     Dir,
+    /// A regular file.
     File,
+    /// A symbolic link, with its target as stored (never followed).
     Symlink(PathBuf),
     /// Another path of the same inode, earlier in sort order.
     Hardlink(PathBuf),
+    /// A character device, with its device number.
     CharDevice(u64),
+    /// A block device, with its device number.
     BlockDevice(u64),
+    /// A named pipe.
     Fifo,
 }
 
@@ -29,19 +37,24 @@ pub enum EntryKind {
 pub struct Entry {
     /// Relative to the tree root, without a leading `/`.
     pub path: PathBuf,
+    /// What it is.
     pub kind: EntryKind,
     /// Permission bits, including setuid, setgid and sticky.
     pub mode: u32,
+    /// Owner.
     pub uid: u32,
+    /// Group.
     pub gid: u32,
     /// Bytes of content (regular files only).
     pub size: u64,
+    /// Modification time, seconds since the epoch.
     pub mtime: i64,
     /// Sorted by name.
     pub xattrs: Vec<(String, Vec<u8>)>,
 }
 
 impl Entry {
+    /// Whether it is a directory.
     pub fn is_dir(&self) -> bool {
         self.kind == EntryKind::Dir
     }
@@ -50,18 +63,37 @@ impl Entry {
 /// A source could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// Reading a file or directory of the source failed.
     #[error("{path}: {source}")]
     Io {
+        /// What was read, as the source names it.
         path: PathBuf,
+        /// Why it failed.
         source: std::io::Error,
     },
+    /// The root filesystem named is not a directory.
     #[error("{path}: is not a directory")]
-    NotADirectory { path: PathBuf },
+    NotADirectory {
+        /// The path given.
+        path: PathBuf,
+    },
     #[error(
         "{path}: is a {what}; images should not carry them (pass --allow-special-files to \
          keep devices and FIFOs)"
     )]
-    SpecialFile { path: PathBuf, what: &'static str },
+    /// A device or FIFO, refused unless special files are allowed.
+    SpecialFile {
+        /// Where it is in the tree.
+        path: PathBuf,
+        /// What kind of special file.
+        what: &'static str,
+    },
+    /// The source is malformed or crafted.
     #[error("{path}: {problem}")]
-    Invalid { path: PathBuf, problem: String },
+    Invalid {
+        /// What was read, as the source names it.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
 }

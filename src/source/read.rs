@@ -20,7 +20,12 @@ pub enum BuildSource {
     /// An existing image, flattened first (rechunking).
     Image(ImageRef),
     /// A commit (ref or checksum) in an ostree repository, read from its objects.
-    Ostree { repo: PathBuf, rev: String },
+    Ostree {
+        /// The repository (any mode).
+        repo: PathBuf,
+        /// A ref or a commit checksum.
+        rev: String,
+    },
 }
 
 impl std::fmt::Display for BuildSource {
@@ -36,7 +41,9 @@ impl std::fmt::Display for BuildSource {
 /// Where a read source's bytes come from, by kind: writers that need more than
 /// [`Content`] (the ostree format needs the commit's objects) match on it.
 pub enum SourceContent {
+    /// A root filesystem on disk.
     Dir(Dir),
+    /// An ostree commit's objects.
     Ostree(OstreeContent),
     /// A flattened image's spooled files.
     Image(Spool),
@@ -55,7 +62,9 @@ impl SourceContent {
 
 /// A source read: its entries and where their content comes from.
 pub struct ReadSource {
+    /// Where the entries' bytes come from.
     pub content: SourceContent,
+    /// Every entry of the source.
     pub entries: Vec<Entry>,
     /// The build date the source carries (an ostree commit's timestamp).
     pub date: Option<i64>,

@@ -20,10 +20,13 @@ use super::{Entry, EntryKind, SourceError};
 
 /// A commit read: entries, their content, and when it was made.
 pub struct Commit {
+    /// The commit's checksum.
     pub checksum: String,
     /// Seconds since the epoch.
     pub timestamp: i64,
+    /// Its files, directories and links.
     pub entries: Vec<Entry>,
+    /// Where their bytes come from.
     pub content: OstreeContent,
 }
 

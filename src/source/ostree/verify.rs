@@ -32,7 +32,9 @@ pub fn load_variant(
 
 /// A content object: its metadata, and for a regular file its checked bytes.
 pub struct ContentObject {
+    /// Its type, mode, owner and size.
     pub info: gio::FileInfo,
+    /// Its extended attributes, as ostree stores them.
     pub xattrs: glib::Variant,
     /// `None` for a symlink (whose header alone was checked).
     pub data: Option<Box<dyn Read>>,

@@ -112,11 +112,12 @@ fn parse_component_list(
     key: &str,
     json: &str,
 ) -> Result<Vec<LayoutComponent>, ImageError> {
-    let list: Vec<(String, String, u64)> =
-        serde_json::from_str(json).map_err(|e| ImageError::Invalid {
-            path: PathBuf::from(origin),
-            problem: format!("layer {i}: {key} is not a list of [name, version, size]: {e}"),
-        })?;
+    let list: Vec<(String, String, u64)> = serde_json::from_str(json).map_err(|e| {
+        invalid(
+            origin,
+            format!("layer {i}: {key} is not a list of [name, version, size]: {e}"),
+        )
+    })?;
     Ok(list
         .into_iter()
         .map(|(name, version, size)| LayoutComponent {
@@ -393,23 +394,24 @@ fn layout_layer(
 ) -> Result<(LayoutLayer, bool), ImageError> {
     let empty = HashMap::new();
     let ann = desc.annotations().as_ref().unwrap_or(&empty);
-    let list = |key| match ann.get(key) {
-        Some(json) => parse_component_list(origin, i, key, json),
-        None => Ok(Vec::new()),
-    };
+    let list = |key, json| parse_component_list(origin, i, key, json);
     let components = match (ann.get(COMPONENTS_ANNOTATION), ann.get(OSTREE_COMPONENTS)) {
-        (Some(_), _) => list(COMPONENTS_ANNOTATION)?,
+        (Some(json), _) => list(COMPONENTS_ANNOTATION, json)?,
         (None, Some(names)) => unversioned(names),
         (None, None) => Vec::new(),
     };
     let listed = ann.contains_key(COMPONENTS_ANNOTATION) || ann.contains_key(OSTREE_COMPONENTS);
+    let superseded = match ann.get(SUPERSEDED_ANNOTATION) {
+        Some(json) => list(SUPERSEDED_ANNOTATION, json)?,
+        None => Vec::new(),
+    };
     let mut layer = LayoutLayer {
         size: 0,
         blob_size: Some(desc.size()),
         components,
         digest: Some(desc.digest().to_string()),
         commit_layer: false,
-        superseded: list(SUPERSEDED_ANNOTATION)?,
+        superseded,
         patch_layer: ann.contains_key(PATCH_ANNOTATION),
     };
     layer.size = layer.held_bytes();

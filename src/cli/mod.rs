@@ -354,17 +354,11 @@ pub struct ControllerArgs {
     pub lease_duration: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum WorkerStep {
-    Plan,
-    Build,
-}
-
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Which step of the attempt to run.
     #[arg(value_enum)]
-    pub step: WorkerStep,
+    pub step: crate::operator::report::Step,
     #[arg(long)]
     pub namespace: String,
     /// The EncapsulationJob's name.

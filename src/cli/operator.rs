@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::{ControllerArgs, LogFormat, WorkerArgs, WorkerStep};
+use super::{ControllerArgs, LogFormat, WorkerArgs};
 use crate::build::PlanInputs;
 use crate::operator::{self, controller, health, lease, report::Step, worker, Settings};
 
@@ -86,16 +86,19 @@ pub fn controller(args: ControllerArgs) -> anyhow::Result<()> {
 }
 
 pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    worker::run(&task(args)?, &|line| eprintln!("strata worker: {line}"))?;
+    Ok(())
+}
+
+/// The step a worker's command line asks for: the inverse of the arguments the
+/// controller renders into the pod (`operator::pod`).
+fn task(args: WorkerArgs) -> anyhow::Result<worker::Task> {
     let source = args.source.source()?;
-    let step = match args.step {
-        WorkerStep::Plan => Step::Plan,
-        WorkerStep::Build => Step::Build,
-    };
-    if step == Step::Build && args.output.is_none() {
+    if args.step == Step::Build && args.output.is_none() {
         bail!("the build step needs --output");
     }
-    let task = worker::Task {
-        step,
+    Ok(worker::Task {
+        step: args.step,
         namespace: args.namespace,
         job: args.job,
         job_uid: args.job_uid,
@@ -116,9 +119,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
         },
         output: args.output,
         compression: args.compression,
-    };
-    worker::run(&task, &|line| eprintln!("strata worker: {line}"))?;
-    Ok(())
+    })
 }
 
 /// Logs to stderr: plain text (coloured only on a terminal, so `kubectl logs` shows
@@ -151,4 +152,168 @@ fn job_policy(args: &ControllerArgs) -> operator::JobPolicy {
     policy.toleration_keys = args.allow_toleration_keys.clone();
     policy.worker_namespaces = args.worker_namespaces.clone();
     policy
+}
+
+#[cfg(test)]
+mod tests {
+    //! The worker's command line as the controller renders it into the pod, read back
+    //! by this CLI: a flag one side spells and the other does not know fails here.
+
+    use clap::Parser;
+    use serde_json::json;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::image::ImageRef;
+    use crate::operator::crd::EncapsulationJob;
+    use crate::operator::pod::{worker_pod, Attempt};
+    use crate::source::BuildSource;
+
+    fn settings() -> Settings {
+        Settings {
+            worker_image: "strata:test".into(),
+            worker_command: vec!["/usr/bin/strata".into()],
+            service_account: "strata-worker".into(),
+            backoff_base: Duration::from_secs(10),
+            pending_timeout: Duration::from_secs(600),
+            insecure_registries: vec!["registry.test:5000".into()],
+            default_max_layers: 64,
+            default_retries: 2,
+            policy: Default::default(),
+        }
+    }
+
+    /// Each container's step, as the worker would run it.
+    fn tasks(spec: serde_json::Value, priors: &[String]) -> Vec<worker::Task> {
+        let job: EncapsulationJob = serde_json::from_value(json!({
+            "apiVersion": "strata.dev/v1alpha1", "kind": "EncapsulationJob",
+            "metadata": {"name": "nightly", "namespace": "builds", "uid": "4f1c"},
+            "spec": spec,
+        }))
+        .unwrap();
+        let settings = settings();
+        let attempt = Attempt {
+            number: 3,
+            priors,
+            settings: &settings,
+        };
+        let pod = worker_pod(&job, &attempt).spec.unwrap();
+        let containers = pod.init_containers.into_iter().flatten();
+        containers
+            .chain(pod.containers)
+            .map(|c| {
+                let argv = c.command.unwrap();
+                assert_eq!(argv[0], "/usr/bin/strata");
+                let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+                let Command::Worker(args) = cli.command else {
+                    panic!("{argv:?} is not a worker command");
+                };
+                task(*args).unwrap()
+            })
+            .collect()
+    }
+
+    fn image(reference: &str) -> ImageRef {
+        reference.parse().unwrap()
+    }
+
+    #[test]
+    fn every_argument_the_controller_renders_reads_back_as_the_job_asked() {
+        let priors = [
+            "docker://registry.test:5000/os@sha256:aa".to_string(),
+            "docker://quay.example/os@sha256:bb".to_string(),
+        ];
+        let spec = json!({
+            "stream": "fedora/x86_64",
+            // A path that looks like a flag stays a value.
+            "source": {"rootfs": {"volume": "trees", "path": "--output=evil"}},
+            "planner": {"maxLayers": 40, "repack": "Never"},
+            "output": {"image": "docker://registry.test:5000/os:41", "compression": "zstd",
+                       "pushSecretRef": {"name": "push"}},
+        });
+        let tasks = tasks(spec, &priors);
+        let steps: Vec<Step> = tasks.iter().map(|t| t.step).collect();
+        assert_eq!(steps, [Step::Plan, Step::Build]);
+        for t in &tasks {
+            assert_eq!(
+                (&*t.namespace, &*t.job, &*t.job_uid),
+                ("builds", "nightly", "4f1c")
+            );
+            assert_eq!(t.attempt, 3);
+            assert_eq!(t.plan_file, std::path::Path::new("/work/plan.json"));
+            assert_eq!(
+                t.termination_log,
+                std::path::Path::new("/dev/termination-log")
+            );
+            let inputs = &t.inputs;
+            assert!(
+                matches!(&inputs.source, BuildSource::Rootfs(p) if p == std::path::Path::new("/sources/trees/--output=evil")),
+                "{:?}",
+                inputs.source
+            );
+            assert_eq!(inputs.stream.as_deref(), Some("fedora/x86_64"));
+            assert_eq!(inputs.priors, priors.each_ref().map(|p| image(p)));
+            assert_eq!(inputs.plan.max_layers, 40);
+            assert_eq!(inputs.plan.repack, crate::plan::RepackPolicy::Never);
+            let registry = &inputs.registry;
+            assert_eq!(
+                registry.authfile.as_deref(),
+                Some(std::path::Path::new("/var/run/strata/push-auth/auth.json"))
+            );
+            // Only the installer's insecure registry goes unverified.
+            assert_eq!(registry.insecure_registries, ["registry.test:5000"]);
+            assert!(!registry.insecure);
+        }
+        assert_eq!(tasks[0].output, None);
+        assert_eq!(
+            tasks[1].output,
+            Some(image("docker://registry.test:5000/os:41"))
+        );
+        assert_eq!(tasks[1].compression, crate::layers::Compression::Zstd);
+    }
+
+    #[test]
+    fn ostree_and_image_sources_read_back_with_the_controller_defaults() {
+        let ostree = tasks(
+            json!({
+                "stream": "s", "mode": "PlanOnly",
+                "source": {"ostree": {"volume": "repo", "repo": "srv/repo", "ref": "os/x86_64"}},
+                "output": {"image": "docker://quay.example/os:1"},
+            }),
+            &[],
+        );
+        assert_eq!(ostree.len(), 1);
+        let t = &ostree[0];
+        assert!(
+            matches!(&t.inputs.source, BuildSource::Ostree { repo, rev }
+                if repo == std::path::Path::new("/sources/repo/srv/repo") && rev == "os/x86_64"),
+            "{:?}",
+            t.inputs.source
+        );
+        assert_eq!(t.inputs.plan.max_layers, 64);
+        assert_eq!(t.inputs.plan.repack, crate::plan::RepackPolicy::Auto);
+        assert_eq!(t.inputs.registry.authfile, None);
+        assert!(t.inputs.registry.insecure_registries.is_empty());
+
+        let from_image = tasks(
+            json!({
+                "stream": "s",
+                "source": {"image": {"ref": "docker://registry.test:5000/src:1"}},
+                "output": {"image": "docker://quay.example/os:1"},
+            }),
+            &[],
+        );
+        for t in &from_image {
+            assert!(
+                matches!(&t.inputs.source, BuildSource::Image(r) if *r == image("docker://registry.test:5000/src:1")),
+                "{:?}",
+                t.inputs.source
+            );
+            assert_eq!(
+                t.inputs.registry.insecure_registries,
+                ["registry.test:5000"]
+            );
+        }
+        assert_eq!(from_image[1].compression, crate::layers::Compression::Gzip);
+    }
 }

@@ -26,8 +26,9 @@ pub const ATTEMPT_LABEL: &str = "strata.dev/attempt";
 /// The `app.kubernetes.io/managed-by` value on everything the operator makes.
 pub const MANAGED_BY: &str = "strata";
 
-/// The two steps of an attempt, in order; each runs as one container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The two steps of an attempt, in order; each runs as one container, and the
+/// worker's command line names it by the same word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Step {
     Plan,

@@ -360,8 +360,8 @@ mod tests {
             origin: String::new(),
             date: None,
             generation: None,
-            layers: vec![LayoutLayer {
-                components: comps
+            layers: vec![LayoutLayer::planned(
+                comps
                     .iter()
                     .map(|(n, v)| LayoutComponent {
                         name: n.to_string(),
@@ -370,13 +370,7 @@ mod tests {
                         source: None,
                     })
                     .collect(),
-                size: comps.len() as u64,
-                blob_size: None,
-                digest: None,
-                commit_layer: false,
-                superseded: Vec::new(),
-                patch_layer: false,
-            }],
+            )],
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use strata::bench::baselines::strategy;
+use strata::bench::baselines::StrategyName;
 use strata::bench::read_history;
 use strata::bench::replay::{replay, ReplayOptions};
 use strata::plan::PlanOptions;
@@ -27,18 +27,18 @@ fn strata_downloads_less_than_the_baselines_on_fcos_stable() {
         warmup: 5,
         history_depth: 100,
     };
-    let mean = |name: &str| {
-        let mut s = strategy(name, &opts, ro.warmup).unwrap();
+    let mean = |name: StrategyName| {
+        let mut s = name.build(&opts, ro.warmup);
         replay(&history, s.as_mut(), &ro, |_| {})
     };
-    let strata = mean("strata");
+    let strata = mean(StrategyName::Strata);
     println!(
         "strata: {:.1} MB, ratio {:.4}",
         strata.mean_download_bytes / 1e6,
         strata.ratio_to_lower_bound
     );
     assert!(strata.ratio_to_lower_bound >= 1.0);
-    for baseline in ["largest-first", "ostree-ext-prior"] {
+    for baseline in [StrategyName::LargestFirst, StrategyName::OstreeExtPrior] {
         let other = mean(baseline);
         println!("{baseline}: {:.1} MB", other.mean_download_bytes / 1e6);
         assert!(

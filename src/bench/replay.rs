@@ -83,7 +83,7 @@ pub fn replay(
         progress(k + 1);
     }
     summarise(
-        strategy.name(),
+        &strategy.name().to_string(),
         history.len(),
         transitions,
         &times,

@@ -49,22 +49,18 @@ pub fn stream(components: usize, priors: usize, layers: usize) -> (Build, Vec<La
             layers: (0..n)
                 .collect::<Vec<_>>()
                 .chunks(per_layer)
-                .map(|chunk| LayoutLayer {
-                    components: chunk
-                        .iter()
-                        .map(|&i| LayoutComponent {
-                            name: format!("pkg{i:06}"),
-                            version: Some(version(i, b).to_string()),
-                            size: size(i),
-                            source: Some(source(i)),
-                        })
-                        .collect(),
-                    size: chunk.iter().map(|&i| size(i)).sum(),
-                    blob_size: None,
-                    digest: None,
-                    commit_layer: false,
-                    superseded: Vec::new(),
-                    patch_layer: false,
+                .map(|chunk| {
+                    LayoutLayer::planned(
+                        chunk
+                            .iter()
+                            .map(|&i| LayoutComponent {
+                                name: format!("pkg{i:06}"),
+                                version: Some(version(i, b).to_string()),
+                                size: size(i),
+                                source: Some(source(i)),
+                            })
+                            .collect(),
+                    )
                 })
                 .collect(),
         })

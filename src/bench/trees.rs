@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::bench::baselines::StrategyName;
 use crate::build::{self, BuildOptions, PlanInputs};
 use crate::components::assign::{assign, Assigned};
 use crate::image::{self, ImageRef};
@@ -34,8 +35,32 @@ pub struct TreesOptions {
     pub scratch: PathBuf,
 }
 
-/// The layouts measured besides Strata's, in table order.
-pub const BASELINES: [&str; 3] = ["single", "top-dirs", "chunkah"];
+/// The layouts measured besides Strata's, in table order. None keeps any history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Baseline {
+    /// Everything in one layer.
+    Single,
+    /// One layer per top-level directory.
+    TopDirs,
+    /// chunkah's packing of the same components.
+    Chunkah,
+}
+
+impl Baseline {
+    /// Every baseline, in table order.
+    pub const ALL: [Baseline; 3] = [Baseline::Single, Baseline::TopDirs, Baseline::Chunkah];
+}
+
+impl std::fmt::Display for Baseline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Baseline::Single => "single",
+            Baseline::TopDirs => "top-dirs",
+            Baseline::Chunkah => "chunkah",
+        })
+    }
+}
 
 /// What clients of the previous build download for one layout.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -53,8 +78,7 @@ pub struct TreeTransition {
     /// Gzip bytes of a tar of the new or changed files.
     pub file_level_bound: u64,
     pub strata: Download,
-    /// By [`BASELINES`] name.
-    pub baselines: BTreeMap<String, Download>,
+    pub baselines: BTreeMap<Baseline, Download>,
 }
 
 /// The digests and sizes of one image's layers.
@@ -72,7 +96,7 @@ pub fn run(
     progress: &(dyn Fn(&str) + Sync),
 ) -> anyhow::Result<Vec<TreeTransition>> {
     let mut outputs: Vec<ImageRef> = Vec::new();
-    let mut previous: Option<(Tree, Blobs, BTreeMap<String, Blobs>)> = None;
+    let mut previous: Option<(Tree, Blobs, BTreeMap<Baseline, Blobs>)> = None;
     let mut rows = Vec::new();
     for (k, source) in opts.trees.iter().enumerate() {
         progress(&format!(
@@ -97,10 +121,10 @@ pub fn run(
             &Default::default(),
         )?;
         let mut baselines = BTreeMap::new();
-        for name in BASELINES {
-            let groups = baseline_groups(name, &tree, &assigned, opts.plan.max_layers);
-            let dir = opts.scratch.join(format!("{name}-{k}"));
-            baselines.insert(name.to_string(), write_layers(&tree, &groups, &dir)?);
+        for baseline in Baseline::ALL {
+            let groups = baseline_groups(baseline, &tree, &assigned, opts.plan.max_layers);
+            let dir = opts.scratch.join(format!("{baseline}-{k}"));
+            baselines.insert(baseline, write_layers(&tree, &groups, &dir)?);
             std::fs::remove_dir_all(&dir)?;
         }
         if let Some((old, old_strata, old_baselines)) = &previous {
@@ -110,10 +134,9 @@ pub fn run(
                 to: label(source),
                 file_level_bound: file_level_bound(old, &tree, &opts.scratch)?,
                 strata: download(old_strata, &strata),
-                baselines: BASELINES
-                    .iter()
-                    .map(|n| (n.to_string(), download(&old_baselines[*n], &baselines[*n])))
-                    .collect(),
+                baselines: Baseline::ALL
+                    .map(|b| (b, download(&old_baselines[&b], &baselines[&b])))
+                    .into(),
             });
         }
         previous = Some((tree, strata, baselines));
@@ -209,15 +232,15 @@ fn download(old: &Blobs, new: &Blobs) -> Download {
 
 /// The entries of each layer a baseline makes of the tree.
 fn baseline_groups(
-    name: &str,
+    baseline: Baseline,
     tree: &Tree,
     assigned: &Assigned,
     max_layers: usize,
 ) -> Vec<Vec<usize>> {
     let all = || 0..tree.entries.len();
-    match name {
-        "single" => vec![all().collect()],
-        "top-dirs" => {
+    match baseline {
+        Baseline::Single => vec![all().collect()],
+        Baseline::TopDirs => {
             let mut by_top: BTreeMap<PathBuf, Vec<usize>> = BTreeMap::new();
             for i in all() {
                 let top = tree.entries[i].path.components().next();
@@ -228,14 +251,13 @@ fn baseline_groups(
             }
             by_top.into_values().collect()
         }
-        _ => {
+        Baseline::Chunkah => {
             let opts = PlanOptions {
                 max_layers,
                 ..Default::default()
             };
-            let mut strategy =
-                crate::bench::baselines::strategy(name, &opts, 0).expect("a known baseline");
-            let layout = strategy.layout(&assigned.build, &[]);
+            let mut chunkah = StrategyName::Chunkah.build(&opts, 0);
+            let layout = chunkah.layout(&assigned.build, &[]);
             layers::entries_by_layer(
                 &tree.entries,
                 assigned,
@@ -360,17 +382,14 @@ pub fn summary(rows: &[TreeTransition]) -> Summary {
         to: rows.last().map(|r| r.to.clone()).unwrap_or_default(),
         file_level_bound: 0,
         strata: Download::default(),
-        baselines: BASELINES
-            .iter()
-            .map(|n| (n.to_string(), Download::default()))
-            .collect(),
+        baselines: Baseline::ALL.map(|b| (b, Download::default())).into(),
     };
     for r in rows {
         total.file_level_bound += r.file_level_bound;
         total.strata = add(&total.strata, &r.strata);
         for (name, d) in &r.baselines {
             let sum = add(&total.baselines[name], d);
-            total.baselines.insert(name.clone(), sum);
+            total.baselines.insert(*name, sum);
         }
     }
     let worst_strata_ratio = rows

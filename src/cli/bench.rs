@@ -9,7 +9,6 @@ use std::time::Instant;
 use std::process::Command;
 
 use super::{BenchBuildArgs, BenchPlanArgs, BenchTreesArgs, ReplayArgs};
-use crate::bench::baselines::{self, STRATEGIES};
 use crate::bench::replay::{replay as run_replay, ReplayOptions, ReplayResult};
 use crate::bench::{peak_rss_bytes, read_history};
 use crate::build::PlanInputs;
@@ -55,7 +54,7 @@ Examples:
 const MB: f64 = 1e6;
 
 pub fn trees(args: BenchTreesArgs) -> anyhow::Result<()> {
-    use crate::bench::trees::{self, TreesOptions, BASELINES};
+    use crate::bench::trees::{self, Baseline, TreesOptions};
     let plan = args.planner.options();
     plan.validate()?;
     let scratch = tempfile::Builder::new()
@@ -73,7 +72,7 @@ pub fn trees(args: BenchTreesArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut header = format!("{:<28} {:>9} {:>16}", "update", "bound MB", "strata MB (×)");
-    for name in BASELINES {
+    for name in Baseline::ALL {
         write!(header, " {:>16}", format!("{name} MB (×)"))?;
     }
     outln!("{header}  strata reused")?;
@@ -88,8 +87,8 @@ pub fn trees(args: BenchTreesArgs) -> anyhow::Result<()> {
             row.file_level_bound as f64 / MB,
             cell(row.strata.bytes)
         );
-        for name in BASELINES {
-            write!(line, " {:>16}", cell(row.baselines[name].bytes))?;
+        for name in Baseline::ALL {
+            write!(line, " {:>16}", cell(row.baselines[&name].bytes))?;
         }
         write!(line, "  {}/{}", row.strata.reused_layers, row.strata.layers)?;
         outln!("{line}")?;
@@ -287,23 +286,15 @@ pub fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         ..args.planner.options()
     };
     opts.validate()?;
-    let names: Vec<&str> = match args.strategy.as_str() {
-        "all" => STRATEGIES.to_vec(),
-        s if STRATEGIES.contains(&s) => vec![s],
-        s => bail!(
-            "--strategy {s}: unknown; choose one of {} or all",
-            STRATEGIES.join(", ")
-        ),
-    };
+    let names = args.strategy.strategies();
     let history = read_history(&args.history)?;
     let replay_opts = ReplayOptions {
         warmup: args.warmup,
         history_depth: args.history_depth.unwrap_or(usize::MAX),
     };
     let mut results = Vec::new();
-    for name in &names {
-        let mut strategy =
-            baselines::strategy(name, &opts, args.warmup).expect("names come from STRATEGIES");
+    for name in names {
+        let mut strategy = name.build(&opts, args.warmup);
         let total = history.len();
         let result = run_replay(&history, strategy.as_mut(), &replay_opts, |done| {
             if done % 50 == 0 || done == total {

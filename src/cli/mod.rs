@@ -26,6 +26,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::bench::baselines::StrategyName;
 use crate::plan::{RepackPolicy, DEFAULT_HORIZON, DEFAULT_MAX_LAYERS};
 use crate::source::BuildSource;
 
@@ -488,15 +489,51 @@ pub struct BenchPlanArgs {
     pub runs: usize,
 }
 
+/// `--strategy`: one strategy, or all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StrategyChoice {
+    All,
+    One(StrategyName),
+}
+
+impl StrategyChoice {
+    /// The strategies to replay, in table order.
+    pub fn strategies(self) -> Vec<StrategyName> {
+        match self {
+            StrategyChoice::All => StrategyName::all().to_vec(),
+            StrategyChoice::One(s) => vec![s],
+        }
+    }
+}
+
+/// The strategies' own names and help, and `all`.
+impl ValueEnum for StrategyChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        static CHOICES: std::sync::LazyLock<Vec<StrategyChoice>> = std::sync::LazyLock::new(|| {
+            let one = StrategyName::all().iter().map(|&s| StrategyChoice::One(s));
+            one.chain([StrategyChoice::All]).collect()
+        });
+        &CHOICES
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        match self {
+            StrategyChoice::All => {
+                Some(clap::builder::PossibleValue::new("all").help("Every strategy, in one table"))
+            }
+            StrategyChoice::One(s) => s.to_possible_value(),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     /// Build history, one build per line (the `shared/bench` format, optionally .gz).
     #[arg(long, value_name = "FILE")]
     pub history: PathBuf,
-    /// `strata`, a baseline (`single`, `largest-first`, `ostree-ext`,
-    /// `ostree-ext-prior`, `chunkah`), or `all` for one comparison table.
-    #[arg(long, default_value = "strata")]
-    pub strategy: String,
+    /// Strata's planner, a baseline, or all of them in one comparison table.
+    #[arg(long, value_enum, default_value = "strata")]
+    pub strategy: StrategyChoice,
     #[command(flatten)]
     pub planner: PlannerArgs,
     /// Transitions left out of the figures while history is learnt.

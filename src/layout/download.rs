@@ -96,8 +96,8 @@ mod tests {
     use crate::layout::LayoutComponent;
 
     fn layer(members: &[(&str, &str, u64)]) -> LayoutLayer {
-        LayoutLayer {
-            components: members
+        LayoutLayer::planned(
+            members
                 .iter()
                 .map(|(n, v, s)| LayoutComponent {
                     name: n.to_string(),
@@ -106,13 +106,7 @@ mod tests {
                     source: None,
                 })
                 .collect(),
-            size: members.iter().map(|m| m.2).sum(),
-            blob_size: None,
-            digest: None,
-            commit_layer: false,
-            superseded: Vec::new(),
-            patch_layer: false,
-        }
+        )
     }
 
     fn layout(layers: Vec<LayoutLayer>) -> Layout {

@@ -61,6 +61,20 @@ pub struct LayoutLayer {
 }
 
 impl LayoutLayer {
+    /// A layer of `components` that is planned, not yet written: no blob, nothing
+    /// superseded, its size their sum.
+    pub fn planned(components: Vec<LayoutComponent>) -> Self {
+        LayoutLayer {
+            size: components.iter().map(|c| c.size).sum(),
+            components,
+            blob_size: None,
+            digest: None,
+            commit_layer: false,
+            superseded: Vec::new(),
+            patch_layer: false,
+        }
+    }
+
     /// The identity of the layer's content: equal keys mean byte-identical layers.
     /// `None` when some member has no recorded version.
     pub fn content_key(&self) -> Option<String> {

@@ -262,19 +262,24 @@ fn volatile_components_end_up_in_the_last_layers() {
 
 #[test]
 fn history_beats_the_baselines_on_a_synthetic_stream() {
-    use crate::bench::baselines::strategy;
+    use crate::bench::baselines::StrategyName;
     use crate::bench::replay::{replay as bench_replay, ReplayOptions};
     let builds = stream(60, 24);
     let ro = ReplayOptions {
         warmup: 10,
         history_depth: 100,
     };
-    let mean = |name: &str| {
-        let mut s = strategy(name, &opts(8), 0).unwrap();
+    let mean = |name: StrategyName| {
+        let mut s = name.build(&opts(8), 0);
         bench_replay(&builds, s.as_mut(), &ro, |_| {}).mean_download_bytes
     };
-    let strata = mean("strata");
-    for baseline in ["single", "largest-first", "ostree-ext-prior", "chunkah"] {
+    let strata = mean(StrategyName::Strata);
+    for baseline in [
+        StrategyName::Single,
+        StrategyName::LargestFirst,
+        StrategyName::OstreeExtPrior,
+        StrategyName::Chunkah,
+    ] {
         let other = mean(baseline);
         assert!(strata < other, "strata {strata} vs {baseline} {other}");
     }
@@ -282,7 +287,7 @@ fn history_beats_the_baselines_on_a_synthetic_stream() {
 
 #[test]
 fn ostree_ext_prior_packs_afresh_until_it_freezes() {
-    use crate::bench::baselines::strategy;
+    use crate::bench::baselines::StrategyName;
     let builds = stream(8, 4);
     let names = |l: &Layout| -> Vec<Vec<String>> {
         l.layers
@@ -291,8 +296,8 @@ fn ostree_ext_prior_packs_afresh_until_it_freezes() {
             .collect()
     };
     let (mut fresh, mut prior) = (
-        strategy("ostree-ext", &opts(4), 0).unwrap(),
-        strategy("ostree-ext-prior", &opts(4), 2).unwrap(),
+        StrategyName::OstreeExt.build(&opts(4), 0),
+        StrategyName::OstreeExtPrior.build(&opts(4), 2),
     );
     let mut layouts: Vec<Layout> = Vec::new();
     for (k, b) in builds.iter().enumerate() {

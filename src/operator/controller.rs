@@ -189,10 +189,7 @@ fn error_policy(job: Arc<EncapsulationJob>, error: &ControllerError, ctx: Arc<Co
         error = %crate::error_chain(error),
         "reconcile failed; retrying"
     );
-    ctx.health
-        .metrics
-        .reconcile_errors
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.health.metrics.reconcile_errors.inc();
     Requeue::requeue(Duration::from_secs(5))
 }
 
@@ -216,9 +213,7 @@ async fn reconcile_one(
 ) -> Result<Requeue, ControllerError> {
     let started = Instant::now();
     let metrics = &ctx.health.metrics;
-    metrics
-        .reconciles
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics.reconciles.inc();
     if job.status.as_ref().is_some_and(finished) {
         return Ok(Requeue::await_change());
     }
@@ -416,10 +411,7 @@ async fn act(
     match action {
         Action::Create(pod) => match pods.create(&PostParams::default(), pod).await {
             Ok(created) => {
-                ctx.health
-                    .metrics
-                    .pods_created
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ctx.health.metrics.pods_created.inc();
                 Ok(created.metadata.uid)
             }
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),

@@ -1,10 +1,14 @@
-//! Prometheus metrics in the text exposition format. Labels carry outcomes only, never
-//! object names, so the series count stays fixed however many jobs run.
+//! The controller's Prometheus metrics, kept with `prometheus-client` and served in
+//! the Prometheus text format. Labels carry outcomes only, never object names, so the
+//! series count stays fixed however many jobs run.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use super::vocabulary::Reason;
 
@@ -13,125 +17,136 @@ const BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
 ];
 
-/// A histogram of durations.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    inner: Mutex<HistogramData>,
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// How a job ended: the one label jobs are counted by.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
 }
 
-#[derive(Debug, Default, Clone)]
-struct HistogramData {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// A histogram of durations, in seconds.
+#[derive(Debug, Clone)]
+pub struct Durations(Histogram);
+
+impl Default for Durations {
+    fn default() -> Self {
+        Durations(Histogram::new(BUCKETS))
+    }
 }
 
-impl Histogram {
+impl Durations {
+    /// Counts one duration.
     pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let mut h = self.inner.lock().expect("metrics lock");
-        for (bound, count) in BUCKETS.iter().zip(h.counts.iter_mut()) {
-            if secs <= *bound {
-                *count += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let h = self.inner.lock().expect("metrics lock").clone();
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, count) in BUCKETS.iter().zip(h.counts) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "{name}_sum {}\n{name}_count {}", h.sum, h.count);
+        self.0.observe(d.as_secs_f64());
     }
 }
 
-/// The controller's metrics.
-#[derive(Debug, Default)]
+/// The controller's metrics, and the registry that renders them.
+#[derive(Debug)]
 pub struct Metrics {
-    pub reconciles: AtomicU64,
-    pub reconcile_errors: AtomicU64,
-    pub pods_created: AtomicU64,
-    finished: [AtomicU64; Reason::ENDINGS.len()],
+    registry: Registry,
+    /// Reconciles run.
+    pub reconciles: Counter,
+    /// Reconciles that failed and were retried.
+    pub reconcile_errors: Counter,
+    /// Worker pods created.
+    pub pods_created: Counter,
+    finished: Family<Outcome, Counter>,
     /// From a job's start to its end.
-    pub job_duration: Histogram,
+    pub job_duration: Durations,
     /// From a worker's exit to the status that shows its report.
-    pub report_latency: Histogram,
-    pub reconcile_duration: Histogram,
+    pub report_latency: Durations,
+    /// One reconcile, start to end.
+    pub reconcile_duration: Durations,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let finished = Family::<Outcome, Counter>::default();
+        // Every ending shows from the start, at zero, so a rate over it is defined.
+        for reason in Reason::ENDINGS {
+            drop(finished.get_or_create(&Outcome {
+                outcome: reason.as_str(),
+            }));
+        }
+        let m = Metrics {
+            registry: Registry::with_prefix("strata"),
+            reconciles: Counter::default(),
+            reconcile_errors: Counter::default(),
+            pods_created: Counter::default(),
+            finished,
+            job_duration: Durations::default(),
+            report_latency: Durations::default(),
+            reconcile_duration: Durations::default(),
+        };
+        m.registered()
+    }
 }
 
 impl Metrics {
+    /// `self` with every metric in its registry (the registry holds handles to the
+    /// same values).
+    fn registered(mut self) -> Self {
+        let r = &mut self.registry;
+        r.register("reconciles", "Reconciles run", self.reconciles.clone());
+        r.register(
+            "reconcile_errors",
+            "Reconciles that failed and were retried",
+            self.reconcile_errors.clone(),
+        );
+        r.register(
+            "worker_pods_created",
+            "Worker pods created",
+            self.pods_created.clone(),
+        );
+        r.register(
+            "jobs_finished",
+            "Jobs finished, by outcome",
+            self.finished.clone(),
+        );
+        for (name, help, h) in [
+            (
+                "job_duration_seconds",
+                "Time from a job's start to its end",
+                &self.job_duration,
+            ),
+            (
+                "report_latency_seconds",
+                "Time from a worker's exit to the status update showing its report",
+                &self.report_latency,
+            ),
+            (
+                "reconcile_duration_seconds",
+                "Time one reconcile takes",
+                &self.reconcile_duration,
+            ),
+        ] {
+            r.register(name, help, h.0.clone());
+        }
+        self
+    }
+
     /// Counts a finished job. A reason no job ends with is not counted: the series
     /// stay the fixed set of [`Reason::ENDINGS`].
     pub fn job_finished(&self, reason: Reason) {
-        match Reason::ENDINGS.iter().position(|o| *o == reason) {
-            Some(i) => {
-                self.finished[i].fetch_add(1, Ordering::Relaxed);
-            }
-            None => tracing::warn!(reason = reason.as_str(), "not a job's ending"),
+        if Reason::ENDINGS.contains(&reason) {
+            self.finished
+                .get_or_create(&Outcome {
+                    outcome: reason.as_str(),
+                })
+                .inc();
+        } else {
+            tracing::warn!(reason = reason.as_str(), "not a job's ending");
         }
     }
 
-    /// The exposition text.
+    /// The exposition text ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        };
-        counter(
-            &mut out,
-            "strata_reconciles_total",
-            "Reconciles run.",
-            &self.reconciles,
-        );
-        counter(
-            &mut out,
-            "strata_reconcile_errors_total",
-            "Reconciles that failed and were retried.",
-            &self.reconcile_errors,
-        );
-        counter(
-            &mut out,
-            "strata_worker_pods_created_total",
-            "Worker pods created.",
-            &self.pods_created,
-        );
-        let name = "strata_jobs_finished_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Jobs finished, by outcome.\n# TYPE {name} counter"
-        );
-        for (outcome, v) in Reason::ENDINGS.iter().zip(&self.finished) {
-            let _ = writeln!(
-                out,
-                "{name}{{outcome=\"{}\"}} {}",
-                outcome.as_str(),
-                v.load(Ordering::Relaxed)
-            );
-        }
-        self.job_duration.render(
-            &mut out,
-            "strata_job_duration_seconds",
-            "Time from a job's start to its end.",
-        );
-        self.report_latency.render(
-            &mut out,
-            "strata_report_latency_seconds",
-            "Time from a worker's exit to the status update showing its report.",
-        );
-        self.reconcile_duration.render(
-            &mut out,
-            "strata_reconcile_duration_seconds",
-            "Time one reconcile takes.",
-        );
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

@@ -20,6 +20,30 @@ where
     R: Send,
     E: Send,
 {
+    let order: Vec<usize> = (0..items.len()).collect();
+    try_map_in_order(items, &order, f, progress)
+}
+
+/// [`try_map`], with the workers taking items in `order` (a permutation of the
+/// indices), so the longest jobs can start first instead of leaving one core busy at
+/// the end. Results still come in input order. Of several errors, the one at the
+/// lowest index wins.
+pub fn try_map_in_order<T, R, E>(
+    items: &[T],
+    order: &[usize],
+    f: impl Fn(usize, &T) -> Result<R, E> + Sync,
+    progress: impl Fn(usize, usize) + Sync,
+) -> Result<Vec<R>, E>
+where
+    T: Sync,
+    R: Send,
+    E: Send,
+{
+    assert_eq!(
+        order.len(),
+        items.len(),
+        "the order is a permutation of the items"
+    );
     let workers = cores().min(items.len().max(1));
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
@@ -27,30 +51,34 @@ where
         Mutex::new((0..items.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..workers {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= items.len() {
-                    break;
-                }
-                let r = f(i, &items[i]);
-                let failed = r.is_err();
-                results
-                    .lock()
-                    .expect("no worker panics while holding the lock")[i] = Some(r);
-                progress(done.fetch_add(1, Ordering::SeqCst) + 1, items.len());
-                if failed {
-                    next.store(items.len(), Ordering::SeqCst);
+            s.spawn(|| {
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let r = f(i, &items[i]);
+                    let failed = r.is_err();
+                    results
+                        .lock()
+                        .expect("no worker panics while holding the lock")[i] = Some(r);
+                    progress(done.fetch_add(1, Ordering::SeqCst) + 1, items.len());
+                    if failed {
+                        next.store(items.len(), Ordering::SeqCst);
+                    }
                 }
             });
         }
     });
+    let results = results.into_inner().expect("workers finished");
     let mut out = Vec::with_capacity(items.len());
-    for r in results.into_inner().expect("workers finished") {
+    let mut skipped = false;
+    for r in results {
         match r {
-            Some(r) => out.push(r?),
-            None => break,
+            Some(Ok(r)) => out.push(r),
+            Some(Err(e)) => return Err(e),
+            // Items are left only once an error stopped the workers; that error comes
+            // later in input order.
+            None => skipped = true,
         }
     }
+    assert!(!skipped, "an item was left without an error to show for it");
     Ok(out)
 }
 
@@ -67,5 +95,20 @@ mod tests {
             |_, _| {},
         );
         assert_eq!(err, Err(42));
+    }
+
+    #[test]
+    fn an_error_is_never_lost_whatever_the_order() {
+        let items: Vec<u32> = (0..64).collect();
+        // Late items first: when item 3 fails, lower items may never have started, and
+        // the result must be the error, not the items before the gap.
+        let order: Vec<usize> = (0..items.len()).rev().collect();
+        let fail_at_3 = |_, &x: &u32| if x == 3 { Err(x) } else { Ok(x) };
+        assert_eq!(
+            super::try_map_in_order(&items, &order, fail_at_3, |_, _| {}),
+            Err(3)
+        );
+        let all = super::try_map_in_order(&items, &order, |_, &x| Ok::<_, ()>(x), |_, _| {});
+        assert_eq!(all.unwrap(), items);
     }
 }

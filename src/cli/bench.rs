@@ -111,60 +111,148 @@ const PIPELINES: [(&str, &str); 2] = [
     ),
 ];
 
+/// Row labels the ratios are taken between.
+const GZIP_ROW: &str = "strata build (gzip)";
+const ZSTD_ROW: &str = "strata build (zstd)";
+const OSTREE_ROW: &str = "strata build (ostree)";
+
 pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
     let opts = args.planner.options();
     opts.validate()?;
-    let scratch = tempfile::tempdir()?;
-    outln!("{:<32} {:>9} {:>12}", "pipeline", "wall s", "size MB")?;
-    for (name, script) in PIPELINES {
-        let started = Instant::now();
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("sh")
-            .arg(&args.rootfs)
-            .output()?;
-        if !out.status.success() {
-            bail!("{name} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let bytes: f64 = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(f64::NAN);
-        print_row(name, started.elapsed().as_secs_f64(), bytes)?;
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
     }
+    let scratch = tempfile::tempdir()?;
     let timed = TimedBuild {
         args: &args,
         plan: &opts,
         scratch: scratch.path(),
     };
-    let rootfs = BuildSource::Rootfs(args.rootfs.clone());
-    timed.run("strata build (gzip)", rootfs.clone(), Compression::Gzip)?;
-    timed.run("strata build (zstd)", rootfs, Compression::Zstd)?;
-    if let (Some(repo), Some(rev), Some(encoder)) = (
-        &args.ostree_repo,
-        &args.ostree_ref,
-        &args.ostree_ext_encoder,
-    ) {
-        let ours = timed.run(
-            "strata build (ostree)",
-            BuildSource::Ostree {
+    let mut rows = Rows::default();
+    let mut encoder_row = None;
+    // Runs interleave the rows, so a machine that slows down mid-way slows them all.
+    for run in 1..=args.runs {
+        eprintln!("strata: run {run}/{}", args.runs);
+        for (name, script) in PIPELINES {
+            let (seconds, bytes) = pipeline(name, script, &args.rootfs)?;
+            rows.record(name, seconds, bytes);
+        }
+        let rootfs = BuildSource::Rootfs(args.rootfs.clone());
+        for (label, compression) in [(GZIP_ROW, Compression::Gzip), (ZSTD_ROW, Compression::Zstd)] {
+            let (seconds, bytes) = timed.run(rootfs.clone(), compression)?;
+            rows.record(label, seconds, bytes);
+        }
+        if let (Some(repo), Some(rev), Some(encoder)) = (
+            &args.ostree_repo,
+            &args.ostree_ref,
+            &args.ostree_ext_encoder,
+        ) {
+            let commit = BuildSource::Ostree {
                 repo: repo.clone(),
                 rev: rev.clone(),
-            },
-            Compression::Gzip,
-        )?;
-        let theirs = ostree_ext_encoder(encoder, repo, rev, scratch.path(), opts.max_layers)?;
-        outln!("strata ÷ ostree-ext encoder: {:.2}", ours / theirs)?;
+            };
+            let (seconds, bytes) = timed.run(commit, Compression::Gzip)?;
+            rows.record(OSTREE_ROW, seconds, bytes);
+            let label = format!("ostree-ext encoder ({} layers)", opts.max_layers);
+            let (seconds, bytes) =
+                ostree_ext_encoder(encoder, repo, rev, scratch.path(), opts.max_layers)?;
+            rows.record(&label, seconds, bytes);
+            encoder_row = Some(label);
+        }
     }
+    outln!(
+        "{:<32} {:>9} {:>15} {:>12}",
+        "pipeline",
+        "median s",
+        "min–max s",
+        "size MB"
+    )?;
+    for row in &rows.0 {
+        let (median, min, max) = row.spread();
+        let range = format!("{min:.2}–{max:.2}");
+        outln!(
+            "{:<32} {median:>9.2} {range:>15} {:>12.1}",
+            row.label,
+            row.bytes / MB
+        )?;
+    }
+    for (ours, theirs) in [(GZIP_ROW, PIPELINES[0].0), (ZSTD_ROW, PIPELINES[1].0)] {
+        outln!("{ours} ÷ {theirs}: {:.2}", rows.ratio(ours, theirs))?;
+    }
+    if let Some(encoder) = encoder_row {
+        outln!(
+            "strata ÷ ostree-ext encoder: {:.2}",
+            rows.ratio(OSTREE_ROW, &encoder)
+        )?;
+    }
+    outln!("medians of {} runs", args.runs)?;
     if let Some(peak) = peak_rss_bytes() {
         outln!("peak memory of the strata builds: {}", human_bytes(peak))?;
     }
     Ok(())
 }
 
-fn print_row(name: &str, seconds: f64, bytes: f64) -> Result<(), super::StdoutError> {
-    outln!("{name:<32} {seconds:>9.2} {:>12.1}", bytes / MB)
+/// The build benchmark's rows, in the order first seen.
+#[derive(Default)]
+struct Rows(Vec<Row>);
+
+/// One pipeline's wall times over the runs, and its output's size.
+struct Row {
+    label: String,
+    seconds: Vec<f64>,
+    bytes: f64,
+}
+
+impl Row {
+    /// Median, least and most seconds.
+    fn spread(&self) -> (f64, f64, f64) {
+        let mut s = self.seconds.clone();
+        let median = crate::bench::median(&mut s);
+        (median, s[0], s[s.len() - 1])
+    }
+}
+
+impl Rows {
+    fn record(&mut self, label: &str, seconds: f64, bytes: f64) {
+        match self.0.iter_mut().find(|r| r.label == label) {
+            Some(row) => row.seconds.push(seconds),
+            None => self.0.push(Row {
+                label: label.to_string(),
+                seconds: vec![seconds],
+                bytes,
+            }),
+        }
+    }
+
+    /// Median seconds of `ours` over those of `theirs`.
+    fn ratio(&self, ours: &str, theirs: &str) -> f64 {
+        let median = |label: &str| {
+            self.0
+                .iter()
+                .find(|r| r.label == label)
+                .map_or(f64::NAN, |r| r.spread().0)
+        };
+        median(ours) / median(theirs)
+    }
+}
+
+/// Runs one reference pipeline on `tree`; its seconds and output bytes.
+fn pipeline(name: &str, script: &str, tree: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+    let started = Instant::now();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .arg(tree)
+        .output()?;
+    if !out.status.success() {
+        bail!("{name} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let bytes: f64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(f64::NAN);
+    Ok((started.elapsed().as_secs_f64(), bytes))
 }
 
 /// What every timed `strata build` of the benchmark shares.
@@ -175,14 +263,10 @@ struct TimedBuild<'a> {
 }
 
 impl TimedBuild<'_> {
-    /// Builds `source` into a scratch directory, prints the row, returns the seconds.
-    fn run(
-        &self,
-        label: &str,
-        source: BuildSource,
-        compression: Compression,
-    ) -> anyhow::Result<f64> {
-        let dir = self.scratch.join(label.replace([' ', '(', ')'], "-"));
+    /// Builds `source` into a scratch directory (removed after); the seconds and the
+    /// image's layer bytes.
+    fn run(&self, source: BuildSource, compression: Compression) -> anyhow::Result<(f64, f64)> {
+        let dir = self.scratch.join("strata-build");
         let build_opts = crate::build::BuildOptions {
             inputs: PlanInputs {
                 source,
@@ -196,26 +280,30 @@ impl TimedBuild<'_> {
                 fixed_plan: None,
                 format: None,
             },
-            output: crate::image::ImageRef::Oci { dir, tag: None },
+            output: crate::image::ImageRef::Oci {
+                dir: dir.clone(),
+                tag: None,
+            },
             compression,
             labels: Default::default(),
         };
         let started = Instant::now();
         let report = crate::build::build(&build_opts, &|_| {})?;
         let seconds = started.elapsed().as_secs_f64();
-        print_row(label, seconds, report.image.size as f64)?;
-        Ok(seconds)
+        std::fs::remove_dir_all(&dir)?;
+        Ok((seconds, report.image.size as f64))
     }
 }
 
-/// Times ostree-ext's encoder on the same commit and layer count; returns the seconds.
+/// Times ostree-ext's encoder on the same commit and layer count; the seconds and the
+/// image's layer bytes.
 fn ostree_ext_encoder(
     encoder: &std::path::Path,
     repo: &std::path::Path,
     rev: &str,
     scratch: &std::path::Path,
     layers: usize,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, f64)> {
     let dir = scratch.join("ostree-ext");
     let started = Instant::now();
     let out = Command::new(encoder)
@@ -234,12 +322,9 @@ fn ostree_ext_encoder(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    print_row(
-        &format!("ostree-ext encoder ({layers} layers)"),
-        seconds,
-        crate::image::read_local(&dir, Some("1"))?.layer_bytes() as f64,
-    )?;
-    Ok(seconds)
+    let bytes = crate::image::read_local(&dir, Some("1"))?.layer_bytes();
+    std::fs::remove_dir_all(&dir)?;
+    Ok((seconds, bytes as f64))
 }
 
 pub fn plan(args: BenchPlanArgs) -> anyhow::Result<()> {

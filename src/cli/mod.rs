@@ -472,6 +472,9 @@ pub struct BenchBuildArgs {
     /// tools/ostree-import (run as `PATH --encapsulate REPO REF IMAGE LAYERS`).
     #[arg(long, value_name = "PATH", requires = "ostree_repo")]
     pub ostree_ext_encoder: Option<PathBuf>,
+    /// Times each pipeline this often, interleaved; the figures are medians.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
 }
 
 #[derive(Debug, Args)]

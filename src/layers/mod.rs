@@ -133,7 +133,27 @@ pub fn write_all(
     layers: &[Vec<usize>],
     progress: impl Fn(usize, usize) + Sync,
 ) -> Result<Vec<Layer>, LayerError> {
-    crate::parallel::try_map(layers, |i, members| write_one(job, i, members), progress)
+    let order = largest_first(layers.iter().map(|l| bytes_of(job.entries, l)));
+    crate::parallel::try_map_in_order(
+        layers,
+        &order,
+        |i, members| write_one(job, i, members),
+        progress,
+    )
+}
+
+/// Uncompressed bytes of the entries `members`.
+pub fn bytes_of(entries: &[Entry], members: &[usize]) -> u64 {
+    members.iter().map(|&i| entries[i].size).sum()
+}
+
+/// Indices by descending size (ties in index order): the largest layer starts first,
+/// so no core is left compressing it alone at the end.
+pub fn largest_first(sizes: impl Iterator<Item = u64>) -> Vec<usize> {
+    let sizes: Vec<u64> = sizes.collect();
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
+    order
 }
 
 fn write_one(job: &LayerJob, index: usize, members: &[usize]) -> Result<Layer, LayerError> {

@@ -131,8 +131,11 @@ pub fn write(
     let all: Vec<Option<&Vec<Object>>> = std::iter::once(None)
         .chain(objects.iter().map(Some))
         .collect();
-    let written = crate::parallel::try_map(
+    // The commit layer (metadata objects only) is small: it can go last.
+    let sizes = std::iter::once(0).chain(planned.iter().map(|l| l.size));
+    let written = crate::parallel::try_map_in_order(
         &all,
+        &super::largest_first(sizes),
         |i, objs| match objs {
             None => write_commit_layer(oci, compression, repo, commit.commit()),
             Some(objs) => write_object_layer(oci, compression, i, repo, objs),

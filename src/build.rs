@@ -16,6 +16,7 @@ use crate::plan::{self, Plan, PlanError, PlanOptions};
 use crate::report::{BuildReport, BuiltImage, PlanReport, PLAN_REPORT_SCHEMA, REPORT_SCHEMA};
 use crate::source::rootfs::WalkOptions;
 use crate::source::{self, BuildSource, ReadSource, SourceContent, SourceError};
+use crate::timings::Timings;
 
 /// Everything `strata build` is asked to do: what to plan, and where and how the image
 /// is written.
@@ -104,11 +105,16 @@ pub fn build(
 ) -> Result<BuildReport, BuildError> {
     opts.inputs.plan_options()?;
     let staging = Staging::for_output(&opts.output)?;
-    let mut report = build_into(opts, staging.path(), staging.tag(), progress)?;
+    let timings = Timings::default();
+    let mut report = build_into(opts, staging.path(), staging.tag(), progress, &timings)?;
     report.image.reference = opts.output.to_string();
-    if let Some(digest) = staging.publish(&opts.output, &opts.inputs.registry, progress)? {
+    let published = timings.time("publish", || {
+        staging.publish(&opts.output, &opts.inputs.registry, progress)
+    })?;
+    if let Some(digest) = published {
         report.image.manifest_digest = digest;
     }
+    report.timings = timings.stages();
     Ok(report)
 }
 
@@ -127,7 +133,7 @@ pub fn plan_only(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<PlanReport, BuildError> {
     opts.plan_options()?;
-    let prepared = prepare(opts, progress)?;
+    let prepared = prepare(opts, progress, &Timings::default())?;
     Ok(PlanReport {
         schema: PLAN_REPORT_SCHEMA.into(),
         priors: prepared.priors.iter().map(|(r, _)| r.to_string()).collect(),
@@ -136,11 +142,17 @@ pub fn plan_only(
     })
 }
 
-fn prepare(opts: &PlanInputs, progress: &(dyn Fn(&str) + Sync)) -> Result<Prepared, BuildError> {
+fn prepare(
+    opts: &PlanInputs,
+    progress: &(dyn Fn(&str) + Sync),
+    timings: &Timings,
+) -> Result<Prepared, BuildError> {
     let walk = WalkOptions {
         allow_special_files: opts.allow_special_files,
     };
-    let source = source::read(&opts.source, &opts.registry, walk, progress)?;
+    let source = timings.time("read source", || {
+        source::read(&opts.source, &opts.registry, walk, progress)
+    })?;
     let entries = &source.entries;
     let date = opts
         .source_date_epoch
@@ -153,7 +165,9 @@ fn prepare(opts: &PlanInputs, progress: &(dyn Fn(&str) + Sync)) -> Result<Prepar
             problem: "the tree is empty: there is nothing to encapsulate".into(),
         }));
     }
-    let assigned = assign(source.content.reader(), entries, date, &opts.components_map)?;
+    let assigned = timings.time("components", || {
+        assign(source.content.reader(), entries, date, &opts.components_map)
+    })?;
     progress(&format!(
         "{} files in {} components",
         entries.len(),
@@ -161,20 +175,26 @@ fn prepare(opts: &PlanInputs, progress: &(dyn Fn(&str) + Sync)) -> Result<Prepar
     ));
 
     let mut warnings = Vec::new();
-    let priors = image::read_priors(&opts.priors, &opts.registry, &mut warnings)?;
+    let priors = timings.time("read priors", || {
+        image::read_priors(&opts.priors, &opts.registry, &mut warnings)
+    })?;
     for w in &warnings {
         progress(&format!("warning: {w}"));
     }
-    let plan = match &opts.fixed_plan {
+    let plan = timings.time("plan", || match &opts.fixed_plan {
         Some(fixed) => {
             fixed.check_matches(&assigned.build)?;
-            fixed.clone()
+            Ok::<_, BuildError>(fixed.clone())
         }
         None => {
             let layouts: Vec<Layout> = priors.iter().map(|(_, l)| l.planning()).collect();
-            plan::plan(&assigned.build, &layouts, &opts.plan_options()?)?
+            Ok(plan::plan(
+                &assigned.build,
+                &layouts,
+                &opts.plan_options()?,
+            )?)
         }
-    };
+    })?;
     progress(&format!(
         "planned {} layers; {}",
         plan.layers.len(),
@@ -194,6 +214,7 @@ fn build_into(
     staging: &Path,
     tag: Option<&str>,
     progress: &(dyn Fn(&str) + Sync),
+    timings: &Timings,
 ) -> Result<BuildReport, BuildError> {
     let Prepared {
         source,
@@ -201,7 +222,7 @@ fn build_into(
         priors,
         warnings,
         plan,
-    } = prepare(&opts.inputs, progress)?;
+    } = prepare(&opts.inputs, progress, timings)?;
     let entries = &source.entries;
     let layer_members = layers::entries_by_layer(
         entries,
@@ -212,7 +233,11 @@ fn build_into(
         ocidir::cap_std::fs::Dir::open_ambient_dir(staging, ocidir::cap_std::ambient_authority())
             .map_err(|e| OutputError::at(staging, e))?;
     let oci = ocidir::OciDir::ensure(oci_dir).map_err(|e| OutputError::at(staging, e))?;
-    let written = |done, total| progress(&format!("layer {done}/{total} written"));
+    let written = |w: layers::Written| {
+        progress(&format!("layer {}/{} written", w.done, w.total));
+        timings.record(format!("layer {}", w.index), w.took, Some(w.bytes));
+    };
+    let layers_started = std::time::Instant::now();
     let (with_annotations, ostree_labels) = match &source.content {
         SourceContent::Ostree(commit) if opts.inputs.format() == ImageFormat::Ostree => {
             layers::ostree::write(
@@ -251,6 +276,8 @@ fn build_into(
             (annotated, BTreeMap::new())
         }
     };
+    timings.record("layers", layers_started.elapsed(), None);
+    let manifest_started = std::time::Instant::now();
     let plan_json = serde_json::to_vec(&plan).expect("plans serialise");
     let mut meta = ImageMeta::for_build(
         opts.labels.clone(),
@@ -272,6 +299,7 @@ fn build_into(
         .iter()
         .map(|(r, old)| diff_images(&r.to_string(), old, &opts.output.to_string(), &new_layout))
         .collect();
+    timings.record("manifest and diff", manifest_started.elapsed(), None);
     Ok(BuildReport {
         schema: REPORT_SCHEMA.into(),
         image: BuiltImage {
@@ -299,5 +327,6 @@ fn build_into(
         plan,
         diffs,
         warnings,
+        timings: Vec::new(),
     })
 }

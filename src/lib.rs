@@ -21,6 +21,7 @@ pub mod parallel;
 pub mod plan;
 pub mod report;
 pub mod source;
+pub mod timings;
 
 /// An error and its causes on one line, leaving out a cause its parent's message
 /// already quotes.

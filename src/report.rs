@@ -19,6 +19,10 @@ pub struct BuildReport {
     /// Against each prior that could be read, in the order given.
     pub diffs: Vec<ImageDiff>,
     pub warnings: Vec<String>,
+    /// Where the time went (`--timings`); wall times differ from run to run, so they
+    /// stay out of the report's JSON.
+    #[serde(skip)]
+    pub timings: Vec<crate::timings::Stage>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -568,3 +568,41 @@ fn dac_override_alone_reads_a_tree_of_private_files() {
         String::from_utf8_lossy(&without.stderr)
     );
 }
+
+#[test]
+fn timings_name_every_stage_and_every_layer_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fixture(&root, "1");
+    let out = tmp.path().join("out");
+    let target = format!("oci:{}:1", out.display());
+    let r = root.to_str().unwrap();
+    let built = strata(&["build", "--rootfs", r, "--output", &target, "--timings"]);
+    let stderr = String::from_utf8_lossy(&built.stderr).into_owned();
+    ok(built);
+    let steps: Vec<&str> = stderr
+        .lines()
+        .skip_while(|l| !l.starts_with("strata: timings"))
+        .skip(1)
+        .map(|l| l.trim_start().split("  ").next().unwrap())
+        .collect();
+    for stage in [
+        "read source",
+        "components",
+        "read priors",
+        "plan",
+        "layers",
+        "publish",
+    ] {
+        assert_eq!(steps.iter().filter(|s| **s == stage).count(), 1, "{stderr}");
+    }
+    let layers = manifest(&out)["layers"].as_array().unwrap().len();
+    let mut timed: Vec<&str> = steps
+        .iter()
+        .copied()
+        .filter(|s| s.starts_with("layer "))
+        .collect();
+    timed.sort();
+    timed.dedup();
+    assert_eq!(timed.len(), layers, "{stderr}");
+}

@@ -277,7 +277,7 @@ fn write_layers(tree: &Tree, groups: &[Vec<usize>], dir: &Path) -> anyhow::Resul
         compression: Compression::Gzip,
         mtime_clamp: 0,
     };
-    let written = layers::write_all(&job, groups, |_, _| {})?;
+    let written = layers::write_all(&job, groups, |_| {})?;
     Ok(written
         .iter()
         .map(|l| {

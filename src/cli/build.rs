@@ -51,6 +51,9 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         labels: args.label.iter().cloned().collect(),
     };
     let report = build(&opts, &|line| eprintln!("strata: {line}"))?;
+    if args.timings {
+        eprint!("{}", timings_table(&report.timings));
+    }
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report)? + "\n";
         write_atomic(path, json.as_bytes())
@@ -70,4 +73,18 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         out!("{}", super::diff::table(d))?;
     }
     Ok(())
+}
+
+/// `--timings`: one line per step, seconds and (for layers) throughput.
+fn timings_table(stages: &[crate::timings::Stage]) -> String {
+    let mut out = String::from("strata: timings (wall seconds)\n");
+    for stage in stages {
+        let seconds = stage.took.as_secs_f64();
+        let rate = stage.bytes.map_or(String::new(), |bytes| {
+            let mb = bytes as f64 / 1e6;
+            format!("{mb:>10.1} MB {:>8.1} MB/s", mb / seconds.max(1e-9))
+        });
+        out.push_str(&format!("  {:<20} {seconds:>8.2}{rate}\n", stage.name));
+    }
+    out
 }

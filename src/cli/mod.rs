@@ -197,6 +197,12 @@ pub struct BuildArgs {
     /// Print the plan as a table before the diff.
     #[arg(long)]
     pub show_plan: bool,
+    /// Print where the time went, to stderr: reading the source, finding components
+    /// (package databases), reading priors, planning, each layer in the order they
+    /// finished (its wall time, and the rate of its uncompressed bytes: reading,
+    /// compressing and hashing overlap in one stream), the manifest, and publishing.
+    #[arg(long)]
+    pub timings: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

@@ -126,34 +126,67 @@ pub struct LayerJob<'a> {
     pub mtime_clamp: i64,
 }
 
+/// One layer written, as [`write_all`] reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct Written {
+    /// Which layer, by its index in the input.
+    pub index: usize,
+    /// Layers written so far, this one included, and how many there are.
+    pub done: usize,
+    pub total: usize,
+    /// Wall time from its first byte read to its last byte hashed: reading,
+    /// compressing and hashing overlap in one stream.
+    pub took: std::time::Duration,
+    /// Uncompressed bytes of its files.
+    pub bytes: u64,
+}
+
 /// Writes one blob per element of `layers` (entry indices, already sorted) using all
-/// cores, calling `progress(done, total)` as layers finish. Results keep input order.
+/// cores, calling `progress` as each is written. Results keep input order.
 pub fn write_all(
     job: &LayerJob,
     layers: &[Vec<usize>],
-    progress: impl Fn(usize, usize) + Sync,
+    progress: impl Fn(Written) + Sync,
 ) -> Result<Vec<Layer>, LayerError> {
-    let order = largest_first(layers.iter().map(|l| bytes_of(job.entries, l)));
-    crate::parallel::try_map_in_order(
+    let sizes: Vec<u64> = layers.iter().map(|l| bytes_of(job.entries, l)).collect();
+    write_each(
         layers,
-        &order,
+        &sizes,
         |i, members| write_one(job, i, members),
         progress,
     )
 }
 
+/// Runs `write` on every item (of uncompressed `sizes`) on all cores, largest first so
+/// no core is left compressing the largest alone at the end, timing each for
+/// `progress`. Results keep input order.
+fn write_each<T: Sync>(
+    items: &[T],
+    sizes: &[u64],
+    write: impl Fn(usize, &T) -> Result<Layer, LayerError> + Sync,
+    progress: impl Fn(Written) + Sync,
+) -> Result<Vec<Layer>, LayerError> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let timed = |index, item: &T| {
+        let started = std::time::Instant::now();
+        let layer = write(index, item)?;
+        progress(Written {
+            index,
+            done: done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1,
+            total: items.len(),
+            took: started.elapsed(),
+            bytes: sizes[index],
+        });
+        Ok(layer)
+    };
+    crate::parallel::try_map_in_order(items, &order, timed, |_, _| {})
+}
+
 /// Uncompressed bytes of the entries `members`.
 pub fn bytes_of(entries: &[Entry], members: &[usize]) -> u64 {
     members.iter().map(|&i| entries[i].size).sum()
-}
-
-/// Indices by descending size (ties in index order): the largest layer starts first,
-/// so no core is left compressing it alone at the end.
-pub fn largest_first(sizes: impl Iterator<Item = u64>) -> Vec<usize> {
-    let sizes: Vec<u64> = sizes.collect();
-    let mut order: Vec<usize> = (0..sizes.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
-    order
 }
 
 fn write_one(job: &LayerJob, index: usize, members: &[usize]) -> Result<Layer, LayerError> {

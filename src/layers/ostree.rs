@@ -14,7 +14,7 @@ use ostree::glib;
 use tar::{EntryType, Header};
 
 use super::plain::Annotated;
-use super::{write_blob, Compression, LayerError};
+use super::{write_blob, Compression, LayerError, Written};
 use crate::image;
 use crate::plan::PlannedLayer;
 use crate::source::ostree::{
@@ -124,18 +124,20 @@ pub fn write(
     planned: &[PlannedLayer],
     entries: &[Entry],
     members: &[Vec<usize>],
-    progress: impl Fn(usize, usize) + Sync,
+    progress: impl Fn(Written) + Sync,
 ) -> Result<(Vec<Annotated>, BTreeMap<String, String>), LayerError> {
     let objects = group_objects(commit, entries, members);
     let repo = commit.repo();
     let all: Vec<Option<&Vec<Object>>> = std::iter::once(None)
         .chain(objects.iter().map(Some))
         .collect();
-    // The commit layer (metadata objects only) is small: it can go last.
-    let sizes = std::iter::once(0).chain(planned.iter().map(|l| l.size));
-    let written = crate::parallel::try_map_in_order(
+    // The commit layer holds metadata objects only: counted as empty, it goes last.
+    let sizes: Vec<u64> = std::iter::once(0)
+        .chain(planned.iter().map(|l| l.size))
+        .collect();
+    let written = super::write_each(
         &all,
-        &super::largest_first(sizes),
+        &sizes,
         |i, objs| match objs {
             None => write_commit_layer(oci, compression, repo, commit.commit()),
             Some(objs) => write_object_layer(oci, compression, i, repo, objs),

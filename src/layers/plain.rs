@@ -7,7 +7,7 @@ use ocidir::Layer;
 
 use super::kept::{self, BlobSource};
 use super::patch::{self, Stacked};
-use super::{LayerError, LayerJob};
+use super::{LayerError, LayerJob, Written};
 use crate::image;
 use crate::plan::PlannedLayer;
 use crate::source::rootfs::WalkOptions;
@@ -23,13 +23,20 @@ pub fn write(
     members: &[Vec<usize>],
     prior: Option<&BlobSource>,
     walk: WalkOptions,
-    progress: impl Fn(usize, usize) + Sync,
+    progress: impl Fn(Written) + Sync,
 ) -> Result<Vec<Annotated>, LayerError> {
     let fresh: Vec<usize> = (0..planned.len())
         .filter(|&i| planned[i].kept_blob.is_none())
         .collect();
     let to_write: Vec<Vec<usize>> = fresh.iter().map(|&i| members[i].clone()).collect();
-    let mut written = super::write_all(job, &to_write, progress)?.into_iter();
+    // Named by their index in the plan.
+    let renumbered = |w: Written| {
+        progress(Written {
+            index: fresh[w.index],
+            ..w
+        })
+    };
+    let mut written = super::write_all(job, &to_write, renumbered)?.into_iter();
     let mut layers = Vec::with_capacity(planned.len() + 1);
     let mut kept_entries = HashMap::new();
     for (i, layer) in planned.iter().enumerate() {

@@ -4,9 +4,12 @@
 //! mean a change downloads less, but every unit costs a line in the layer annotations
 //! and a place in the plan, so a directory's files form a unit only when they weigh
 //! at least [`MIN_UNIT`]; lighter directories fold into their parent, up to the root
-//! unit. Files of [`LARGE_FILE`] or more are units of their own, and no owner gets
-//! more than [`MAX_UNITS`]. Units depend only on paths and sizes, so the same tree
-//! always gives the same units.
+//! unit. Files of [`LARGE_FILE`] or more are units of their own, at most
+//! [`MAX_LARGE_FILES`] of them an owner (past that, the smaller go back to their
+//! directories: a tree of half a million unowned files would otherwise make as many
+//! components, and a manifest no registry accepts). Directories fold further while
+//! an owner has more than [`MAX_UNITS`] units, its large files counted. Units depend
+//! only on paths and sizes, so the same tree always gives the same units.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,8 +24,10 @@ pub const LARGE_FILE: u64 = 1 << 20;
 pub const LARGE_UNOWNED_FILE: u64 = 16 << 10;
 /// A directory's files weigh at least this much to form a unit of their own.
 pub const MIN_UNIT: u64 = 64 << 10;
-/// No owner is cut into more units than this; the lightest fold into the root unit.
+/// Directories fold, the lightest first, while an owner has more units than this.
 pub const MAX_UNITS: usize = 32;
+/// No owner has more large files standing alone than this.
+pub const MAX_LARGE_FILES: usize = 1024;
 
 /// One unit: the entries it holds, and what it is named after.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,18 +53,18 @@ pub fn split_unowned(entries: &[Entry], members: &[usize], root: &Path) -> Vec<U
 }
 
 fn split_at(entries: &[Entry], members: &[usize], root: &Path, large_file: u64) -> Vec<Unit> {
-    let mut files = Vec::new();
+    let alone = largest(entries, members, large_file, MAX_LARGE_FILES);
+    let files: Vec<Unit> = alone
+        .iter()
+        .map(|&i| Unit {
+            path: Some(entries[i].path.clone()),
+            single_file: true,
+            members: vec![i],
+        })
+        .collect();
     let mut dirs: BTreeMap<PathBuf, (u64, Vec<usize>)> = BTreeMap::new();
-    for &i in members {
+    for &i in members.iter().filter(|i| !alone.contains(i)) {
         let e = &entries[i];
-        if e.size >= large_file {
-            files.push(Unit {
-                path: Some(e.path.clone()),
-                single_file: true,
-                members: vec![i],
-            });
-            continue;
-        }
         let dir = match e.path.parent() {
             Some(p) if p.starts_with(root) => p.to_path_buf(),
             _ => root.to_path_buf(),
@@ -84,6 +89,23 @@ fn split_at(entries: &[Entry], members: &[usize], root: &Path, large_file: u64) 
     units.extend(files);
     units.sort_by(|a, b| a.path.cmp(&b.path));
     units
+}
+
+/// The members of at least `large_file` bytes, at most `limit` of them: the largest,
+/// ties by path. Sorted, for lookups.
+fn largest(entries: &[Entry], members: &[usize], large_file: u64, limit: usize) -> Vec<usize> {
+    let mut large: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|&i| entries[i].size >= large_file)
+        .collect();
+    large.sort_by(|&a, &b| {
+        let (a, b) = (&entries[a], &entries[b]);
+        b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path))
+    });
+    large.truncate(limit);
+    large.sort_unstable();
+    large
 }
 
 /// Folds every directory lighter than [`MIN_UNIT`] into its parent, one depth at a
@@ -212,5 +234,28 @@ mod tests {
         assert_eq!(units.iter().map(|u| u.members.len()).sum::<usize>(), 100);
         assert!(names(&units).contains(&"usr/share/d099".to_string()));
         assert!(!names(&units).contains(&"usr/share/d000".to_string()));
+    }
+
+    /// A crafted tree: many mid-sized unowned files would each be a unit, so a
+    /// component, and a line in the manifest.
+    #[test]
+    fn many_large_files_still_make_at_most_the_cap() {
+        let entries: Vec<Entry> = (0..3_000)
+            .map(|i| file(&format!("srv/d{}/f{i:04}", i % 10), (20 << 10) + i))
+            .collect();
+        let members: Vec<usize> = (0..entries.len()).collect();
+        let units = split_unowned(&entries, &members, Path::new("srv"));
+        assert!(
+            units.len() <= MAX_UNITS + MAX_LARGE_FILES,
+            "{}",
+            units.len()
+        );
+        let mut all: Vec<usize> = units.iter().flat_map(|u| u.members.clone()).collect();
+        all.sort_unstable();
+        assert_eq!(all, members);
+        // The largest stand alone; the rest are in their directories' units.
+        let alone: Vec<&Unit> = units.iter().filter(|u| u.single_file).collect();
+        assert_eq!(alone.len(), MAX_LARGE_FILES);
+        assert!(alone.iter().all(|u| u.members[0] >= 3_000 - alone.len()));
     }
 }

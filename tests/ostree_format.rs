@@ -132,6 +132,8 @@ fn the_build_benchmark_runs_ostree_ext_on_the_same_commit() {
         bin.to_str().unwrap(),
         "-n",
         "6",
+        "--runs",
+        "1",
     ]));
     for row in [
         "tar | pigz -6",

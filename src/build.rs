@@ -1,6 +1,8 @@
 //! Build: the whole encapsulation, source → components → history → plan → layers →
 //! image → diff, as one call with one options struct.
 
+#![deny(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -22,21 +24,32 @@ use crate::timings::Timings;
 /// is written.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
+    /// What the plan is made from.
     pub inputs: PlanInputs,
+    /// Where the image goes.
     pub output: ImageRef,
+    /// How layers are compressed.
     pub compression: Compression,
+    /// Config labels to add.
     pub labels: BTreeMap<String, String>,
 }
 
 /// What a plan is made from: the source, the stream's prior images, and the options.
 #[derive(Debug, Clone)]
 pub struct PlanInputs {
+    /// The tree, commit or image to encapsulate.
     pub source: BuildSource,
+    /// Earlier builds of the stream, in any order (their generations order them).
     pub priors: Vec<ImageRef>,
+    /// The planner's options.
     pub plan: PlanOptions,
+    /// The stream's name, recorded on the image.
     pub stream: Option<String>,
+    /// Keep device nodes and FIFOs instead of refusing the tree.
     pub allow_special_files: bool,
+    /// How registries are reached.
     pub registry: RegistryOptions,
+    /// The user's component overrides.
     pub components_map: ComponentMap,
     /// Seconds since the epoch: the build date, and the clamp for file mtimes.
     pub source_date_epoch: Option<i64>,
@@ -80,20 +93,28 @@ impl PlanInputs {
     }
 }
 
+/// A build failed; each stage's own error says where.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// Reading the source.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// Finding its components.
     #[error(transparent)]
     Components(#[from] AssignError),
+    /// Planning.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// Writing layers.
     #[error(transparent)]
     Layers(#[from] LayerError),
+    /// Reading priors or writing the manifest.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// Staging or publishing the output.
     #[error(transparent)]
     Output(#[from] OutputError),
+    /// The ostree format asked for without an ostree source.
     #[error("--format ostree needs an ostree source (--ostree-repo); use --format plain")]
     FormatNeedsOstree,
 }

@@ -6,6 +6,8 @@
 //! which [`remove_on_signals`] empties on SIGINT or SIGTERM before exiting, since a
 //! signal ends the process without unwinding.
 
+#![deny(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -26,6 +28,7 @@ impl Partial {
         Partial { path, armed: true }
     }
 
+    /// What is guarded.
     pub fn path(&self) -> &Path {
         &self.path
     }

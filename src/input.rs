@@ -3,6 +3,8 @@
 //! Every file Strata reads (components, priors, histories) goes through here so that
 //! `.gz` works everywhere and a bad file is always reported by its path.
 
+#![deny(missing_docs)]
+
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -10,26 +12,46 @@ use std::path::{Path, PathBuf};
 /// An input file could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// The file could not be read.
     #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The file (or one line of it) is not the JSON expected.
     #[error("{path}: {location}not valid JSON for {what}: {source}")]
     Json {
+        /// The file.
         path: PathBuf,
+        /// `line N: ` for a JSON Lines file, else empty.
         location: String,
+        /// What the JSON should have been.
         what: &'static str,
+        /// The parser's complaint.
         source: serde_json::Error,
     },
+    /// A field parses but its value cannot be.
     #[error("{path}: {field}: {problem}")]
     Invalid {
+        /// The file.
         path: PathBuf,
+        /// Where in it.
         field: String,
+        /// What is wrong.
         problem: String,
     },
+    /// The file holds nothing.
     #[error("{path}: the file is empty")]
-    Empty { path: PathBuf },
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 impl InputError {
+    /// `problem` with `field` of the file at `path`.
     pub fn invalid(path: &Path, field: impl Into<String>, problem: impl Into<String>) -> Self {
         InputError::Invalid {
             path: path.to_path_buf(),

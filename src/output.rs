@@ -2,6 +2,8 @@
 //! temporary file and a rename, images staged in a fresh directory and published
 //! (renamed into place, archived or pushed) only when complete.
 
+#![deny(missing_docs)]
+
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -25,8 +27,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// An image output could not be staged or published.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
+    /// The output path cannot be used.
     #[error("{path}: {problem}")]
-    Path { path: PathBuf, problem: String },
+    Path {
+        /// The output.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The staged image could not be read or copied.
     #[error(transparent)]
     Image(#[from] ImageError),
 }
@@ -65,6 +74,7 @@ impl Staging {
         Ok(Staging { dir, tag })
     }
 
+    /// The staging OCI directory.
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

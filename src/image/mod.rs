@@ -4,6 +4,8 @@
 //! `strata.dev/components` annotation, so the next build reads the layout from the
 //! manifest alone; `ostree.components` (sorted names) serves ostree-ext tools.
 
+#![deny(missing_docs)]
+
 mod priors;
 pub mod reference;
 pub mod remote;
@@ -39,30 +41,51 @@ pub const OSTREE_FINAL_DIFFID: &str = "ostree.final-diffid";
 pub const PLAN_DIGEST: &str = "strata.dev/plan-digest";
 /// On the manifest: the build date the plan used.
 pub const BUILD_DATE: &str = "strata.dev/date";
+/// On the manifest: the stream the image belongs to (`--stream`).
 pub const STREAM: &str = "strata.dev/stream";
 /// On the manifest: how many builds of the stream came before this one (0 for the
 /// first), so priors given oldest first can still be read newest first.
 pub const GENERATION: &str = "strata.dev/generation";
+/// On the manifest: what the image was built from (a directory, commit or image).
 pub const SOURCE: &str = "strata.dev/source";
 /// The OCI tag annotation in `index.json`.
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
+/// An image could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// A file of the image could not be read or written.
     #[error("{path}: {source}")]
     Io {
+        /// The file, or the image reference.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The image, its manifest or a blob is malformed or crafted.
     #[error("{path}: {problem}")]
-    Invalid { path: PathBuf, problem: String },
+    Invalid {
+        /// The image reference, or the file in it.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The OCI directory could not be read or written.
     #[error("{path}: {source}")]
     Oci {
+        /// The directory.
         path: PathBuf,
+        /// Why.
         source: ocidir::Error,
     },
+    /// The OCI directory has no image under the tag asked for.
     #[error("{path}: no image tagged '{tag}'")]
-    NoSuchTag { path: PathBuf, tag: String },
+    NoSuchTag {
+        /// The directory.
+        path: PathBuf,
+        /// The tag asked for.
+        tag: String,
+    },
 }
 
 /// The annotations a layer of `components` carries; a kept layer also names the
@@ -132,8 +155,11 @@ fn parse_component_list(
 /// What goes into the config and manifest besides the layers.
 #[derive(Debug, Clone, Default)]
 pub struct ImageMeta {
+    /// Config labels.
     pub labels: BTreeMap<String, String>,
+    /// Manifest annotations.
     pub annotations: BTreeMap<String, String>,
+    /// The tag in the OCI directory, if any.
     pub tag: Option<String>,
 }
 
@@ -245,8 +271,11 @@ fn arch() -> Arch {
 /// A manifest read from an OCI layout directory, with where it came from.
 #[derive(Debug, Clone)]
 pub struct LocalImage {
+    /// The OCI layout directory.
     pub dir: PathBuf,
+    /// The manifest's digest.
     pub digest: String,
+    /// The manifest.
     pub manifest: ImageManifest,
 }
 

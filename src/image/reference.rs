@@ -8,9 +8,19 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRef {
     /// An OCI layout directory, optionally a tag in it.
-    Oci { dir: PathBuf, tag: Option<String> },
+    Oci {
+        /// The directory.
+        dir: PathBuf,
+        /// The tag in it; without one, the directory's only image.
+        tag: Option<String>,
+    },
     /// An OCI layout in a tar file.
-    OciArchive { file: PathBuf, tag: Option<String> },
+    OciArchive {
+        /// The tar file.
+        file: PathBuf,
+        /// The tag in it; without one, the archive's only image.
+        tag: Option<String>,
+    },
     /// A registry image (`docker://host/repo:tag`).
     Docker(String),
     /// An image in local container storage.

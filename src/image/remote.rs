@@ -13,12 +13,14 @@ use super::ImageError;
 /// Registry access options, passed through to skopeo.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
+    /// Registry credentials (containers-auth.json).
     pub authfile: Option<PathBuf>,
     /// Skip TLS verification (and allow plain HTTP) for every registry.
     pub insecure: bool,
     /// Registries (`host[:port]`) reached without TLS verification, the others
     /// verified: one loopback registry does not lower the push's guard.
     pub insecure_registries: Vec<String>,
+    /// Extra CA certificates and client keys.
     pub cert_dir: Option<PathBuf>,
 }
 

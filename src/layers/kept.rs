@@ -19,13 +19,17 @@ use crate::source::Entry;
 
 /// Where kept blobs come from: the newest prior, which the plan was made against.
 pub struct BlobSource<'a> {
+    /// The prior image.
     pub image: &'a ImageRef,
+    /// How its registry is reached.
     pub registry: &'a RegistryOptions,
 }
 
 /// A copied blob and what it holds.
 pub struct KeptLayer {
+    /// The blob, now in the new image's directory.
     pub layer: Layer,
+    /// The entries its tar holds, in order.
     pub entries: Vec<Entry>,
 }
 

@@ -6,6 +6,8 @@
 //! the same content always gives the same digest. Streams are written as they are
 //! read: memory does not grow with the image.
 
+#![deny(missing_docs)]
+
 mod gzip;
 pub mod kept;
 pub mod ostree;
@@ -25,7 +27,9 @@ use crate::source::Entry;
 /// How layer blobs are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compression {
+    /// gzip, which every runtime reads.
     Gzip,
+    /// zstd: smaller and faster, read by containerd 1.5+, Podman and CRI-O.
     Zstd,
 }
 
@@ -37,26 +41,44 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// are already written one per core, so more would spend memory for little speed.
 const ZSTD_MAX_WORKERS: usize = 4;
 
+/// A layer could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
+    /// A file of the tree could not be read.
     #[error("{path}: {source}")]
     Read {
+        /// The file, as the source names it.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The layer's stream could not be written.
     #[error("writing layer {index}: {source}")]
     Write {
+        /// The layer.
         index: usize,
+        /// Why.
         source: std::io::Error,
     },
+    /// The OCI directory refused the blob.
     #[error("writing layer {index}: {source}")]
-    Oci { index: usize, source: ocidir::Error },
+    Oci {
+        /// The layer.
+        index: usize,
+        /// Why.
+        source: ocidir::Error,
+    },
+    /// The source's content could not be read.
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    /// A prior layer the plan keeps could not be copied as it is.
     #[error("keeping layer {index} ({digest}) from the prior image: {problem}")]
     Kept {
+        /// The layer, in the new image.
         index: usize,
+        /// The prior blob's digest.
         digest: String,
+        /// What is wrong.
         problem: String,
     },
 }
@@ -118,9 +140,13 @@ fn with_parents(
 
 /// What every layer shares.
 pub struct LayerJob<'a> {
+    /// Where blobs are written.
     pub oci: &'a OciDir,
+    /// Where the entries' bytes are read from.
     pub content: &'a dyn crate::source::content::Content,
+    /// The whole tree; layers name their members by index into it.
     pub entries: &'a [Entry],
+    /// How blobs are compressed.
     pub compression: Compression,
     /// Later mtimes are clamped to this (and negative ones to 0).
     pub mtime_clamp: i64,
@@ -131,8 +157,9 @@ pub struct LayerJob<'a> {
 pub struct Written {
     /// Which layer, by its index in the input.
     pub index: usize,
-    /// Layers written so far, this one included, and how many there are.
+    /// Layers written so far, this one included.
     pub done: usize,
+    /// Layers to write in all.
     pub total: usize,
     /// Wall time from its first byte read to its last byte hashed: reading,
     /// compressing and hashing overlap in one stream.

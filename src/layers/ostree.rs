@@ -28,7 +28,9 @@ const REPO_CONFIG: &[u8] = b"[core]\nrepo_version=1\nmode=bare-split-xattrs\n";
 /// One content object and the checkout paths that use it.
 #[derive(Debug, Clone)]
 pub struct Object {
+    /// The object's ostree checksum.
     pub checksum: String,
+    /// Where the checkout has it (hard links share one object).
     pub paths: Vec<PathBuf>,
 }
 

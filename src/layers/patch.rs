@@ -16,7 +16,9 @@ pub enum Stacked<'a> {
     /// Copied from the prior: what the blob holds, and the tree entries its live
     /// members own (with the directories above them).
     Kept {
+        /// What the prior blob holds.
         entries: &'a [Entry],
+        /// The tree entries its live members own.
         owned: &'a [usize],
     },
 }
@@ -31,6 +33,7 @@ pub struct Patch {
 }
 
 impl Patch {
+    /// Nothing to write: the kept layers already unpack to the tree.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.whiteouts.is_empty()
     }

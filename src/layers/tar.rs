@@ -10,11 +10,19 @@ use crate::source::{Entry, EntryKind};
 
 /// A failure while streaming one entry; the layer index is added by the caller.
 pub enum TarError {
-    Read { path: PathBuf, source: io::Error },
+    /// A file of the tree could not be read.
+    Read {
+        /// The file, as the source names it.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The stream could not be written.
     Write(io::Error),
 }
 
 impl TarError {
+    /// The error, as a failure of layer `index`.
     pub fn at(self, index: usize) -> LayerError {
         match self {
             TarError::Read { path, source } => LayerError::Read { path, source },

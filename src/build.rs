@@ -1,8 +1,6 @@
 //! Build: the whole encapsulation, source → components → history → plan → layers →
 //! image → diff, as one call with one options struct.
 
-#![deny(missing_docs)]
-
 use std::collections::BTreeMap;
 use std::path::Path;
 

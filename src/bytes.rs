@@ -1,7 +1,5 @@
 //! Byte counts and digests, written for people and for annotations.
 
-#![deny(missing_docs)]
-
 /// Formats `n` bytes with a binary unit, e.g. `1.5 MiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -6,8 +6,6 @@
 //! which [`remove_on_signals`] empties on SIGINT or SIGTERM before exiting, since a
 //! signal ends the process without unwinding.
 
-#![deny(missing_docs)]
-
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 

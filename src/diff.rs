@@ -3,8 +3,6 @@
 //! reckoning on layouts alone, which the planner predicts with, is
 //! [`crate::layout::download`].
 
-#![deny(missing_docs)]
-
 use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};

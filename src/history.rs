@@ -4,8 +4,6 @@
 //! [`estimate`] turns a stream's layouts (see [`crate::layout`]) plus the new build's
 //! own metadata into change probabilities. It knows nothing of how layers are chosen.
 
-#![deny(missing_docs)]
-
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};

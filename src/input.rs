@@ -3,8 +3,6 @@
 //! Every file Strata reads (components, priors, histories) goes through here so that
 //! `.gz` works everywhere and a bad file is always reported by its path.
 
-#![deny(missing_docs)]
-
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -2,8 +2,6 @@
 //! temporary file and a rename, images staged in a fresh directory and published
 //! (renamed into place, archived or pushed) only when complete.
 
-#![deny(missing_docs)]
-
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,5 @@
 //! Running independent jobs on every core, keeping results in input order.
 
-#![deny(missing_docs)]
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 

@@ -2,8 +2,6 @@
 //! the worker's report ConfigMap). Their own module so that readers of reports, such
 //! as the operator's reconciler, do not link the pipeline that writes them.
 
-#![deny(missing_docs)]
-
 use serde::{Deserialize, Serialize};
 
 use crate::diff::ImageDiff;

@@ -1,7 +1,5 @@
 //! Where a build's time goes, stage by stage and layer by layer (`--timings`).
 
-#![deny(missing_docs)]
-
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 

@@ -22,28 +22,42 @@ pub struct ReplayOptions {
 /// One update, build `build - 1` → `build`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Transition {
+    /// The build updated to.
     pub build: usize,
+    /// Compressed bytes of the layers a client of the previous build lacks.
     pub download_bytes: u64,
+    /// Compressed bytes of the components that changed: no layout does better.
     pub lower_bound_bytes: u64,
+    /// Compressed bytes of the whole image.
     pub total_bytes: u64,
+    /// Layers of the new image.
     pub layers: usize,
+    /// Of them, the ones a client already has.
     pub reused_layers: usize,
 }
 
 /// A replay's figures for one strategy.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplayResult {
+    /// The strategy's name.
     pub strategy: String,
+    /// Builds replayed.
     pub builds: usize,
+    /// Transitions left out of the figures at the start.
     pub warmup: usize,
+    /// Every transition, the warm-up included.
     pub transitions: Vec<Transition>,
     /// Over the transitions after the warm-up.
     pub mean_download_bytes: f64,
+    /// Over the transitions after the warm-up.
     pub median_download_bytes: f64,
+    /// Over the transitions after the warm-up.
     pub mean_lower_bound_bytes: f64,
     /// Mean download ÷ mean lower bound.
     pub ratio_to_lower_bound: f64,
+    /// Time to lay out one build, on average.
     pub mean_plan_ms: f64,
+    /// The longest one.
     pub max_plan_ms: f64,
 }
 

@@ -29,7 +29,9 @@ use crate::source::{Entry, EntryKind};
 pub struct TreesOptions {
     /// The stream's builds, oldest first: directories or ostree commits.
     pub trees: Vec<BuildSource>,
+    /// The planner's options, the layer count among them.
     pub plan: PlanOptions,
+    /// Keep device nodes and FIFOs.
     pub allow_special_files: bool,
     /// Where images are written while the benchmark runs.
     pub scratch: PathBuf,
@@ -65,19 +67,26 @@ impl std::fmt::Display for Baseline {
 /// What clients of the previous build download for one layout.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Download {
+    /// Compressed bytes of the layers the client lacks.
     pub bytes: u64,
+    /// Layers of the new image.
     pub layers: usize,
+    /// Of them, the ones the client already has.
     pub reused_layers: usize,
 }
 
 /// One update of the stream.
 #[derive(Debug, Clone, Serialize)]
 pub struct TreeTransition {
+    /// The build updated from.
     pub from: String,
+    /// The build updated to.
     pub to: String,
     /// Gzip bytes of a tar of the new or changed files.
     pub file_level_bound: u64,
+    /// What Strata's images cost.
     pub strata: Download,
+    /// What each baseline's layout of the same trees costs.
     pub baselines: BTreeMap<Baseline, Download>,
 }
 
@@ -363,6 +372,7 @@ impl Write for Counter {
 /// Every transition, their sum, and the worst single ratio.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
+    /// Each update, in order.
     pub transitions: Vec<TreeTransition>,
     /// Downloads and bounds added up over the stream.
     pub total: TreeTransition,

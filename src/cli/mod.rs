@@ -171,6 +171,7 @@ pub struct BuildArgs {
     pub prior: Vec<crate::image::ImageRef>,
     #[command(flatten)]
     pub planner: PlannerArgs,
+    /// How layers are compressed.
     #[arg(long, value_enum, default_value_t = crate::layers::Compression::Gzip)]
     pub compression: crate::layers::Compression,
     /// `ostree`: ostree-ext's encapsulated commit, which rpm-ostree and bootc import
@@ -366,13 +367,16 @@ pub struct WorkerArgs {
     /// Which step of the attempt to run.
     #[arg(value_enum)]
     pub step: crate::operator::report::Step,
+    /// The EncapsulationJob's namespace, where the report ConfigMap goes.
     #[arg(long)]
     pub namespace: String,
     /// The EncapsulationJob's name.
     #[arg(long)]
     pub job: String,
+    /// The EncapsulationJob's UID, which the report and termination message carry.
     #[arg(long)]
     pub job_uid: String,
+    /// Which attempt this pod runs.
     #[arg(long)]
     pub attempt: u32,
     /// The plan step writes the plan here; the build step lays the image out by it.
@@ -383,13 +387,16 @@ pub struct WorkerArgs {
     pub termination_log: PathBuf,
     #[command(flatten)]
     pub source: SourceArgs,
+    /// An earlier build of the stream (repeatable), as the controller resolved it.
     #[arg(long, value_name = "REF")]
     pub prior: Vec<crate::image::ImageRef>,
     /// Required by the build step.
     #[arg(long, value_name = "REF")]
     pub output: Option<crate::image::ImageRef>,
+    /// How the build step compresses layers.
     #[arg(long, value_enum, default_value_t = crate::layers::Compression::Gzip)]
     pub compression: crate::layers::Compression,
+    /// The job's stream, recorded on the image.
     #[arg(long)]
     pub stream: Option<String>,
     #[command(flatten)]

@@ -4,8 +4,6 @@
 //! `strata.dev/components` annotation, so the next build reads the layout from the
 //! manifest alone; `ostree.components` (sorted names) serves ostree-ext tools.
 
-#![deny(missing_docs)]
-
 mod priors;
 pub mod reference;
 pub mod remote;

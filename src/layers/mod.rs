@@ -6,8 +6,6 @@
 //! the same content always gives the same digest. Streams are written as they are
 //! read: memory does not grow with the image.
 
-#![deny(missing_docs)]
-
 mod gzip;
 pub mod kept;
 pub mod ostree;
@@ -27,9 +25,9 @@ use crate::source::Entry;
 /// How layer blobs are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compression {
-    /// gzip, which every runtime reads.
+    /// Read by every runtime.
     Gzip,
-    /// zstd: smaller and faster, read by containerd 1.5+, Podman and CRI-O.
+    /// Smaller and faster; read by containerd 1.5+, Podman and CRI-O.
     Zstd,
 }
 

@@ -30,9 +30,11 @@ pub const MANAGER: &str = "strata-controller";
 /// How the controller runs.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// How workers are run.
     pub settings: Settings,
     /// Watch these namespaces only; all when empty.
     pub namespaces: Vec<String>,
+    /// The leader election.
     pub lease: LeaseSettings,
 }
 
@@ -43,7 +45,9 @@ pub enum ControllerError {
     /// An API request of a reconcile failed.
     #[error("{what}: {source}")]
     Kube {
+        /// What the request was for.
         what: String,
+        /// Why it failed.
         #[source]
         source: kube::Error,
     },

@@ -7,7 +7,6 @@
 // Each printcolumn(...) repeats the same keys, which this lint mistakes for duplicates.
 #![allow(clippy::duplicated_attributes)]
 // Field docs become the schema's descriptions, which `kubectl explain` shows.
-#![deny(missing_docs)]
 
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;

@@ -25,7 +25,9 @@ pub fn renew_deadline(duration: Duration) -> Duration {
 /// Which lease, and who is asking.
 #[derive(Debug, Clone)]
 pub struct LeaseSettings {
+    /// The Lease object's name.
     pub name: String,
+    /// Its namespace.
     pub namespace: String,
     /// Unique per replica: the pod name, else host name and process id. A container
     /// restarted in its pod keeps the name, and so takes its own lease back at once.
@@ -93,8 +95,10 @@ fn standby_wait(until: jiff::Timestamp, now: jiff::Timestamp, duration: Duration
 /// How leadership ended.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseLost {
+    /// Another replica holds it now.
     #[error("another replica took the lease")]
     TakenOver,
+    /// Renewals failed until the lease ran out.
     #[error("the lease could not be renewed in time")]
     NotRenewed(#[source] kube::Error),
 }

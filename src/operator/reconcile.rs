@@ -29,6 +29,7 @@ const UNCONFIRMED_RECHECK: Duration = Duration::from_secs(2);
 
 /// What the controller saw, gathered before deciding.
 pub struct Observed<'a> {
+    /// The job reconciled.
     pub job: &'a EncapsulationJob,
     /// The job's pods, of any attempt, read from the API server (not a cache).
     pub pods: &'a [Pod],
@@ -36,14 +37,18 @@ pub struct Observed<'a> {
     pub stream: &'a [EncapsulationJob],
     /// The current attempt's reports whose pods vouched for them, fetched by step.
     pub reports: &'a Reports,
+    /// The time of the observation, which deadlines and back-offs are measured from.
     pub now: jiff::Timestamp,
+    /// How the installation runs workers.
     pub settings: &'a Settings,
 }
 
 /// Reports of the current attempt, each as read and verified (or why not).
 #[derive(Debug, Default)]
 pub struct Reports {
+    /// The plan step's, once it has exited.
     pub plan: Option<Result<PlanReport, ReportError>>,
+    /// The build step's, once it has exited.
     pub build: Option<Result<BuildReport, ReportError>>,
 }
 
@@ -59,7 +64,9 @@ pub enum Action {
 /// The decision.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The job's status as it should now be.
     pub status: EncapsulationJobStatus,
+    /// What to do in the cluster, in order.
     pub actions: Vec<Action>,
     /// Look again after this long, events or not.
     pub requeue: Option<Duration>,

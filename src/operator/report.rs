@@ -31,11 +31,14 @@ pub const MANAGED_BY: &str = "strata";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Step {
+    /// Read the source and priors, and plan.
     Plan,
+    /// Lay the image out by the plan and push it.
     Build,
 }
 
 impl Step {
+    /// The step's name: its container's, and the worker's argument.
     pub fn name(self) -> &'static str {
         match self {
             Step::Plan => "plan",
@@ -56,8 +59,11 @@ impl Step {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Termination {
+    /// The UID of the job the worker ran for.
     pub job_uid: String,
+    /// Its attempt.
     pub attempt: u32,
+    /// Its step.
     pub step: Step,
     /// `sha256:…` of the gzipped report in the ConfigMap; absent when the step failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -99,22 +105,56 @@ impl Termination {
 /// Why a report was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReportError {
+    /// The termination message does not parse.
     #[error("the termination message is not a Strata worker's: {0}")]
     Message(String),
+    /// It was written for another job.
     #[error("the termination message names job {found}, not this job ({expected})")]
-    WrongJob { expected: String, found: String },
+    WrongJob {
+        /// This job's UID.
+        expected: String,
+        /// The UID the message names.
+        found: String,
+    },
+    /// It was written for another attempt.
     #[error("the termination message is for attempt {found}, not {expected}")]
-    WrongAttempt { expected: u32, found: u32 },
+    WrongAttempt {
+        /// The attempt running.
+        expected: u32,
+        /// The attempt the message names.
+        found: u32,
+    },
+    /// A step that succeeded vouched for no report.
     #[error("the {step} step reported success without a report digest")]
-    NoDigest { step: &'static str },
+    NoDigest {
+        /// The step.
+        step: &'static str,
+    },
+    /// The named report ConfigMap does not exist.
     #[error("the report ConfigMap {0} is missing")]
     Missing(String),
+    /// The ConfigMap lacks the step's key.
     #[error("the report ConfigMap {name} has no {key}")]
-    MissingKey { name: String, key: &'static str },
+    MissingKey {
+        /// The ConfigMap.
+        name: String,
+        /// The key expected.
+        key: &'static str,
+    },
+    /// The report is not the one the pod vouched for.
     #[error("the report in {name} does not match the digest its pod vouched for")]
-    DigestMismatch { name: String },
+    DigestMismatch {
+        /// The ConfigMap.
+        name: String,
+    },
+    /// The report does not decode, or breaks its bounds.
     #[error("the report in {name} cannot be read: {problem}")]
-    Corrupt { name: String, problem: String },
+    Corrupt {
+        /// The ConfigMap.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 /// Parses and checks a termination message against the job and attempt expected.

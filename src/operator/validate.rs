@@ -13,7 +13,9 @@ use super::JobPolicy;
 /// Why a spec cannot run: the condition reason and a message naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
+    /// The condition's reason.
     pub reason: Reason,
+    /// What is wrong, naming the field.
     pub message: String,
 }
 

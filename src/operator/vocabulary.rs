@@ -27,8 +27,11 @@ impl ConditionType {
 /// True, False or Unknown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Truth {
+    /// The condition holds.
     True,
+    /// It does not.
     False,
+    /// Not yet known.
     Unknown,
 }
 

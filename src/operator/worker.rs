@@ -24,42 +24,66 @@ const REPORT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(600)
 /// One step for one attempt of one job.
 #[derive(Debug, Clone)]
 pub struct Task {
+    /// Which step.
     pub step: Step,
+    /// The job's namespace, where the report ConfigMap goes.
     pub namespace: String,
+    /// The job's name.
     pub job: String,
+    /// The job's UID, which the report and termination message carry.
     pub job_uid: String,
+    /// The attempt.
     pub attempt: u32,
     /// Written by the plan step, read by the build step.
     pub plan_file: PathBuf,
+    /// Where the termination message goes.
     pub termination_log: PathBuf,
+    /// What the plan is made from.
     pub inputs: PlanInputs,
     /// Where the build step writes the image (the plan step writes none).
     pub output: Option<ImageRef>,
+    /// How the build step compresses layers.
     pub compression: Compression,
 }
 
 /// Why a step failed.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    /// Planning or building failed.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// The plan file could not be written or read back.
     #[error("{path}: {problem}")]
-    PlanFile { path: PathBuf, problem: String },
+    PlanFile {
+        /// The plan file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The build step was started without `--output`.
     #[error("the build step has no output image to write")]
     NoOutput,
+    /// The report does not fit in a ConfigMap.
     #[error("the report is {0} bytes gzipped; a ConfigMap holds at most 1 MiB")]
     ReportTooLarge(usize),
+    /// The report ConfigMap could not be written.
     #[error("cannot write the report ConfigMap {name}: {source}")]
     ConfigMap {
+        /// The ConfigMap.
         name: String,
+        /// Why.
         #[source]
         source: kube::Error,
     },
+    /// No client for the API server could be made.
     #[error("cannot reach the API server: {0}")]
     Client(String),
+    /// The termination message could not be written.
     #[error("{path}: cannot write the termination message: {source}")]
     Termination {
+        /// Where it should go.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },

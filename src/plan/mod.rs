@@ -6,8 +6,6 @@
 //! they add the least expected cost, and re-plans from scratch only when the saving
 //! over the horizon pays for the layers a re-plan rewrites. It does no I/O.
 
-#![deny(missing_docs)]
-
 mod decide;
 mod fixed;
 pub mod partition;

@@ -1,8 +1,6 @@
 //! Sources: where a build's files come from. Each source yields the same list of
 //! [`Entry`] values, so everything downstream is source-agnostic.
 
-#![deny(missing_docs)]
-
 pub mod content;
 pub mod image;
 pub mod ostree;

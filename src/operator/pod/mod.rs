@@ -29,9 +29,11 @@ const NOBODY: i64 = 65532;
 
 /// Everything an attempt's pod depends on besides the job.
 pub struct Attempt<'a> {
+    /// Which attempt, from 1.
     pub number: u32,
     /// Prior images, newest first, as resolved when the attempt started.
     pub priors: &'a [String],
+    /// How the installation runs workers.
     pub settings: &'a Settings,
 }
 

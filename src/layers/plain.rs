@@ -28,15 +28,19 @@ pub fn write(
     let fresh: Vec<usize> = (0..planned.len())
         .filter(|&i| planned[i].kept_blob.is_none())
         .collect();
-    let to_write: Vec<Vec<usize>> = fresh.iter().map(|&i| members[i].clone()).collect();
-    // Named by their index in the plan.
+    let sizes: Vec<u64> = fresh
+        .iter()
+        .map(|&i| super::bytes_of(job.entries, &members[i]))
+        .collect();
+    // Layers are named by their index in the plan, in errors and in progress alike.
+    let write = |_, &i: &usize| super::write_one(job, i, &members[i]);
     let renumbered = |w: Written| {
         progress(Written {
             index: fresh[w.index],
             ..w
         })
     };
-    let mut written = super::write_all(job, &to_write, renumbered)?.into_iter();
+    let mut written = super::write_each(&fresh, &sizes, write, renumbered)?.into_iter();
     let mut layers = Vec::with_capacity(planned.len() + 1);
     let mut kept_entries = HashMap::new();
     for (i, layer) in planned.iter().enumerate() {

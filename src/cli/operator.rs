@@ -169,20 +169,6 @@ mod tests {
     use crate::operator::pod::{worker_pod, Attempt};
     use crate::source::BuildSource;
 
-    fn settings() -> Settings {
-        Settings {
-            worker_image: "strata:test".into(),
-            worker_command: vec!["/usr/bin/strata".into()],
-            service_account: "strata-worker".into(),
-            backoff_base: Duration::from_secs(10),
-            pending_timeout: Duration::from_secs(600),
-            insecure_registries: vec!["registry.test:5000".into()],
-            default_max_layers: 64,
-            default_retries: 2,
-            policy: Default::default(),
-        }
-    }
-
     /// Each container's step, as the worker would run it.
     fn tasks(spec: serde_json::Value, priors: &[String]) -> Vec<worker::Task> {
         let job: EncapsulationJob = serde_json::from_value(json!({
@@ -191,7 +177,7 @@ mod tests {
             "spec": spec,
         }))
         .unwrap();
-        let settings = settings();
+        let settings = Settings::for_tests(&["registry.test:5000"]);
         let attempt = Attempt {
             number: 3,
             priors,
@@ -203,7 +189,7 @@ mod tests {
             .chain(pod.containers)
             .map(|c| {
                 let argv = c.command.unwrap();
-                assert_eq!(argv[0], "/usr/bin/strata");
+                assert_eq!(argv[0], "strata");
                 let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
                 let Command::Worker(args) = cli.command else {
                     panic!("{argv:?} is not a worker command");

@@ -111,3 +111,22 @@ impl Settings {
             .is_some_and(|host| self.insecure_registries.iter().any(|h| h == host))
     }
 }
+
+#[cfg(test)]
+impl Settings {
+    /// An installation for unit tests: workers run `strata` from `strata:test`, with
+    /// `insecure` as the registries reached without TLS checks.
+    pub(crate) fn for_tests(insecure: &[&str]) -> Settings {
+        Settings {
+            worker_image: "strata:test".into(),
+            worker_command: vec!["strata".into()],
+            service_account: "strata-worker".into(),
+            backoff_base: std::time::Duration::from_secs(10),
+            pending_timeout: std::time::Duration::from_secs(600),
+            insecure_registries: insecure.iter().map(|h| h.to_string()).collect(),
+            default_max_layers: 64,
+            default_retries: 2,
+            policy: Default::default(),
+        }
+    }
+}

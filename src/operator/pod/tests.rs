@@ -162,17 +162,7 @@ fn restricted(pod: &Pod) -> Vec<String> {
 }
 
 fn settings() -> Settings {
-    Settings {
-        worker_image: "strata:test".into(),
-        worker_command: vec!["strata".into()],
-        service_account: "strata-worker".into(),
-        backoff_base: std::time::Duration::from_secs(10),
-        pending_timeout: std::time::Duration::from_secs(600),
-        insecure_registries: vec![],
-        default_max_layers: 64,
-        default_retries: 2,
-        policy: Default::default(),
-    }
+    Settings::for_tests(&[])
 }
 
 fn pod_for(spec: serde_json::Value) -> Pod {

@@ -3,17 +3,7 @@ use crate::operator::crd::{EncapsulationJob, OutputStatus};
 use serde_json::json;
 
 fn settings() -> Settings {
-    Settings {
-        worker_image: "strata:test".into(),
-        worker_command: vec!["strata".into()],
-        service_account: "strata-worker".into(),
-        backoff_base: Duration::from_secs(10),
-        pending_timeout: Duration::from_secs(600),
-        insecure_registries: vec!["127.0.0.1:5000".into()],
-        default_max_layers: 64,
-        default_retries: 2,
-        policy: Default::default(),
-    }
+    Settings::for_tests(&["127.0.0.1:5000"])
 }
 
 fn job(name: &str, stream: &str, created: &str, extra: serde_json::Value) -> EncapsulationJob {

@@ -63,7 +63,7 @@ fn split_at(entries: &[Entry], members: &[usize], root: &Path, large_file: u64) 
         })
         .collect();
     let mut dirs: BTreeMap<PathBuf, (u64, Vec<usize>)> = BTreeMap::new();
-    for &i in members.iter().filter(|i| !alone.contains(i)) {
+    for &i in members.iter().filter(|i| alone.binary_search(i).is_err()) {
         let e = &entries[i];
         let dir = match e.path.parent() {
             Some(p) if p.starts_with(root) => p.to_path_buf(),

@@ -24,12 +24,15 @@ fn assert_matches(args: &[&str], path: &str) {
 
 #[test]
 fn the_checked_in_crds_have_not_drifted() {
-    assert_matches(&[], "crds/encapsulationjobs.strata.dev.yaml");
-    // The chart installs on Kubernetes 1.20 and later, so its copy has no CEL rules.
-    assert_matches(
-        &["--kube-minor", "20"],
-        "charts/strata/crds/encapsulationjobs.strata.dev.yaml",
-    );
+    for kind in ["job", "stream"] {
+        let file = format!("encapsulation{kind}s.strata.dev.yaml");
+        assert_matches(&["--kind", kind], &format!("crds/{file}"));
+        // The chart installs on Kubernetes 1.20 and later, so its copy has no CEL rules.
+        assert_matches(
+            &["--kind", kind, "--kube-minor", "20"],
+            &format!("charts/strata/crds/{file}"),
+        );
+    }
 }
 
 #[test]

@@ -51,7 +51,8 @@ pub enum Command {
     /// Show what clients of one image download to get another.
     #[command(after_help = diff::EXAMPLES)]
     Diff(DiffArgs),
-    /// Print the EncapsulationJob CRD (YAML), e.g. `strata crd | kubectl apply -f -`.
+    /// Print the EncapsulationJob and EncapsulationStream CRDs (YAML), e.g.
+    /// `strata crd | kubectl apply -f -`.
     Crd(CrdArgs),
     /// Run the operator: reconcile EncapsulationJobs by running worker pods.
     #[command(after_help = operator::CONTROLLER_EXAMPLES)]
@@ -278,6 +279,9 @@ pub struct CrdArgs {
     /// out (older apiservers refuse them; the controller checks them too).
     #[arg(long, value_name = "MINOR")]
     pub kube_minor: Option<u32>,
+    /// Print this kind's CRD only (default: every kind, as YAML documents).
+    #[arg(long, value_enum)]
+    pub kind: Option<crate::operator::crd::Kind>,
 }
 
 #[derive(Debug, Args)]
@@ -607,7 +611,9 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Build(args) => build::run(*args),
         Command::Diff(args) => diff::run(args),
         Command::Crd(args) => {
-            out!("{}", crate::operator::crd::crd_yaml(args.kube_minor))?;
+            use crate::operator::crd::{crd_yaml, Kind};
+            let kinds = args.kind.map_or(Kind::ALL.to_vec(), |k| vec![k]);
+            out!("{}", crd_yaml(&kinds, args.kube_minor))?;
             Ok(())
         }
         Command::Controller(args) => operator::controller(*args),

@@ -15,7 +15,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
-use super::crd::{EncapsulationJob, EncapsulationJobStatus};
+use super::crd::{Condition, EncapsulationJob, EncapsulationJobStatus};
 use super::health::Health;
 use super::lease::{self, LeaseSettings};
 use super::reconcile::{self, Action, Observed, Reports};
@@ -62,7 +62,7 @@ pub enum ControllerError {
 impl ControllerError {
     /// The API server refused the request for what it is (invalid, forbidden, a
     /// missing reference), not for a passing reason: retrying it cannot succeed.
-    fn is_permanent(&self) -> bool {
+    pub(crate) fn is_permanent(&self) -> bool {
         match self {
             ControllerError::Kube {
                 source: kube::Error::Api(e),
@@ -73,7 +73,7 @@ impl ControllerError {
     }
 }
 
-fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerError {
+pub(crate) fn kube_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerError {
     let what = what.into();
     move |source| ControllerError::Kube { what, source }
 }
@@ -112,16 +112,27 @@ pub async fn run(
             instance: Some(opts.lease.identity.clone()),
         },
     );
-    let controllers = scopes.into_iter().map(|ns| {
+    let jobs = scopes.iter().map(|ns| {
         watch(
             client.clone(),
-            ns,
+            *ns,
             opts.settings.clone(),
             health.clone(),
             recorder.clone(),
         )
     });
-    let run = futures::future::join_all(controllers);
+    let streams = scopes.iter().map(|ns| {
+        super::stream::controller::watch(
+            client.clone(),
+            *ns,
+            opts.settings.clone(),
+            recorder.clone(),
+        )
+    });
+    let run = futures::future::join(
+        futures::future::join_all(jobs),
+        futures::future::join_all(streams),
+    );
     health
         .ready
         .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -434,22 +445,38 @@ async fn write_status(
     job: &EncapsulationJob,
     status: &EncapsulationJobStatus,
 ) -> Result<(), ControllerError> {
-    let ns = job.namespace().unwrap_or_default();
-    let api: Api<EncapsulationJob> = Api::namespaced(client.clone(), &ns);
+    apply_status(client, job, status).await
+}
+
+/// Writes `obj`'s status with server-side apply, as the controller's field manager.
+pub(crate) async fn apply_status<K>(
+    client: &Client,
+    obj: &K,
+    status: &impl serde::Serialize,
+) -> Result<(), ControllerError>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let ns = obj.namespace().unwrap_or_default();
+    let api: Api<K> = Api::namespaced(client.clone(), &ns);
     let patch = serde_json::json!({
-        "apiVersion": EncapsulationJob::api_version(&()),
-        "kind": EncapsulationJob::kind(&()),
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
         "status": status,
     });
     api.patch_status(
-        &job.name_any(),
+        &obj.name_any(),
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&patch),
     )
     .await
     .map_err(kube_err(format!(
-        "writing the status of {ns}/{}",
-        job.name_any()
+        "writing the status of {} {ns}/{}",
+        K::kind(&()),
+        obj.name_any()
     )))?;
     Ok(())
 }
@@ -462,14 +489,27 @@ async fn publish_transitions(
     new: &EncapsulationJobStatus,
 ) {
     let reference = job.object_ref(&());
-    for c in &new.conditions {
-        let before = old.conditions.iter().find(|o| o.type_ == c.type_);
+    let warning =
+        |c: &Condition| Truth::False.is(&c.status) || c.reason == Reason::BackOff.as_str();
+    publish_changes(&ctx.recorder, &reference, &old.conditions, &new.conditions, warning).await;
+}
+
+/// One Event on `reference` per condition whose status or reason changed, a warning
+/// where `warning` says so.
+pub(crate) async fn publish_changes(
+    recorder: &Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    old: &[Condition],
+    new: &[Condition],
+    warning: impl Fn(&Condition) -> bool,
+) {
+    for c in new {
+        let before = old.iter().find(|o| o.type_ == c.type_);
         if before.is_some_and(|b| b.status == c.status && b.reason == c.reason) {
             continue;
         }
-        let warning = Truth::False.is(&c.status) || c.reason == Reason::BackOff.as_str();
         let event = Event {
-            type_: if warning {
+            type_: if warning(c) {
                 EventType::Warning
             } else {
                 EventType::Normal
@@ -479,8 +519,9 @@ async fn publish_transitions(
             action: c.type_.clone(),
             secondary: None,
         };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %e, job = %job.name_any(), "cannot publish an event");
+        if let Err(e) = recorder.publish(&event, reference).await {
+            let name = reference.name.as_deref().unwrap_or_default();
+            tracing::warn!(error = %e, object = %name, "cannot publish an event");
         }
     }
 }

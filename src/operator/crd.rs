@@ -318,13 +318,16 @@ pub struct EncapsulationJobStatus {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// `Planned`, `Built` or `Succeeded`.
+    /// A job's `Planned`, `Built` or `Succeeded`; a stream's `Ready`, `Building` or
+    /// `Suspended`.
     #[serde(rename = "type")]
     pub type_: String,
     /// True, False or Unknown.
     pub status: String,
-    /// A CamelCase word: Running, WaitingForStream, BackOff, Succeeded, Failed, Cancelled,
-    /// DeadlineExceeded, InvalidSpec, UnsupportedSource, Planned or Built.
+    /// A CamelCase word. A job's: Running, WaitingForStream, BackOff, Succeeded, Failed,
+    /// Cancelled, DeadlineExceeded, InvalidSpec, UnsupportedSource, Planned or Built. A
+    /// stream's: SourceRead, SourceUnavailable, InvalidSpec, JobRunning, Idle,
+    /// JobRefused, Suspended or Active.
     pub reason: String,
     /// What happened, for people.
     pub message: String,
@@ -468,18 +471,41 @@ pub struct Failure {
 /// refuse the `x-kubernetes-validations` field outright.
 pub const FIRST_MINOR_WITH_CEL: u32 = 25;
 
-/// The CRD for an apiserver of version 1.`minor`: without CEL rules before 1.25 (the
-/// controller checks the same rules itself, so nothing goes unvalidated).
-pub fn crd_for(
-    minor: u32,
-) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-    let crd = EncapsulationJob::crd();
-    if minor >= FIRST_MINOR_WITH_CEL {
-        return crd;
+type Definition =
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
+/// The custom resources Strata defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// `EncapsulationJob`: one build.
+    Job,
+    /// `EncapsulationStream`: a source watched, one job per new build of it.
+    Stream,
+}
+
+impl Kind {
+    /// Every kind, in the order `strata crd` prints them.
+    pub const ALL: [Kind; 2] = [Kind::Job, Kind::Stream];
+
+    /// The kind's CRD as the types generate it.
+    pub fn definition(self) -> Definition {
+        match self {
+            Kind::Job => EncapsulationJob::crd(),
+            Kind::Stream => super::stream::crd::EncapsulationStream::crd(),
+        }
     }
-    let mut value = serde_json::to_value(&crd).expect("the CRD serialises");
-    strip_key(&mut value, "x-kubernetes-validations");
-    serde_json::from_value(value).expect("removing a key keeps a valid CRD")
+
+    /// The CRD for an apiserver of version 1.`minor`: without CEL rules before 1.25
+    /// (the controller checks the same rules itself, so nothing goes unvalidated).
+    pub fn for_minor(self, minor: u32) -> Definition {
+        let crd = self.definition();
+        if minor >= FIRST_MINOR_WITH_CEL {
+            return crd;
+        }
+        let mut value = serde_json::to_value(&crd).expect("the CRD serialises");
+        strip_key(&mut value, "x-kubernetes-validations");
+        serde_json::from_value(value).expect("removing a key keeps a valid CRD")
+    }
 }
 
 fn strip_key(value: &mut serde_json::Value, key: &str) {
@@ -493,11 +519,18 @@ fn strip_key(value: &mut serde_json::Value, key: &str) {
     }
 }
 
-/// The CRD as YAML, as `strata crd` prints it and `crds/` holds it.
-pub fn crd_yaml(minor: Option<u32>) -> String {
-    let crd = match minor {
-        Some(m) => crd_for(m),
-        None => EncapsulationJob::crd(),
-    };
-    serde_saphyr::to_string(&crd).expect("the CRD serialises")
+/// The CRDs of `kinds` as YAML documents, as `strata crd` prints them and `crds/`
+/// holds them (one file per kind).
+pub fn crd_yaml(kinds: &[Kind], minor: Option<u32>) -> String {
+    let docs: Vec<String> = kinds
+        .iter()
+        .map(|kind| {
+            let crd = match minor {
+                Some(m) => kind.for_minor(m),
+                None => kind.definition(),
+            };
+            serde_saphyr::to_string(&crd).expect("the CRD serialises")
+        })
+        .collect();
+    docs.join("---\n")
 }

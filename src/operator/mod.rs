@@ -16,6 +16,7 @@ pub mod reconcile;
 pub mod report;
 pub mod retry;
 pub mod status;
+pub mod stream;
 pub mod validate;
 pub mod vocabulary;
 pub mod worker;

@@ -24,27 +24,51 @@ pub fn set_condition(
     now: &str,
     generation: Option<i64>,
 ) {
-    let message = message.into();
     let (type_, reason) = (type_.as_str(), reason.as_str());
-    let existing = status.conditions.iter_mut().find(|c| c.type_ == type_);
-    match existing {
-        Some(c) => {
-            if !truth.is(&c.status) {
-                c.last_transition_time = now.to_string();
+    let set = Setting {
+        truth,
+        reason,
+        now,
+        generation,
+    };
+    set.apply(&mut status.conditions, type_, message.into());
+}
+
+/// A condition's new status, reason and time, for any resource's condition list.
+pub struct Setting<'a> {
+    /// The new status.
+    pub truth: Truth,
+    /// The new reason.
+    pub reason: &'a str,
+    /// Now (RFC 3339): the transition time if the status changes.
+    pub now: &'a str,
+    /// The spec generation the condition is set for.
+    pub generation: Option<i64>,
+}
+
+impl Setting<'_> {
+    /// Sets condition `type_` in `conditions`. Its `lastTransitionTime` moves only
+    /// when its status changes.
+    pub fn apply(&self, conditions: &mut Vec<Condition>, type_: &str, message: String) {
+        match conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(c) => {
+                if !self.truth.is(&c.status) {
+                    c.last_transition_time = self.now.to_string();
+                }
+                c.status = self.truth.as_str().into();
+                c.reason = self.reason.into();
+                c.message = message;
+                c.observed_generation = self.generation;
             }
-            c.status = truth.as_str().into();
-            c.reason = reason.into();
-            c.message = message;
-            c.observed_generation = generation;
+            None => conditions.push(Condition {
+                type_: type_.into(),
+                status: self.truth.as_str().into(),
+                reason: self.reason.into(),
+                message,
+                last_transition_time: self.now.to_string(),
+                observed_generation: self.generation,
+            }),
         }
-        None => status.conditions.push(Condition {
-            type_: type_.into(),
-            status: truth.as_str().into(),
-            reason: reason.into(),
-            message,
-            last_transition_time: now.to_string(),
-            observed_generation: generation,
-        }),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The words a job's status speaks: condition types, their truth values and reasons.
+//! The words a job's and a stream's status speak: condition types, their truth values
+//! and reasons.
 //! One enum each, so the reconciler, Events and metrics read and write the same
 //! spellings and a new reason cannot be counted under a stale one.
 
@@ -159,6 +160,65 @@ impl Reason {
     /// The reason a status field spells, if it is one of ours.
     pub fn parse(s: &str) -> Option<Reason> {
         Reason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// A condition of an `EncapsulationStream`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamCondition {
+    /// The source was read on the last poll, and the spec is valid.
+    Ready,
+    /// One of the stream's jobs is running.
+    Building,
+    /// `spec.suspend` holds new jobs back.
+    Suspended,
+}
+
+impl StreamCondition {
+    /// The spelling in `status.conditions[].type`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StreamCondition::Ready => "Ready",
+            StreamCondition::Building => "Building",
+            StreamCondition::Suspended => "Suspended",
+        }
+    }
+}
+
+/// Why a stream's condition is what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamReason {
+    /// The source was read.
+    SourceRead,
+    /// The source could not be read; the next poll backs off.
+    SourceUnavailable,
+    /// The spec breaks a rule of its own.
+    InvalidSpec,
+    /// A job runs.
+    JobRunning,
+    /// No job runs.
+    Idle,
+    /// The API server refused the job the stream made.
+    JobRefused,
+    /// `spec.suspend` is set.
+    SuspendedBySpec,
+    /// `spec.suspend` is not set.
+    Active,
+}
+
+impl StreamReason {
+    /// The spelling in status and in Events.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StreamReason::SourceRead => "SourceRead",
+            StreamReason::SourceUnavailable => "SourceUnavailable",
+            StreamReason::InvalidSpec => "InvalidSpec",
+            StreamReason::JobRunning => "JobRunning",
+            StreamReason::Idle => "Idle",
+            StreamReason::JobRefused => "JobRefused",
+            StreamReason::SuspendedBySpec => "Suspended",
+            StreamReason::Active => "Active",
+        }
     }
 }
 

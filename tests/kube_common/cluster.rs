@@ -110,31 +110,39 @@ pub async fn client_for(path: &Path) -> Client {
     Client::try_from(config).unwrap()
 }
 
-/// Installs the CRD (without CEL: the test apiserver is 1.20) and waits until served.
+/// Installs the CRDs (without CEL: the test apiserver is 1.20) and waits until served.
 pub async fn install_crd(admin: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    crds.patch(
-        "encapsulationjobs.strata.dev",
-        &PatchParams::apply("strata-test").force(),
-        &Patch::Apply(strata::operator::crd::crd_for(20)),
-    )
-    .await
-    .expect("the structural schema is accepted");
+    for kind in strata::operator::crd::Kind::ALL {
+        let crd = kind.for_minor(20);
+        crds.patch(
+            &crd.metadata.name.clone().unwrap(),
+            &PatchParams::apply("strata-test").force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .expect("the structural schema is accepted");
+    }
     wait_crd_established(admin).await;
 }
 
-/// Waits until the EncapsulationJob CRD is served.
+/// Waits until the EncapsulationJob and EncapsulationStream CRDs are served.
 pub async fn wait_crd_established(admin: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    let established = kube::runtime::wait::await_condition(
-        crds,
+    for name in [
         "encapsulationjobs.strata.dev",
-        kube::runtime::wait::conditions::is_crd_established(),
-    );
-    tokio::time::timeout(Duration::from_secs(30), established)
-        .await
-        .unwrap()
-        .unwrap();
+        "encapsulationstreams.strata.dev",
+    ] {
+        let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+        let established = kube::runtime::wait::await_condition(
+            crds,
+            name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), established)
+            .await
+            .unwrap()
+            .unwrap();
+    }
 }
 
 /// Where scripts/setup.sh installs Helm's engine (the helm-python-sdk wheel).

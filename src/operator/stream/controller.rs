@@ -1,0 +1,258 @@
+//! The stream controller: the I/O around `decide`. It reads each stream's jobs and,
+//! when a poll is due, its source; creates the job `decide` asks for, prunes old jobs
+//! with their report ConfigMaps, and writes status with server-side apply.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action as Requeue, Controller};
+use kube::runtime::events::Recorder;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+
+use super::crd::EncapsulationStream;
+use super::decide::{self, NewBuild, Observed, STREAM_UID_LABEL};
+use super::poll;
+use crate::image::remote::RegistryOptions;
+use crate::operator::controller::{apply_status, kube_err, publish_changes, ControllerError};
+use crate::operator::crd::{Condition, EncapsulationJob};
+use crate::operator::report;
+use crate::operator::vocabulary::{StreamReason, Truth};
+use crate::operator::Settings;
+
+/// How long one read of a source may take before the poll counts as failed.
+const POLL_TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Context {
+    client: Client,
+    settings: Settings,
+    recorder: Recorder,
+}
+
+/// One controller over the streams of `namespace` (all when `None`) and their jobs.
+pub(crate) async fn watch(
+    client: Client,
+    namespace: Option<&str>,
+    settings: Settings,
+    recorder: Recorder,
+) {
+    let (streams, jobs): (Api<EncapsulationStream>, Api<EncapsulationJob>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let ctx = Arc::new(Context {
+        client,
+        settings,
+        recorder,
+    });
+    Controller::new(streams, watcher::Config::default())
+        .owns(jobs, watcher::Config::default().labels(STREAM_UID_LABEL))
+        .shutdown_on_signal()
+        .run(reconcile_stream, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "stream reconcile");
+            }
+        })
+        .await;
+}
+
+fn error_policy(
+    stream: Arc<EncapsulationStream>,
+    error: &ControllerError,
+    _: Arc<Context>,
+) -> Requeue {
+    tracing::warn!(
+        namespace = %stream.namespace().unwrap_or_default(),
+        stream = %stream.name_any(),
+        error = %crate::error_chain(error),
+        "stream reconcile failed; retrying"
+    );
+    Requeue::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile_stream(
+    stream: Arc<EncapsulationStream>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ControllerError> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = %stream.namespace().unwrap_or_default(),
+        stream = %stream.name_any()
+    );
+    reconcile_one(stream, ctx).instrument(span).await
+}
+
+async fn reconcile_one(
+    stream: Arc<EncapsulationStream>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, ControllerError> {
+    let ns = stream.namespace().unwrap_or_default();
+    let name = stream.name_any();
+    // The watch cache may lag behind this controller's last status write, and a
+    // decision from a stale status could build one source twice.
+    let streams: Api<EncapsulationStream> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(stream) = streams
+        .get_opt(&name)
+        .await
+        .map_err(kube_err(format!("reading stream {ns}/{name}")))?
+        .filter(|fresh| fresh.uid() == stream.uid())
+    else {
+        return Ok(Requeue::await_change());
+    };
+    let jobs_api: Api<EncapsulationJob> = Api::namespaced(ctx.client.clone(), &ns);
+    let selector = format!("{STREAM_UID_LABEL}={}", stream.uid().unwrap_or_default());
+    let jobs = jobs_api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(kube_err(format!("listing the jobs of stream {ns}/{name}")))?
+        .items;
+    let now = jiff::Timestamp::now();
+    let poll = match decide::poll_due(&stream, now) {
+        true => Some(read_source(&ctx.settings, &stream).await),
+        false => None,
+    };
+    let mut outcome = decide::decide(&Observed {
+        stream: &stream,
+        jobs: &jobs,
+        poll,
+        now,
+    });
+    if let Some(build) = &outcome.create {
+        match create_job(&jobs_api, &stream, build).await? {
+            Ok(()) => decide::record(&mut outcome.status, build, now),
+            Err(why) => decide::refused(&mut outcome.status, &build.job.name_any(), &why, now),
+        }
+    }
+    let old = stream.status.clone().unwrap_or_default();
+    if old != outcome.status {
+        apply_status(&ctx.client, &stream, &outcome.status).await?;
+        let reference = stream.object_ref(&());
+        let (old, new) = (&old.conditions, &outcome.status.conditions);
+        publish_changes(&ctx.recorder, &reference, old, new, warning).await;
+    }
+    for job in jobs.iter().filter(|j| outcome.delete.contains(&j.name_any())) {
+        delete_job(&ctx.client, job).await?;
+    }
+    Ok(match outcome.requeue {
+        Some(after) => Requeue::requeue(after),
+        None => Requeue::await_change(),
+    })
+}
+
+fn warning(c: &Condition) -> bool {
+    let bad = [
+        StreamReason::SourceUnavailable,
+        StreamReason::InvalidSpec,
+        StreamReason::JobRefused,
+    ];
+    Truth::False.is(&c.status) && bad.iter().any(|r| r.as_str() == c.reason)
+}
+
+/// Reads the source off the async threads: skopeo's proxy blocks.
+async fn read_source(settings: &Settings, stream: &EncapsulationStream) -> Result<decide::Identity, String> {
+    let target = decide::poll_target(stream)?;
+    let opts = RegistryOptions {
+        insecure_registries: settings.insecure_registries.clone(),
+        ..Default::default()
+    };
+    let read = tokio::task::spawn_blocking(move || poll::identity(&target, &opts));
+    match tokio::time::timeout(POLL_TIMEOUT, read).await {
+        Ok(Ok(found)) => found,
+        Ok(Err(panicked)) => Err(format!("reading the source failed: {panicked}")),
+        Err(_) => Err(format!(
+            "reading the source took more than {}s",
+            POLL_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Creates the build's job. One that exists already is the same build only if this
+/// stream controls it and its spec is the one wanted (a controller that stopped
+/// before recording it); any other is refused, never adopted. The inner error is
+/// the API server's refusal, which retrying cannot mend.
+async fn create_job(
+    api: &Api<EncapsulationJob>,
+    stream: &EncapsulationStream,
+    build: &NewBuild,
+) -> Result<Result<(), String>, ControllerError> {
+    let name = build.job.name_any();
+    match api.create(&PostParams::default(), &build.job).await {
+        Ok(_) => Ok(Ok(())),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = api
+                .get(&name)
+                .await
+                .map_err(kube_err(format!("reading job {name}")))?;
+            let ours = decide::controlled_by(&existing, stream) && existing.spec == build.job.spec;
+            Ok(match ours {
+                true => Ok(()),
+                false => Err(format!(
+                    "a job named {name} exists that this stream did not make"
+                )),
+            })
+        }
+        Err(e) => {
+            let e = kube_err(format!("creating job {name}"))(e);
+            match e.is_permanent() {
+                true => Ok(Err(crate::error_chain(&e))),
+                false => Err(e),
+            }
+        }
+    }
+}
+
+/// Deletes a pruned job and its report ConfigMap: a cluster's garbage collector would
+/// delete the ConfigMap too, but only where one runs. The ConfigMap goes only if the
+/// job owns it, and only the one read (a UID precondition).
+async fn delete_job(client: &Client, job: &EncapsulationJob) -> Result<(), ControllerError> {
+    let ns = job.namespace().unwrap_or_default();
+    let name = job.name_any();
+    let jobs: Api<EncapsulationJob> = Api::namespaced(client.clone(), &ns);
+    let uid = job.uid().unwrap_or_default();
+    let only_this = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.clone()),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    ignore_gone(jobs.delete(&name, &only_this).await.map(|_| ()))
+        .map_err(kube_err(format!("deleting job {ns}/{name}")))?;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let map_name = report::report_name(&name);
+    let map = maps
+        .get_opt(&map_name)
+        .await
+        .map_err(kube_err(format!("reading ConfigMap {ns}/{map_name}")))?;
+    let Some(map) = map.filter(|m| m.owner_references().iter().any(|r| r.uid == uid)) else {
+        return Ok(());
+    };
+    let only_this = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: map.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    ignore_gone(maps.delete(&map_name, &only_this).await.map(|_| ()))
+        .map_err(kube_err(format!("deleting ConfigMap {ns}/{map_name}")))?;
+    tracing::info!(job = %name, "pruned a job past the stream's history limits");
+    Ok(())
+}
+
+/// A 404 or 409 (gone, or replaced by a namesake) means there is nothing of ours to
+/// delete.
+fn ignore_gone(result: Result<(), kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+        other => other,
+    }
+}

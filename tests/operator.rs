@@ -8,6 +8,7 @@
 
 mod common;
 mod kube_common;
+mod stream_scenarios;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -33,6 +34,8 @@ async fn the_operator_runs_jobs_end_to_end() {
         refused_pod(&env),
         deleted_worker(&env),
         ostree_source(&env),
+        stream_scenarios::a_watched_tag(&env),
+        stream_scenarios::a_tag_that_appears_later(&env),
     );
     tekton_job_task(&env).await;
     restart_safety(&env).await;

@@ -61,22 +61,37 @@ async fn the_crd_installs_and_the_schema_is_enforced() {
 }
 
 #[tokio::test]
-async fn the_example_jobs_are_accepted() {
+async fn the_examples_are_accepted() {
+    use strata::operator::stream::crd::EncapsulationStream;
     let Some(cp) = cluster::start() else { return };
     let client = cp.client().await;
     cluster::install_crd(&client).await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/examples");
-    let jobs: Api<EncapsulationJob> = Api::namespaced(client, "default");
+    let jobs: Api<EncapsulationJob> = Api::namespaced(client.clone(), "default");
+    let streams: Api<EncapsulationStream> = Api::namespaced(client, "default");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let job: EncapsulationJob =
+        let kind: serde_json::Value =
             serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        jobs.create(&PostParams::default(), &job)
-            .await
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if kind["kind"] == "EncapsulationStream" {
+            let stream: EncapsulationStream =
+                serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            strata::operator::stream::decide::check(&stream)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            streams
+                .create(&PostParams::default(), &stream)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        } else {
+            let job: EncapsulationJob =
+                serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            jobs.create(&PostParams::default(), &job)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
         seen += 1;
     }
-    assert_eq!(seen, 4);
+    assert_eq!(seen, 5);
 }

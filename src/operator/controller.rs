@@ -491,7 +491,14 @@ async fn publish_transitions(
     let reference = job.object_ref(&());
     let warning =
         |c: &Condition| Truth::False.is(&c.status) || c.reason == Reason::BackOff.as_str();
-    publish_changes(&ctx.recorder, &reference, &old.conditions, &new.conditions, warning).await;
+    publish_changes(
+        &ctx.recorder,
+        &reference,
+        &old.conditions,
+        &new.conditions,
+        warning,
+    )
+    .await;
 }
 
 /// One Event on `reference` per condition whose status or reason changed, a warning

@@ -81,6 +81,11 @@ pub fn run_task(
                 .collect()
         })
         .unwrap_or_default();
+    // Unique per run, as Tekton's is: the scratch directory is.
+    let run_uid = format!(
+        "run-{}",
+        scratch.file_name().unwrap_or_default().to_string_lossy()
+    );
     let substitute = |text: &str| -> String {
         let mut out = text.to_string();
         for (name, value) in &values {
@@ -90,6 +95,7 @@ pub fn run_task(
         }
         // After params: a param's default may name the context.
         out = out.replace("$(context.taskRun.namespace)", "default");
+        out = out.replace("$(context.taskRun.uid)", &run_uid);
         for r in spec["results"].as_array().unwrap() {
             let name = r["name"].as_str().unwrap();
             let path = results_dir.join(name);

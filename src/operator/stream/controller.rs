@@ -138,7 +138,10 @@ async fn reconcile_one(
         let (old, new) = (&old.conditions, &outcome.status.conditions);
         publish_changes(&ctx.recorder, &reference, old, new, warning).await;
     }
-    for job in jobs.iter().filter(|j| outcome.delete.contains(&j.name_any())) {
+    for job in jobs
+        .iter()
+        .filter(|j| outcome.delete.contains(&j.name_any()))
+    {
         delete_job(&ctx.client, job).await?;
     }
     Ok(match outcome.requeue {
@@ -157,7 +160,10 @@ fn warning(c: &Condition) -> bool {
 }
 
 /// Reads the source off the async threads: skopeo's proxy blocks.
-async fn read_source(settings: &Settings, stream: &EncapsulationStream) -> Result<decide::Identity, String> {
+async fn read_source(
+    settings: &Settings,
+    stream: &EncapsulationStream,
+) -> Result<decide::Identity, String> {
     let target = decide::poll_target(stream)?;
     let opts = RegistryOptions {
         insecure_registries: settings.insecure_registries.clone(),

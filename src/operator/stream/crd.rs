@@ -8,7 +8,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::operator::crd::{Compression, Condition, ImageSource, PlannerSpec, PodTemplate, SecretRef};
+use crate::operator::crd::{
+    Compression, Condition, ImageSource, PlannerSpec, PodTemplate, SecretRef,
+};
 
 /// Watch a source and encapsulate each new build of it, as a CronJob runs Jobs: one
 /// `EncapsulationJob` per new source identity, planned against the stream's history.
@@ -20,9 +22,21 @@ use crate::operator::crd::{Compression, Condition, ImageSource, PlannerSpec, Pod
     namespaced,
     shortname = "es",
     status = "EncapsulationStreamStatus",
-    printcolumn(name = "Source", type_ = "string", json_path = ".spec.source.image.ref"),
-    printcolumn(name = "Last build", type_ = "string", json_path = ".status.history[0].job"),
-    printcolumn(name = "Result", type_ = "string", json_path = ".status.history[0].result"),
+    printcolumn(
+        name = "Source",
+        type_ = "string",
+        json_path = ".spec.source.image.ref"
+    ),
+    printcolumn(
+        name = "Last build",
+        type_ = "string",
+        json_path = ".status.history[0].job"
+    ),
+    printcolumn(
+        name = "Result",
+        type_ = "string",
+        json_path = ".status.history[0].result"
+    ),
     printcolumn(
         name = "Reused %",
         type_ = "number",
@@ -199,6 +213,10 @@ pub struct StreamBuild {
     pub result: String,
     /// When the job was created (RFC 3339).
     pub created: String,
+    /// The `strata.dev/build-now` value this build answered, if it answered one; a
+    /// pipeline that set it finds its job here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_now: Option<String>,
     /// When it ended (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished: Option<String>,

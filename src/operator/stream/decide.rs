@@ -76,7 +76,7 @@ pub struct NewBuild {
     pub job: EncapsulationJob,
     /// Its history entry.
     pub entry: StreamBuild,
-    /// The `build-now` value it answers.
+    /// The `build-now` value it answers, if one was pending.
     pub build_now: Option<String>,
 }
 
@@ -135,7 +135,9 @@ pub fn check(stream: &EncapsulationStream) -> Result<(), String> {
     }
     let repository = &spec.output.repository;
     let bare = match repository.parse::<ImageRef>() {
-        Ok(ImageRef::Docker(r)) => !r.contains('@') && !r.rsplit('/').next().unwrap_or("").contains(':'),
+        Ok(ImageRef::Docker(r)) => {
+            !r.contains('@') && !r.rsplit('/').next().unwrap_or("").contains(':')
+        }
         _ => false,
     };
     if !bare || !repository.contains('/') {
@@ -161,43 +163,98 @@ pub fn decide(o: &Observed) -> Outcome {
     let mut status = o.stream.status.clone().unwrap_or_default();
     status.observed_generation = generation;
     fold_jobs(&mut status, o, &now);
-    let set = |status: &mut EncapsulationStreamStatus, c: StreamCondition, truth, reason: StreamReason, message: String| {
-        Setting { truth, reason: reason.as_str(), now: &now, generation }.apply(&mut status.conditions, c.as_str(), message)
+    let set = |status: &mut EncapsulationStreamStatus,
+               c: StreamCondition,
+               truth,
+               reason: StreamReason,
+               message: String| {
+        Setting {
+            truth,
+            reason: reason.as_str(),
+            now: &now,
+            generation,
+        }
+        .apply(&mut status.conditions, c.as_str(), message)
     };
     let (truth, reason, message) = match spec.suspend {
-        true => (Truth::True, StreamReason::SuspendedBySpec, "spec.suspend is set: no new jobs start"),
-        false => (Truth::False, StreamReason::Active, "new source builds start jobs"),
+        true => (
+            Truth::True,
+            StreamReason::SuspendedBySpec,
+            "spec.suspend is set: no new jobs start",
+        ),
+        false => (
+            Truth::False,
+            StreamReason::Active,
+            "new source builds start jobs",
+        ),
     };
-    set(&mut status, StreamCondition::Suspended, truth, reason, message.into());
+    set(
+        &mut status,
+        StreamCondition::Suspended,
+        truth,
+        reason,
+        message.into(),
+    );
     let mut create = None;
     match (check(o.stream), &o.poll) {
-        (Err(problem), _) => set(&mut status, StreamCondition::Ready, Truth::False, StreamReason::InvalidSpec, problem),
+        (Err(problem), _) => set(
+            &mut status,
+            StreamCondition::Ready,
+            Truth::False,
+            StreamReason::InvalidSpec,
+            problem,
+        ),
         (Ok(()), None) => {}
         (Ok(()), Some(Err(problem))) => {
             status.poll_failures += 1;
             let wait = backoff(status.poll_failures, spec.poll_interval_seconds);
             status.next_poll_time = Some(later(o.now, wait));
             let message = format!("{problem} (read again in {}s)", wait.as_secs());
-            set(&mut status, StreamCondition::Ready, Truth::False, StreamReason::SourceUnavailable, message);
+            set(
+                &mut status,
+                StreamCondition::Ready,
+                Truth::False,
+                StreamReason::SourceUnavailable,
+                message,
+            );
         }
         (Ok(()), Some(Ok(identity))) => {
             status.poll_failures = 0;
             let interval = Duration::from_secs(spec.poll_interval_seconds.into());
             status.next_poll_time = Some(later(o.now, interval));
             match wanted(o, &status, identity).then(|| new_build(o, &status, identity)) {
-                Some(Err(problem)) => set(&mut status, StreamCondition::Ready, Truth::False, StreamReason::InvalidSpec, problem),
+                Some(Err(problem)) => set(
+                    &mut status,
+                    StreamCondition::Ready,
+                    Truth::False,
+                    StreamReason::InvalidSpec,
+                    problem,
+                ),
                 built => {
                     create = built.and_then(Result::ok);
                     let message = format!("{} is {}", spec.source.image.reference, identity.digest);
-                    set(&mut status, StreamCondition::Ready, Truth::True, StreamReason::SourceRead, message);
+                    set(
+                        &mut status,
+                        StreamCondition::Ready,
+                        Truth::True,
+                        StreamReason::SourceRead,
+                        message,
+                    );
                 }
             }
         }
     }
     set_building(&mut status, &now, generation);
     let delete = prune(o, &status);
-    let requeue = (!spec.suspend).then(|| until_next_poll(&status, o.now)).flatten();
-    Outcome { status, create, delete, requeue }
+    let requeue = (!spec.suspend)
+        .then(|| until_next_poll(&status, o.now))
+        .flatten();
+    Outcome {
+        status,
+        create,
+        delete,
+        requeue,
+    }
 }
 
 /// Folds a created job into status: its history entry, the source identity it
@@ -208,6 +265,7 @@ pub fn record(status: &mut EncapsulationStreamStatus, build: &NewBuild, now: jif
     status.last_source_digest = Some(build.entry.source_digest.clone());
     status.last_schedule_time = Some(build.entry.created.clone());
     status.builds += 1;
+    status.active = Some(build.entry.job.clone());
     if build.build_now.is_some() {
         status.build_now = build.build_now.clone();
     }
@@ -223,31 +281,52 @@ pub fn refused(status: &mut EncapsulationStreamStatus, job: &str, why: &str, now
         generation: status.observed_generation,
     };
     let message = format!("the API server refused job {job}: {why}");
-    setting.apply(&mut status.conditions, StreamCondition::Building.as_str(), message);
+    setting.apply(
+        &mut status.conditions,
+        StreamCondition::Building.as_str(),
+        message,
+    );
 }
 
 fn set_building(status: &mut EncapsulationStreamStatus, now: &str, generation: Option<i64>) {
     let (truth, reason, message) = match &status.active {
-        Some(job) => (Truth::True, StreamReason::JobRunning, format!("job {job} runs")),
+        Some(job) => (
+            Truth::True,
+            StreamReason::JobRunning,
+            format!("job {job} runs"),
+        ),
         None => (Truth::False, StreamReason::Idle, "no job runs".to_string()),
     };
-    Setting { truth, reason: reason.as_str(), now, generation }.apply(&mut status.conditions, StreamCondition::Building.as_str(), message);
+    Setting {
+        truth,
+        reason: reason.as_str(),
+        now,
+        generation,
+    }
+    .apply(
+        &mut status.conditions,
+        StreamCondition::Building.as_str(),
+        message,
+    );
 }
 
 /// Whether `job` is one the stream made: only those it controls, so a job someone
 /// else labelled cannot enter the stream's history.
 pub fn controlled_by(job: &EncapsulationJob, stream: &EncapsulationStream) -> bool {
     let uid = stream.uid().unwrap_or_default();
-    job.owner_references()
-        .iter()
-        .any(|r| r.controller == Some(true) && r.uid == uid && r.kind == EncapsulationStream::kind(&()))
+    job.owner_references().iter().any(|r| {
+        r.controller == Some(true) && r.uid == uid && r.kind == EncapsulationStream::kind(&())
+    })
 }
 
 /// Brings running history entries up to date with their jobs. When the running job
 /// ends, the next poll is now: a source that moved meanwhile need not wait an interval.
 fn fold_jobs(status: &mut EncapsulationStreamStatus, o: &Observed, now: &str) {
     for entry in status.history.iter_mut().filter(|e| e.result == RUNNING) {
-        let job = o.jobs.iter().find(|j| j.name_any() == entry.job && controlled_by(j, o.stream));
+        let job = o
+            .jobs
+            .iter()
+            .find(|j| j.name_any() == entry.job && controlled_by(j, o.stream));
         match job {
             None => {
                 entry.result = JOB_LOST.into();
@@ -257,7 +336,11 @@ fn fold_jobs(status: &mut EncapsulationStreamStatus, o: &Observed, now: &str) {
         }
     }
     let was_active = status.active.take();
-    status.active = status.history.iter().find(|e| e.result == RUNNING).map(|e| e.job.clone());
+    status.active = status
+        .history
+        .iter()
+        .find(|e| e.result == RUNNING)
+        .map(|e| e.job.clone());
     if was_active.is_some() && status.active.is_none() {
         status.next_poll_time = Some(now.into());
     }
@@ -273,10 +356,13 @@ fn fold_job(entry: &mut StreamBuild, job: &EncapsulationJob, now: &str) {
     if !succeeded(s) {
         return;
     }
-    entry.output = s.output.as_ref().map(|out| match out.image.parse::<ImageRef>() {
-        Ok(r) => r.pinned(&out.digest).unwrap_or(r).to_string(),
-        Err(_) => out.image.clone(),
-    });
+    entry.output = s
+        .output
+        .as_ref()
+        .map(|out| match out.image.parse::<ImageRef>() {
+            Ok(r) => r.pinned(&out.digest).unwrap_or(r).to_string(),
+            Err(_) => out.image.clone(),
+        });
     if let Some(previous) = s.diff.first() {
         entry.download_bytes = Some(previous.download_bytes);
         entry.reused_percent = Some(previous.reused_percent);
@@ -307,17 +393,28 @@ fn wanted(o: &Observed, status: &EncapsulationStreamStatus, identity: &Identity)
 /// The job for `identity`. Its name comes from the stream, the identity and the build
 /// number, so a controller that restarts before recording it makes the same job again
 /// (and finds it there) rather than a second one.
-fn new_build(o: &Observed, status: &EncapsulationStreamStatus, identity: &Identity) -> Result<NewBuild, String> {
+fn new_build(
+    o: &Observed,
+    status: &EncapsulationStreamStatus,
+    identity: &Identity,
+) -> Result<NewBuild, String> {
     let stream = o.stream;
     let spec = &stream.spec;
     let n = status.builds + 1;
-    let tag = render_tag(&spec.output.tag, identity, n, o.now).map_err(|e| format!("spec.output.tag: {e}"))?;
-    let hash = crate::bytes::sha256_label(&sha2::Sha256::digest(format!("{}\n{n}", identity.digest)));
-    let name = child_name(&stream.name_any(), &hash["sha256:".len().."sha256:".len() + 12]);
+    let tag = render_tag(&spec.output.tag, identity, n, o.now)
+        .map_err(|e| format!("spec.output.tag: {e}"))?;
+    let hash =
+        crate::bytes::sha256_label(&sha2::Sha256::digest(format!("{}\n{n}", identity.digest)));
+    let name = child_name(
+        &stream.name_any(),
+        &hash["sha256:".len().."sha256:".len() + 12],
+    );
     let t = &spec.job_template;
     let job_spec = EncapsulationJobSpec {
         source: Source {
-            image: Some(ImageSource { reference: identity.reference.clone() }),
+            image: Some(ImageSource {
+                reference: identity.reference.clone(),
+            }),
             ..Default::default()
         },
         stream: stream.name_any(),
@@ -340,26 +437,44 @@ fn new_build(o: &Observed, status: &EncapsulationStreamStatus, identity: &Identi
     job.metadata.namespace = stream.namespace();
     job.metadata.labels = Some(
         [
-            (STREAM_UID_LABEL.to_string(), stream.uid().unwrap_or_default()),
-            ("app.kubernetes.io/managed-by".to_string(), "strata".to_string()),
+            (
+                STREAM_UID_LABEL.to_string(),
+                stream.uid().unwrap_or_default(),
+            ),
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "strata".to_string(),
+            ),
         ]
         .into(),
     );
     job.metadata.owner_references = stream.controller_owner_ref(&()).map(|r| vec![r]);
+    let build_now = build_now_pending(stream, status)
+        .then(|| stream.annotations().get(BUILD_NOW_ANNOTATION).cloned())
+        .flatten();
     let entry = StreamBuild {
         job: name,
         source_digest: identity.digest.clone(),
         result: RUNNING.into(),
         created: o.now.to_string(),
+        build_now: build_now.clone(),
         ..Default::default()
     };
-    let build_now = stream.annotations().get(BUILD_NOW_ANNOTATION).cloned();
-    Ok(NewBuild { job, entry, build_now })
+    Ok(NewBuild {
+        job,
+        entry,
+        build_now,
+    })
 }
 
 /// Fills the tag template, then makes it a valid tag: `[A-Za-z0-9_][A-Za-z0-9_.-]*`,
 /// at most 128 characters.
-pub fn render_tag(template: &str, identity: &Identity, n: u32, now: jiff::Timestamp) -> Result<String, String> {
+pub fn render_tag(
+    template: &str,
+    identity: &Identity,
+    n: u32,
+    now: jiff::Timestamp,
+) -> Result<String, String> {
     let mut filled = String::new();
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -371,7 +486,13 @@ pub fn render_tag(template: &str, identity: &Identity, n: u32, now: jiff::Timest
     filled.push_str(rest);
     let mut tag: String = filled
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(128)
         .collect();
     if tag.starts_with(['.', '-']) {
@@ -383,7 +504,12 @@ pub fn render_tag(template: &str, identity: &Identity, n: u32, now: jiff::Timest
     }
 }
 
-fn placeholder(key: &str, identity: &Identity, n: u32, now: jiff::Timestamp) -> Result<String, String> {
+fn placeholder(
+    key: &str,
+    identity: &Identity,
+    n: u32,
+    now: jiff::Timestamp,
+) -> Result<String, String> {
     Ok(match key {
         "version" => identity.version.clone().ok_or_else(|| {
             format!("{{version}} is the source's org.opencontainers.image.version label, and {} has none", identity.reference)
@@ -403,7 +529,9 @@ fn placeholder(key: &str, identity: &Identity, n: u32, now: jiff::Timestamp) -> 
 /// Succeeded ones are kept at least as many as the next build's priors.
 fn prune(o: &Observed, status: &EncapsulationStreamStatus) -> Vec<String> {
     let spec = &o.stream.spec;
-    let keep_succeeded = spec.successful_jobs_history_limit.max(spec.job_template.prior_from_stream);
+    let keep_succeeded = spec
+        .successful_jobs_history_limit
+        .max(spec.job_template.prior_from_stream);
     let (mut succeeded, mut failed) = (0, 0);
     let mut delete = Vec::new();
     for entry in status.history.iter().filter(|e| e.result != RUNNING) {
@@ -417,7 +545,10 @@ fn prune(o: &Observed, status: &EncapsulationStreamStatus) -> Vec<String> {
                 failed > spec.failed_jobs_history_limit
             }
         };
-        let exists = o.jobs.iter().any(|j| j.name_any() == entry.job && controlled_by(j, o.stream));
+        let exists = o
+            .jobs
+            .iter()
+            .any(|j| j.name_any() == entry.job && controlled_by(j, o.stream));
         if past && exists {
             delete.push(entry.job.clone());
         }
@@ -432,11 +563,16 @@ fn backoff(failures: u32, interval_seconds: u32) -> Duration {
 
 fn later(now: jiff::Timestamp, after: Duration) -> String {
     let span = jiff::SignedDuration::try_from(after).unwrap_or(jiff::SignedDuration::MAX);
-    now.saturating_add(span).map_or_else(|_| now.to_string(), |t| t.to_string())
+    now.saturating_add(span)
+        .map_or_else(|_| now.to_string(), |t| t.to_string())
 }
 
 fn until_next_poll(status: &EncapsulationStreamStatus, now: jiff::Timestamp) -> Option<Duration> {
     let next: jiff::Timestamp = status.next_poll_time.as_deref()?.parse().ok()?;
     let wait = now.duration_until(next);
-    Some(Duration::try_from(wait).unwrap_or_default().max(Duration::from_secs(1)))
+    Some(
+        Duration::try_from(wait)
+            .unwrap_or_default()
+            .max(Duration::from_secs(1)),
+    )
 }

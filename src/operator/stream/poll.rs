@@ -32,8 +32,14 @@ pub fn identity(reference: &str, opts: &RegistryOptions) -> Result<Identity, Str
         ));
     }
     let mut raw = Vec::new();
-    fetch_blob(&pinned, config.digest().as_ref(), config.size(), opts, &mut raw)
-        .map_err(|e| crate::error_chain(&e))?;
+    fetch_blob(
+        &pinned,
+        config.digest().as_ref(),
+        config.size(),
+        opts,
+        &mut raw,
+    )
+    .map_err(|e| crate::error_chain(&e))?;
     let got = crate::bytes::sha256_label(&sha2::Sha256::digest(&raw));
     if got != config.digest().to_string() {
         return Err(format!(

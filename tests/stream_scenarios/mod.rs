@@ -1,0 +1,314 @@
+//! `EncapsulationStream` scenarios on the real control plane: tags watched in the real
+//! registry, the jobs they start run by the controller and the node agent.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use serde_json::json;
+use strata::operator::crd::EncapsulationJob;
+use strata::operator::stream::crd::{EncapsulationStream, EncapsulationStreamStatus};
+use strata::operator::stream::decide::{BUILD_NOW_ANNOTATION, STREAM_UID_LABEL};
+
+use crate::common;
+use crate::kube_common::operator_env::Env;
+
+const NS: &str = "e2e";
+
+/// Builds `trees/<tree>` and pushes it to `reference`, versioned `os-<tree>`; its
+/// manifest digest.
+fn push(env: &Env, tree: &str, reference: &str) -> String {
+    let registry = format!("127.0.0.1:{}", env.registry.port);
+    let rootfs = env.trees.join(tree);
+    let version = format!("org.opencontainers.image.version=os-{tree}");
+    common::ok(common::strata(&[
+        "build",
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--output",
+        reference,
+        "--insecure-registry",
+        &registry,
+        "--label",
+        &version,
+    ]));
+    common::registry::inspect(reference)["Digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn streams(env: &Env) -> Api<EncapsulationStream> {
+    Api::namespaced(env.admin.clone(), NS)
+}
+
+async fn create(env: &Env, name: &str, source: &str, extra: serde_json::Value) {
+    let mut spec = json!({
+        "source": {"image": {"ref": source}},
+        "pollIntervalSeconds": 5,
+        "output": {"repository": env.image(&format!("{name}-out")), "tag": "{shortDigest}-{n}"},
+        "jobTemplate": {"planner": {"maxLayers": 4}},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    let stream: EncapsulationStream = serde_json::from_value(json!({
+        "apiVersion": "strata.dev/v1alpha1", "kind": "EncapsulationStream",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    streams(env)
+        .create(&PostParams::default(), &stream)
+        .await
+        .unwrap();
+}
+
+/// Waits until the stream's status satisfies `done`.
+async fn until(
+    env: &Env,
+    name: &str,
+    what: &str,
+    done: impl Fn(&EncapsulationStreamStatus) -> bool,
+) -> EncapsulationStreamStatus {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let status = streams(env)
+            .get(name)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stream {name}: {what} did not happen; status: {}",
+            serde_json::to_string_pretty(&status).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn built(status: &EncapsulationStreamStatus, digest: &str) -> bool {
+    status
+        .history
+        .first()
+        .is_some_and(|b| b.source_digest == digest && b.result == "Succeeded")
+}
+
+fn condition<'a>(status: &'a EncapsulationStreamStatus, type_: &str) -> Option<(&'a str, &'a str)> {
+    let c = status.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.as_str(), c.reason.as_str()))
+}
+
+async fn stream_jobs(env: &Env, name: &str) -> Vec<EncapsulationJob> {
+    let uid = streams(env).get(name).await.unwrap().uid().unwrap();
+    env.jobs(NS)
+        .list(&ListParams::default().labels(&format!("{STREAM_UID_LABEL}={uid}")))
+        .await
+        .unwrap()
+        .items
+}
+
+async fn patch(env: &Env, name: &str, value: serde_json::Value) {
+    streams(env)
+        .patch(name, &PatchParams::default(), &Patch::Merge(value))
+        .await
+        .unwrap();
+}
+
+/// A watched tag: each new digest makes one job, planned against the last build; the
+/// same digest makes none; `build-now` rebuilds; `suspend` holds builds back; the
+/// history limit deletes old jobs with their reports.
+pub async fn a_watched_tag(env: &Env) {
+    let source = env.image("es-src:latest");
+    let d1 = push(env, "v1", &source);
+    create(
+        env,
+        "tag",
+        &source,
+        json!({"successfulJobsHistoryLimit": 1,
+               "output": {"repository": env.image("tag-out"), "tag": "{version}.{n}"},
+               "jobTemplate": {"planner": {"maxLayers": 4}, "priorFromStream": 1}}),
+    )
+    .await;
+    let status = until(env, "tag", "the first build", |s| built(s, &d1)).await;
+    let first = status.history[0].clone();
+    let job = env.jobs(NS).get(&first.job).await.unwrap();
+    let owner = &job.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("EncapsulationStream", "tag")
+    );
+    assert_eq!(
+        job.spec.source.image.unwrap().reference,
+        format!("{}@{d1}", env.image("es-src"))
+    );
+    let output = first.output.clone().expect("the build's output, pinned");
+    assert_eq!(
+        output,
+        format!(
+            "{}@{}",
+            env.image("tag-out"),
+            job.status.unwrap().output.unwrap().digest
+        )
+    );
+    // The tag template "{version}.{n}": the source's version label, build 1.
+    let tagged = format!("{}:os-v1.1", env.image("tag-out"));
+    assert_eq!(
+        common::registry::inspect(&tagged)["Digest"],
+        output.rsplit('@').next().unwrap()
+    );
+
+    // The same tree pushed again is the same digest: no job.
+    assert_eq!(push(env, "v1", &source), d1, "builds are deterministic");
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let status = streams(env).get("tag").await.unwrap().status.unwrap();
+    assert_eq!(status.builds, 1, "an unchanged source starts nothing");
+    assert_eq!(condition(&status, "Ready"), Some(("True", "SourceRead")));
+
+    // A new digest: a second job, whose diff against the first is in the history.
+    let d2 = push(env, "v2", &source);
+    let status = until(env, "tag", "the second build", |s| built(s, &d2)).await;
+    let second = &status.history[0];
+    assert!(second.reused_percent.unwrap() > 0.0, "{second:?}");
+    assert!(second.download_bytes.is_some());
+    // One success kept: the first job and its report ConfigMap are gone.
+    let maps: Api<ConfigMap> = Api::namespaced(env.admin.clone(), NS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env.jobs(NS).get_opt(&first.job).await.unwrap().is_some()
+        || maps
+            .get_opt(&format!("{}-report", first.job))
+            .await
+            .unwrap()
+            .is_some()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "job {} was not pruned",
+            first.job
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(stream_jobs(env, "tag").await.len(), 1);
+
+    // build-now rebuilds the same digest, once.
+    patch(
+        env,
+        "tag",
+        json!({"metadata": {"annotations": {BUILD_NOW_ANNOTATION: "run-1"}}}),
+    )
+    .await;
+    let status = until(env, "tag", "the build-now build", |s| {
+        s.builds == 3 && built(s, &d2)
+    })
+    .await;
+    assert_eq!(status.build_now.as_deref(), Some("run-1"));
+
+    // Suspended: a new digest waits until the stream resumes.
+    patch(env, "tag", json!({"spec": {"suspend": true}})).await;
+    until(env, "tag", "suspension", |s| {
+        condition(s, "Suspended") == Some(("True", "Suspended"))
+    })
+    .await;
+    assert_eq!(push(env, "v1", &source), d1);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        streams(env)
+            .get("tag")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .builds,
+        3
+    );
+    patch(env, "tag", json!({"spec": {"suspend": false}})).await;
+    let status = until(env, "tag", "the build after resuming", |s| built(s, &d1)).await;
+    assert_eq!(status.builds, 4);
+    let results: Vec<_> = status.history.iter().map(|b| b.result.as_str()).collect();
+    assert_eq!(results, ["Succeeded"; 4]);
+    tekton_task_builds_the_stream_now(env).await;
+}
+
+/// The Tekton task's FROM_STREAM asks the stream to build now and follows the job
+/// that answers it; a suspended stream fails the step instead of hanging it.
+async fn tekton_task_builds_the_stream_now(env: &Env) {
+    use common::tekton::{run_task, s};
+    if !common::real_parts(&["kubectl", "jq"]) {
+        return;
+    }
+    let kubeconfig = env.cp.kubeconfig();
+    let environment = [
+        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ("POLL_SECONDS", "0.3"),
+    ];
+    let run = |scratch: &str| {
+        let scratch = env.scratch().join(scratch);
+        std::fs::create_dir_all(&scratch).unwrap();
+        tokio::task::block_in_place(|| {
+            let params = vec![("FROM_STREAM", s("tag")), ("NAMESPACE", s(NS))];
+            run_task(
+                "strata-encapsulation-job.yaml",
+                params,
+                &[],
+                &environment,
+                &scratch,
+            )
+        })
+    };
+    let done = run("tekton-stream");
+    assert!(done.output.status.success(), "{}", done.stderr());
+    let status = streams(env).get("tag").await.unwrap().status.unwrap();
+    let build = &status.history[0];
+    assert_eq!(build.build_now.as_deref(), Some("run-tekton-stream"));
+    assert_eq!(done.results["JOB_NAME"], build.job);
+    let output = build.output.as_deref().unwrap();
+    assert_eq!(
+        done.results["IMAGE_DIGEST"],
+        output.rsplit('@').next().unwrap()
+    );
+
+    patch(env, "tag", json!({"spec": {"suspend": true}})).await;
+    until(env, "tag", "suspension", |s| {
+        condition(s, "Suspended") == Some(("True", "Suspended"))
+    })
+    .await;
+    let refused = run("tekton-suspended");
+    assert!(!refused.output.status.success());
+    assert!(
+        refused.stderr().contains("tag is suspended"),
+        "{}",
+        refused.stderr()
+    );
+}
+
+/// A tag that does not exist yet: the stream says so, backs off, and builds once the
+/// tag appears.
+pub async fn a_tag_that_appears_later(env: &Env) {
+    let source = env.image("es-later:1");
+    create(env, "later", &source, json!({})).await;
+    let status = until(env, "later", "a source error", |s| {
+        condition(s, "Ready") == Some(("False", "SourceUnavailable"))
+    })
+    .await;
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.message.contains("there is no image"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(status.builds, 0);
+    let digest = push(env, "v2", &source);
+    let status = until(env, "later", "the build once the tag exists", |s| {
+        built(s, &digest)
+    })
+    .await;
+    assert_eq!(status.poll_failures, 0);
+}

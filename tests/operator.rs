@@ -387,33 +387,18 @@ async fn deleted_worker(env: &Env) {
 /// The Tekton task `strata-encapsulation-job`: its step script, run locally with the
 /// admin's kubeconfig, creates a job, waits, and copies the outcome into results.
 async fn tekton_job_task(env: &Env) {
-    use common::tekton::{run_task, s};
-    if !common::real_parts(&["kubectl", "jq"]) {
-        return;
-    }
-    let kubeconfig = env.cp.kubeconfig();
-    let environment = [
-        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-        ("POLL_SECONDS", "0.3"),
-    ];
+    use common::tekton::s;
     let source = format!("{}:happy-2", env.image("happy"));
-    let scratch = env.scratch().join("tekton-ok");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let run = tokio::task::block_in_place(|| {
-        run_task(
-            "strata-encapsulation-job.yaml",
-            vec![
-                ("STREAM", s("tekton")),
-                ("SOURCE_IMAGE", s(source)),
-                ("OUTPUT_IMAGE", s(env.image("tekton:1"))),
-                ("MAX_LAYERS", s("4")),
-                ("NAMESPACE", s("e2e")),
-            ],
-            &[],
-            &environment,
-            &scratch,
-        )
-    });
+    let params = vec![
+        ("STREAM", s("tekton")),
+        ("SOURCE_IMAGE", s(source)),
+        ("OUTPUT_IMAGE", s(env.image("tekton:1"))),
+        ("MAX_LAYERS", s("4")),
+        ("NAMESPACE", s("e2e")),
+    ];
+    let Some(run) = env.run_job_task("tekton-ok", params) else {
+        return;
+    };
     assert!(run.output.status.success(), "{}", run.stderr());
     let name = &run.results["JOB_NAME"];
     let job = env.jobs("e2e").get(name).await.unwrap();
@@ -424,55 +409,37 @@ async fn tekton_job_task(env: &Env) {
         output.image.trim_start_matches("docker://")
     );
 
-    let scratch = env.scratch().join("tekton-bad");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let run = tokio::task::block_in_place(|| {
-        run_task(
-            "strata-encapsulation-job.yaml",
-            vec![
-                ("STREAM", s("tekton-bad")),
-                ("SOURCE_IMAGE", s(env.image("happy:happy-2"))),
-                ("OUTPUT_IMAGE", s("oci:/tmp/nowhere")),
-                ("NAMESPACE", s("e2e")),
-            ],
-            &[],
-            &environment,
-            &scratch,
-        )
-    });
+    let params = vec![
+        ("STREAM", s("tekton-bad")),
+        ("SOURCE_IMAGE", s(env.image("happy:happy-2"))),
+        ("OUTPUT_IMAGE", s("oci:/tmp/nowhere")),
+        ("NAMESPACE", s("e2e")),
+    ];
+    let run = env.run_job_task("tekton-bad", params).unwrap();
     assert!(!run.output.status.success());
     assert!(
         run.stderr().contains("InvalidSpec: spec.output.image"),
         "the job's failure message: {}",
         run.stderr()
     );
-    tekton_job_task_ostree_claim(env, &environment).await;
+    tekton_job_task_ostree_claim(env).await;
 }
 
 /// The task's ostree source is a repository on a claim, and its push credentials a
 /// Secret: the job it creates says so (it then ends at its 1 s deadline).
-async fn tekton_job_task_ostree_claim(env: &Env, environment: &[(&str, &str)]) {
-    use common::tekton::{run_task, s};
-    let scratch = env.scratch().join("tekton-ostree");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let run = tokio::task::block_in_place(|| {
-        run_task(
-            "strata-encapsulation-job.yaml",
-            vec![
-                ("STREAM", s("tekton-ostree")),
-                ("OSTREE_CLAIM", s("os-repo")),
-                ("OSTREE_REPO", s("srv/repo")),
-                ("OSTREE_REF", s("os/v1")),
-                ("PUSH_SECRET", s("push")),
-                ("OUTPUT_IMAGE", s(env.image("tekton-ostree:1"))),
-                ("TIMEOUT_SECONDS", s("1")),
-                ("NAMESPACE", s("e2e")),
-            ],
-            &[],
-            environment,
-            &scratch,
-        )
-    });
+async fn tekton_job_task_ostree_claim(env: &Env) {
+    use common::tekton::s;
+    let params = vec![
+        ("STREAM", s("tekton-ostree")),
+        ("OSTREE_CLAIM", s("os-repo")),
+        ("OSTREE_REPO", s("srv/repo")),
+        ("OSTREE_REF", s("os/v1")),
+        ("PUSH_SECRET", s("push")),
+        ("OUTPUT_IMAGE", s(env.image("tekton-ostree:1"))),
+        ("TIMEOUT_SECONDS", s("1")),
+        ("NAMESPACE", s("e2e")),
+    ];
+    let run = env.run_job_task("tekton-ostree", params).unwrap();
     assert!(!run.output.status.success(), "ends at its deadline");
     let job = env.jobs("e2e").get(&run.results["JOB_NAME"]).await.unwrap();
     let spec = serde_json::to_value(&job.spec).unwrap();

@@ -191,6 +191,35 @@ impl Env {
             .items
     }
 
+    /// Runs the Tekton task `strata-encapsulation-job` against this control plane, in
+    /// the scratch directory `scratch` (whose name is the run's UID); `None` when
+    /// kubectl or jq is missing.
+    pub fn run_job_task(
+        &self,
+        scratch: &str,
+        params: Vec<(&str, crate::common::tekton::Param)>,
+    ) -> Option<crate::common::tekton::Run> {
+        if !crate::common::real_parts(&["kubectl", "jq"]) {
+            return None;
+        }
+        let kubeconfig = self.cp.kubeconfig();
+        let environment = [
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("POLL_SECONDS", "0.3"),
+        ];
+        let scratch = self.scratch().join(scratch);
+        std::fs::create_dir_all(&scratch).unwrap();
+        Some(tokio::task::block_in_place(|| {
+            crate::common::tekton::run_task(
+                "strata-encapsulation-job.yaml",
+                params,
+                &[],
+                &environment,
+                &scratch,
+            )
+        }))
+    }
+
     pub fn controller_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -236,30 +236,11 @@ pub async fn a_watched_tag(env: &Env) {
 /// The Tekton task's FROM_STREAM asks the stream to build now and follows the job
 /// that answers it; a suspended stream fails the step instead of hanging it.
 async fn tekton_task_builds_the_stream_now(env: &Env) {
-    use common::tekton::{run_task, s};
-    if !common::real_parts(&["kubectl", "jq"]) {
+    use common::tekton::s;
+    let params = || vec![("FROM_STREAM", s("tag")), ("NAMESPACE", s(NS))];
+    let Some(done) = env.run_job_task("tekton-stream", params()) else {
         return;
-    }
-    let kubeconfig = env.cp.kubeconfig();
-    let environment = [
-        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-        ("POLL_SECONDS", "0.3"),
-    ];
-    let run = |scratch: &str| {
-        let scratch = env.scratch().join(scratch);
-        std::fs::create_dir_all(&scratch).unwrap();
-        tokio::task::block_in_place(|| {
-            let params = vec![("FROM_STREAM", s("tag")), ("NAMESPACE", s(NS))];
-            run_task(
-                "strata-encapsulation-job.yaml",
-                params,
-                &[],
-                &environment,
-                &scratch,
-            )
-        })
     };
-    let done = run("tekton-stream");
     assert!(done.output.status.success(), "{}", done.stderr());
     let status = streams(env).get("tag").await.unwrap().status.unwrap();
     let build = &status.history[0];
@@ -276,7 +257,7 @@ async fn tekton_task_builds_the_stream_now(env: &Env) {
         condition(s, "Suspended") == Some(("True", "Suspended"))
     })
     .await;
-    let refused = run("tekton-suspended");
+    let refused = env.run_job_task("tekton-suspended", params()).unwrap();
     assert!(!refused.output.status.success());
     assert!(
         refused.stderr().contains("tag is suspended"),

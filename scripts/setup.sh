@@ -6,8 +6,9 @@ set -euo pipefail
 # Debian packages the build and the tests need.
 # etcd-server, openssl and curl run the test control plane (scripts/control-plane.sh);
 # python3-venv holds Helm's engine for rendering the chart in tests; jq is what the
-# Tekton step scripts use; ostree and libostree-dev make and read ostree repositories.
-APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev libsqlite3-dev debootstrap tar rpm pacman-package-manager skopeo docker-registry pigz zstd etcd-server openssl curl python3-venv jq ostree libostree-dev umoci)
+# Tekton step scripts use; ostree and libostree-dev make and read ostree repositories,
+# and gnupg signs the commits the pull tests verify.
+APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev libsqlite3-dev debootstrap tar rpm pacman-package-manager skopeo docker-registry pigz zstd etcd-server openssl curl python3-venv jq ostree libostree-dev umoci gnupg)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -172,3 +172,126 @@ fn bench_trees_measures_a_stream_of_ostree_commits() {
         "{err}"
     );
 }
+
+/// A GPG home with one fresh signing key; the key's id and its exported public key.
+fn gpg_key(home: &Path, name: &str) -> (String, std::path::PathBuf) {
+    fs::create_dir_all(home).unwrap();
+    let gpg = |args: &[&str]| {
+        let out = Command::new("gpg")
+            .arg("--homedir")
+            .arg(home)
+            .args(["--batch", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .output()
+            .unwrap();
+        common::succeeded(out, format!("gpg {args:?}"))
+    };
+    gpg(&[
+        "--quick-gen-key",
+        &format!("{name} <{name}@example.com>"),
+        "ed25519",
+        "sign",
+        "never",
+    ]);
+    let listed = gpg(&["--list-keys", "--with-colons"]);
+    let id = listed
+        .lines()
+        .find_map(|l| l.strip_prefix("fpr:::::::::"))
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let public = home.join("public.gpg");
+    fs::write(&public, gpg(&["--export", "--armor", &id])).unwrap();
+    (id, public)
+}
+
+/// A commit pulled over HTTP with libostree is the commit served; with GPG keys, only
+/// a commit signed by one of them is taken. Missing refs, unreachable servers and
+/// `file://` URLs are named errors.
+#[test]
+fn a_commit_is_pulled_over_http_and_its_signature_checked() {
+    use strata::source::ostree::pull::{pull, pull_once, Remote};
+    if !real_parts(&["ostree", "gpg"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, served) = (tmp.path().join("tree"), tmp.path().join("served"));
+    common::dpkg_tree(&tree, "1");
+    let repo = format!("--repo={}", served.display());
+    ostree(&["init", &repo, "--mode=archive"]);
+    let tree_arg = format!("--tree=dir={}", tree.display());
+    let signed = ostree(&["commit", &repo, "--branch=os/signed", "-s", "s", &tree_arg]);
+    ostree(&[
+        "commit",
+        &repo,
+        "--branch=os/unsigned",
+        "-s",
+        "u",
+        &tree_arg,
+    ]);
+    let (key, public) = gpg_key(&tmp.path().join("gpg"), "signer");
+    let homedir = format!("--gpg-homedir={}", tmp.path().join("gpg").display());
+    ostree(&["gpg-sign", &repo, &homedir, signed.trim(), &key]);
+    let (_, stranger) = gpg_key(&tmp.path().join("gpg-other"), "stranger");
+    let url = format!("http://127.0.0.1:{}", common::http::serve(&served));
+
+    let remote = |rev, gpg_keys| Remote {
+        url: &url,
+        rev,
+        gpg_keys,
+        commit_only: false,
+    };
+    let plain = tmp.path().join("plain");
+    let got = pull(&remote("os/unsigned", None), &plain).unwrap();
+    assert_eq!(got, ostree(&["rev-parse", &repo, "os/unsigned"]).trim());
+    // The pulled repository reads like any other: the same commit, the same tree.
+    let commit = strata::source::ostree::read(&plain, &got).unwrap();
+    assert!(commit
+        .entries
+        .iter()
+        .any(|e| e.path.ends_with("var/lib/dpkg/status")));
+    assert_eq!(
+        pull_once(&remote("os/unsigned", None), &plain).unwrap(),
+        got
+    );
+
+    let verified = tmp.path().join("verified");
+    let got = pull(&remote("os/signed", Some(public.as_path())), &verified).unwrap();
+    assert_eq!(got, signed.trim());
+    for (rev, keys, says) in [
+        ("os/unsigned", public.as_path(), "signature"),
+        ("os/signed", stranger.as_path(), "signature"),
+    ] {
+        let dest = tmp
+            .path()
+            .join(format!("refused-{}", keys.display().to_string().len()));
+        let err = pull(&remote(rev, Some(keys)), &dest)
+            .unwrap_err()
+            .to_string();
+        assert!(err.to_lowercase().contains(says), "{rev}: {err}");
+    }
+    let err = pull(&remote("os/none", None), &tmp.path().join("none"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("os/none") && err.contains(&url), "{err}");
+    let closed = Remote {
+        url: "http://127.0.0.1:9/repo",
+        rev: "os/signed",
+        gpg_keys: None,
+        commit_only: false,
+    };
+    let err = pull(&closed, &tmp.path().join("closed"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot pull"), "{err}");
+    let local = Remote {
+        url: "file:///etc",
+        rev: "os/signed",
+        gpg_keys: None,
+        commit_only: false,
+    };
+    let err = pull(&local, &tmp.path().join("local"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not an http"), "{err}");
+}

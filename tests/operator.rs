@@ -36,6 +36,7 @@ async fn the_operator_runs_jobs_end_to_end() {
         ostree_source(&env),
         stream_scenarios::a_watched_tag(&env),
         stream_scenarios::a_tag_that_appears_later(&env),
+        stream_scenarios::an_ostree_ref(&env),
     );
     tekton_job_task(&env).await;
     restart_safety(&env).await;
@@ -260,11 +261,35 @@ async fn ostree_source(env: &Env) {
         .await;
     expect(&done, "Succeeded", "True", None);
     let status = done.status.unwrap();
+    let status_plan_decisions = status.plan.clone().unwrap().decisions;
     assert!(
-        status.plan.unwrap().decisions.placed >= 2,
+        status_plan_decisions.placed >= 2,
         "packages read from the commit"
     );
     common::registry::inspect(&status.output.unwrap().image);
+
+    // The same repository served over HTTP: the worker pulls the commit itself.
+    let url = format!("http://127.0.0.1:{}", common::http::serve(&repo));
+    let commit = ostree(&["rev-parse", &repo_arg, "os/v1"]);
+    let source = json!({"source": {"ostree": {"repo": url, "ref": "os/v1"}}});
+    env.create("e2e", "from-ostree-url", "ostree-url", "v1", source)
+        .await;
+    let done = env
+        .finished("e2e", "from-ostree-url", Duration::from_secs(120))
+        .await;
+    expect(&done, "Succeeded", "True", None);
+    let pulled = done.status.unwrap();
+    assert_eq!(
+        pulled.plan.unwrap().decisions,
+        status_plan_decisions,
+        "the pulled commit plans as the one on the volume"
+    );
+    let image = &pulled.output.unwrap().image;
+    let labels = &common::registry::inspect(image)["Labels"];
+    assert!(
+        labels.to_string().contains(commit.trim()),
+        "the image names the pulled commit: {labels}"
+    );
 }
 
 async fn invalid_spec(env: &Env) {

@@ -391,6 +391,13 @@ pub struct WorkerArgs {
     pub termination_log: PathBuf,
     #[command(flatten)]
     pub source: SourceArgs,
+    /// Pull --ref from this HTTP(S) ostree repository into --ostree-repo first (made
+    /// if missing; a commit already pulled there is read as it is).
+    #[arg(long, value_name = "URL", requires = "ostree_repo")]
+    pub ostree_url: Option<String>,
+    /// GPG public keys the pulled commit must be signed with.
+    #[arg(long, value_name = "FILE", requires = "ostree_url")]
+    pub ostree_gpg_keys: Option<PathBuf>,
     /// An earlier build of the stream (repeatable), as the controller resolved it.
     #[arg(long, value_name = "REF")]
     pub prior: Vec<crate::image::ImageRef>,

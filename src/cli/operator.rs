@@ -119,6 +119,10 @@ fn task(args: WorkerArgs) -> anyhow::Result<worker::Task> {
         },
         output: args.output,
         compression: args.compression,
+        pull: args.ostree_url.map(|url| worker::Pull {
+            url,
+            gpg_keys: args.ostree_gpg_keys,
+        }),
     })
 }
 
@@ -276,8 +280,34 @@ mod tests {
             "{:?}",
             t.inputs.source
         );
+        assert_eq!(t.pull, None, "a repository on a volume is read where it is");
         assert_eq!(t.inputs.plan.max_layers, 64);
         assert_eq!(t.inputs.plan.repack, crate::plan::RepackPolicy::Auto);
+
+        let pulled = tasks(
+            json!({
+                "stream": "s",
+                "source": {"ostree": {"repo": "https://ostree.example/repo", "commit": "ab12",
+                    "gpgKeys": {"name": "keys", "key": "os.gpg"}}},
+                "output": {"image": "docker://quay.example/os:1"},
+            }),
+            &[],
+        );
+        for t in &pulled {
+            let pull = t
+                .pull
+                .as_ref()
+                .expect("a repository named by URL is pulled");
+            assert_eq!(pull.url, "https://ostree.example/repo");
+            let keys = pull.gpg_keys.as_deref().unwrap();
+            assert!(keys.starts_with("/var/run/strata/ostree-gpg"), "{keys:?}");
+            assert!(
+                matches!(&t.inputs.source, BuildSource::Ostree { repo, rev }
+                    if repo.starts_with(crate::operator::pod::WORK_DIR) && rev == "ab12"),
+                "both steps read the pull in the pod's work volume: {:?}",
+                t.inputs.source
+            );
+        }
         assert_eq!(t.inputs.registry.authfile, None);
         assert!(t.inputs.registry.insecure_registries.is_empty());
 

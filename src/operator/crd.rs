@@ -121,7 +121,8 @@ pub struct Source {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct OstreeSource {
-    /// The repository: a path inside `volume`, or (not supported yet) an HTTP(S) URL.
+    /// The repository: a path inside `volume`, or the HTTP(S) URL of an archive-mode
+    /// repository, which the worker pulls the commit from.
     pub repo: String,
     /// The ref to encapsulate, e.g. `fedora/x86_64/coreos/stable`.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
@@ -132,6 +133,20 @@ pub struct OstreeSource {
     /// The name of a volume in `podTemplate.volumes` holding the repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<String>,
+    /// With `repo` a URL: the ConfigMap key holding the GPG public keys (armored or
+    /// binary) the commit must be signed with. Without it, a pulled commit is checked
+    /// against its checksums only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpg_keys: Option<ConfigMapKey>,
+}
+
+/// One key of a ConfigMap in the job's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct ConfigMapKey {
+    /// The ConfigMap's name.
+    pub name: String,
+    /// The key.
+    pub key: String,
 }
 
 /// A root filesystem on a volume of the pod template.
@@ -325,7 +340,7 @@ pub struct Condition {
     /// True, False or Unknown.
     pub status: String,
     /// A CamelCase word. A job's: Running, WaitingForStream, BackOff, Succeeded, Failed,
-    /// Cancelled, DeadlineExceeded, InvalidSpec, UnsupportedSource, Planned or Built. A
+    /// Cancelled, DeadlineExceeded, InvalidSpec, Planned or Built. A
     /// stream's: SourceRead, SourceUnavailable, InvalidSpec, JobRunning, Idle,
     /// JobRefused, Suspended or Active.
     pub reason: String,

@@ -167,7 +167,7 @@ mod tests {
         let text = m.render();
         assert!(text.contains("strata_jobs_finished_total{outcome=\"Succeeded\"} 1"));
         assert!(text.contains("strata_jobs_finished_total{outcome=\"InvalidSpec\"} 1"));
-        assert!(text.contains("strata_jobs_finished_total{outcome=\"UnsupportedSource\"} 0"));
+        assert!(text.contains("strata_jobs_finished_total{outcome=\"DeadlineExceeded\"} 0"));
         assert!(!text.contains("BackOff"));
         assert!(text.contains("strata_report_latency_seconds_count 5"));
         assert!(text.contains("strata_report_latency_seconds_bucket{le=\"0.05\"} 4"));

@@ -208,15 +208,24 @@ fn validate_ostree(spec: &EncapsulationJobSpec, o: &OstreeSource) -> Result<(), 
         plain_name("spec.source.ostree.commit", c)?;
     }
     match &o.volume {
+        Some(_) if o.gpg_keys.is_some() => Err(invalid(
+            "spec.source.ostree.gpgKeys: only a repository pulled by URL is verified; \
+             one on a volume is trusted as it is",
+        )),
         Some(volume) => volume_path(spec, "spec.source.ostree", volume, &o.repo),
-        None => Err(Invalid {
-            reason: Reason::UnsupportedSource,
-            message: format!(
-                "spec.source.ostree.repo {:?}: pulling from a URL is not supported yet; \
-                 put the repository on a volume and set spec.source.ostree.volume",
-                o.repo
-            ),
-        }),
+        None => {
+            crate::source::ostree::pull::check_url(&o.repo).map_err(|problem| {
+                invalid(format!(
+                    "spec.source.ostree.repo: {problem} (without spec.source.ostree.volume, \
+                     repo is the URL of a repository to pull)"
+                ))
+            })?;
+            match &o.gpg_keys {
+                Some(k) => plain_name("spec.source.ostree.gpgKeys.name", &k.name)
+                    .and_then(|()| plain_name("spec.source.ostree.gpgKeys.key", &k.key)),
+                None => Ok(()),
+            }
+        }
     }
 }
 
@@ -290,6 +299,14 @@ mod tests {
             &policy(),
         )
         .unwrap();
+        validate(
+            &spec(
+                serde_json::json!({"ostree": {"repo": "https://ostree.example/repo",
+                "ref": "os/41", "gpgKeys": {"name": "os-keys", "key": "os.gpg"}}}),
+            ),
+            &policy(),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -318,8 +335,26 @@ mod tests {
                 "exactly one of ref and commit",
             ),
             (
-                serde_json::json!({"ostree": {"repo": "https://x/repo", "ref": "os"}}),
-                "not supported yet",
+                serde_json::json!({"ostree": {"repo": "file:///etc/repo", "ref": "os"}}),
+                "spec.source.ostree.repo: \"file:///etc/repo\" is not an http",
+            ),
+            (
+                serde_json::json!({"ostree": {"repo": "/srv/repo", "ref": "os"}}),
+                "without spec.source.ostree.volume",
+            ),
+            (
+                serde_json::json!({"ostree": {"repo": "https://u:p@x/repo", "ref": "os"}}),
+                "credentials",
+            ),
+            (
+                serde_json::json!({"ostree": {"repo": "repo", "ref": "os", "volume": "trees",
+                                              "gpgKeys": {"name": "keys", "key": "k"}}}),
+                "spec.source.ostree.gpgKeys",
+            ),
+            (
+                serde_json::json!({"ostree": {"repo": "https://x/repo", "ref": "os",
+                                              "gpgKeys": {"name": "keys", "key": "-x"}}}),
+                "spec.source.ostree.gpgKeys.key",
             ),
             (
                 serde_json::json!({"ostree": {"repo": "repo", "ref": "--help", "volume": "trees"}}),

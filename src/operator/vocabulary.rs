@@ -74,8 +74,6 @@ pub enum Reason {
     DeadlineExceeded,
     /// The spec breaks a rule of its own or of the controller's policy.
     InvalidSpec,
-    /// The spec names a source kind this controller does not run.
-    UnsupportedSource,
 
     // A step ended well (Planned or Built is True).
     /// The plan report was folded in.
@@ -102,17 +100,16 @@ pub enum Reason {
 
 impl Reason {
     /// The reasons a job ends with, in the order metrics list them.
-    pub const ENDINGS: [Reason; 6] = [
+    pub const ENDINGS: [Reason; 5] = [
         Reason::Succeeded,
         Reason::Failed,
         Reason::Cancelled,
         Reason::DeadlineExceeded,
         Reason::InvalidSpec,
-        Reason::UnsupportedSource,
     ];
 
     /// Every reason, for parsing what status holds.
-    const ALL: [Reason; 18] = [
+    const ALL: [Reason; 17] = [
         Reason::Running,
         Reason::WaitingForStream,
         Reason::BackOff,
@@ -121,7 +118,6 @@ impl Reason {
         Reason::Cancelled,
         Reason::DeadlineExceeded,
         Reason::InvalidSpec,
-        Reason::UnsupportedSource,
         Reason::Planned,
         Reason::Built,
         Reason::PodDeleted,
@@ -144,7 +140,6 @@ impl Reason {
             Reason::Cancelled => "Cancelled",
             Reason::DeadlineExceeded => "DeadlineExceeded",
             Reason::InvalidSpec => "InvalidSpec",
-            Reason::UnsupportedSource => "UnsupportedSource",
             Reason::Planned => "Planned",
             Reason::Built => "Built",
             Reason::PodDeleted => "PodDeleted",

@@ -13,6 +13,7 @@ use crate::image::ImageRef;
 use crate::layers::Compression;
 use crate::output::write_atomic;
 use crate::report::PlanReport;
+use crate::source::BuildSource;
 
 use super::report::{self, Step, Termination};
 use super::retry;
@@ -44,6 +45,18 @@ pub struct Task {
     pub output: Option<ImageRef>,
     /// How the build step compresses layers.
     pub compression: Compression,
+    /// The ostree source's repository is pulled from a URL first.
+    pub pull: Option<Pull>,
+}
+
+/// An ostree repository named by URL: the commit is pulled into the source's
+/// repository path before anything reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pull {
+    /// The repository's URL.
+    pub url: String,
+    /// GPG public keys the commit must be signed with.
+    pub gpg_keys: Option<PathBuf>,
 }
 
 /// Why a step failed.
@@ -128,9 +141,10 @@ fn step(task: &Task, progress: &(dyn Fn(&str) + Sync)) -> Result<(Vec<u8>, Strin
         path: task.plan_file.clone(),
         problem,
     };
+    let inputs = pulled(task, progress)?;
     let (bytes, digest) = match task.step {
         Step::Plan => {
-            let report = build::plan_only(&task.inputs, progress)?;
+            let report = build::plan_only(&inputs, progress)?;
             let json = serde_json::to_vec_pretty(&report).expect("plans serialise");
             write_atomic(&task.plan_file, &json).map_err(|e| plan_error(e.to_string()))?;
             report::encode(&report)
@@ -140,7 +154,7 @@ fn step(task: &Task, progress: &(dyn Fn(&str) + Sync)) -> Result<(Vec<u8>, Strin
                 .map_err(|e| plan_error(format!("cannot read the plan step's plan: {e}")))?;
             let planned: PlanReport = serde_json::from_slice(&text)
                 .map_err(|e| plan_error(format!("not a plan report: {e}")))?;
-            let mut inputs = task.inputs.clone();
+            let mut inputs = inputs;
             inputs.fixed_plan = Some(planned.plan);
             let opts = BuildOptions {
                 inputs,
@@ -156,6 +170,27 @@ fn step(task: &Task, progress: &(dyn Fn(&str) + Sync)) -> Result<(Vec<u8>, Strin
         return Err(WorkerError::ReportTooLarge(bytes.len()));
     }
     Ok((bytes, digest))
+}
+
+/// The step's inputs, with a repository named by URL pulled and its commit pinned by
+/// checksum. The build step finds the plan step's pull in the pod's work volume and
+/// reads that same commit, even if the ref has moved on since.
+fn pulled(task: &Task, progress: &(dyn Fn(&str) + Sync)) -> Result<PlanInputs, WorkerError> {
+    let mut inputs = task.inputs.clone();
+    let (Some(pull), BuildSource::Ostree { repo, rev }) = (&task.pull, &mut inputs.source) else {
+        return Ok(inputs);
+    };
+    let remote = crate::source::ostree::pull::Remote {
+        url: &pull.url,
+        rev,
+        gpg_keys: pull.gpg_keys.as_deref(),
+        commit_only: false,
+    };
+    progress(&format!("pulling {rev} from {}", pull.url));
+    let checksum = crate::source::ostree::pull::pull_once(&remote, repo)
+        .map_err(|e| WorkerError::Build(BuildError::from(e)))?;
+    *rev = checksum;
+    Ok(inputs)
 }
 
 fn write_report(task: &Task, bytes: Vec<u8>) -> Result<(), WorkerError> {

@@ -135,6 +135,7 @@ pub fn edge_tree(root: &std::path::Path, version: &str) {
     }
 }
 
+pub mod http;
 pub mod ostree_client;
 pub mod registry;
 pub mod tekton;

@@ -43,9 +43,9 @@ fn streams(env: &Env) -> Api<EncapsulationStream> {
     Api::namespaced(env.admin.clone(), NS)
 }
 
-async fn create(env: &Env, name: &str, source: &str, extra: serde_json::Value) {
+async fn create(env: &Env, name: &str, source: serde_json::Value, extra: serde_json::Value) {
     let mut spec = json!({
-        "source": {"image": {"ref": source}},
+        "source": source,
         "pollIntervalSeconds": 5,
         "output": {"repository": env.image(&format!("{name}-out")), "tag": "{shortDigest}-{n}"},
         "jobTemplate": {"planner": {"maxLayers": 4}},
@@ -128,7 +128,7 @@ pub async fn a_watched_tag(env: &Env) {
     create(
         env,
         "tag",
-        &source,
+        json!({"image": {"ref": source}}),
         json!({"successfulJobsHistoryLimit": 1,
                "output": {"repository": env.image("tag-out"), "tag": "{version}.{n}"},
                "jobTemplate": {"planner": {"maxLayers": 4}, "priorFromStream": 1}}),
@@ -270,7 +270,7 @@ async fn tekton_task_builds_the_stream_now(env: &Env) {
 /// tag appears.
 pub async fn a_tag_that_appears_later(env: &Env) {
     let source = env.image("es-later:1");
-    create(env, "later", &source, json!({})).await;
+    create(env, "later", json!({"image": {"ref": source}}), json!({})).await;
     let status = until(env, "later", "a source error", |s| {
         condition(s, "Ready") == Some(("False", "SourceUnavailable"))
     })
@@ -292,4 +292,63 @@ pub async fn a_tag_that_appears_later(env: &Env) {
     })
     .await;
     assert_eq!(status.poll_failures, 0);
+}
+
+/// An ostree ref served over HTTP: each new commit makes one job, which pulls that
+/// commit; polling reads commit objects only.
+pub async fn an_ostree_ref(env: &Env) {
+    if !common::real_parts(&["ostree"]) {
+        return;
+    }
+    let served = env.scratch().join("stream-repo");
+    let repo = format!("--repo={}", served.display());
+    common::ostree(&["init", &repo, "--mode=archive"]);
+    let commit = |tree: &str| {
+        let tree_arg = format!("--tree=dir={}", env.trees.join(tree).display());
+        let version = format!("--add-metadata-string=version=41.{tree}");
+        let out = common::ostree(&[
+            "commit",
+            &repo,
+            "--branch=os/stable",
+            "-s",
+            tree,
+            &tree_arg,
+            &version,
+        ]);
+        out.trim().to_string()
+    };
+    let first = commit("v1");
+    let url = format!("http://127.0.0.1:{}", common::http::serve(&served));
+    let source = json!({"ostree": {"url": url, "ref": "os/stable"}});
+    create(
+        env,
+        "ostree-ref",
+        source,
+        json!({"output": {"repository": env.image("ostree-out"), "tag": "{version}"}}),
+    )
+    .await;
+    let status = until(env, "ostree-ref", "the first commit's build", |s| {
+        built(s, &first)
+    })
+    .await;
+    let job = env.jobs(NS).get(&status.history[0].job).await.unwrap();
+    let pulled = job.spec.source.ostree.unwrap();
+    assert_eq!(
+        (pulled.repo.as_str(), pulled.commit.as_deref()),
+        (url.as_str(), Some(first.as_str()))
+    );
+    common::registry::inspect(&format!("{}:41.v1", env.image("ostree-out")));
+
+    let second = commit("v2");
+    let status = until(env, "ostree-ref", "the second commit's build", |s| {
+        built(s, &second)
+    })
+    .await;
+    assert_eq!(status.builds, 2);
+    assert!(
+        status.history[0].reused_percent.is_some(),
+        "{:?}",
+        status.history[0]
+    );
+    common::registry::inspect(&format!("{}:41.v2", env.image("ostree-out")));
 }

@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, Pod, PodSecurityContext,
-    PodSpec, SeccompProfile, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, KeyToPath, Pod,
+    PodSecurityContext, PodSpec, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 
-use super::crd::{EncapsulationJob, Mode, Source};
+use super::crd::{ConfigMapKey, EncapsulationJob, Mode, Source};
 use super::report::{self, Step};
 use super::Settings;
 use crate::layers;
@@ -22,8 +23,12 @@ pub const WORK_DIR: &str = "/work";
 const TERMINATION_LOG: &str = "/dev/termination-log";
 const SOURCES_DIR: &str = "/sources";
 const PUSH_AUTH_DIR: &str = "/var/run/strata/push-auth";
+const OSTREE_KEYS_DIR: &str = "/var/run/strata/ostree-gpg";
+/// Where a repository named by URL is pulled to, in the pod's work volume: the plan
+/// step pulls it, and the build step reads the same commit there.
+const PULLED_REPO: &str = "ostree-repo";
 /// Volume names the worker pod uses itself; a job's own volumes may not take them.
-pub const RESERVED_VOLUMES: [&str; 2] = ["work", "push-auth"];
+pub const RESERVED_VOLUMES: [&str; 3] = ["work", "push-auth", "ostree-gpg"];
 /// An unprivileged user for steps that need no special file access.
 const NOBODY: i64 = 65532;
 
@@ -60,6 +65,21 @@ pub fn worker_pod(job: &EncapsulationJob, attempt: &Attempt) -> Pod {
                 items: Some(vec![KeyToPath {
                     key: ".dockerconfigjson".into(),
                     path: "auth.json".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if let Some(keys) = gpg_keys(&spec.source) {
+        volumes.push(Volume {
+            name: "ostree-gpg".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: keys.name.clone(),
+                items: Some(vec![KeyToPath {
+                    key: keys.key.clone(),
+                    path: "keys.gpg".into(),
                     ..Default::default()
                 }]),
                 ..Default::default()
@@ -145,6 +165,14 @@ fn container(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Container
             ..Default::default()
         });
     }
+    if gpg_keys(&spec.source).is_some() {
+        mounts.push(VolumeMount {
+            name: "ostree-gpg".into(),
+            mount_path: OSTREE_KEYS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     let settings = attempt.settings;
     let mut command = settings.worker_command.clone();
     command.extend(args(job, attempt, step));
@@ -168,6 +196,11 @@ fn container(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Container
         security_context: Some(security(spec.source.rootfs.is_some())),
         ..Default::default()
     }
+}
+
+/// The GPG keys a pulled ostree commit is verified with, if the job names them.
+fn gpg_keys(source: &Source) -> Option<&ConfigMapKey> {
+    source.ostree.as_ref().and_then(|o| o.gpg_keys.as_ref())
 }
 
 /// The pod template volume the source lives on, if any.
@@ -248,11 +281,19 @@ fn args(job: &EncapsulationJob, attempt: &Attempt, step: Step) -> Vec<String> {
         ));
     }
     if let Some(o) = ostree {
-        let repo = format!(
-            "{SOURCES_DIR}/{}/{}",
-            o.volume.as_deref().unwrap_or_default(),
-            o.repo
-        );
+        let repo = match &o.volume {
+            Some(volume) => format!("{SOURCES_DIR}/{volume}/{}", o.repo),
+            None => {
+                a.push(flag("ostree-url", &o.repo));
+                format!("{WORK_DIR}/{PULLED_REPO}")
+            }
+        };
+        if o.gpg_keys.is_some() {
+            a.push(flag(
+                "ostree-gpg-keys",
+                format!("{OSTREE_KEYS_DIR}/keys.gpg"),
+            ));
+        }
         a.push(flag("ostree-repo", repo));
         let rev = o.reference.clone().or(o.commit.clone()).unwrap_or_default();
         a.push(flag("ref", rev));

@@ -14,11 +14,11 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
 use super::crd::EncapsulationStream;
-use super::decide::{self, NewBuild, Observed, STREAM_UID_LABEL};
+use super::decide::{self, NewBuild, Observed, Target, STREAM_UID_LABEL};
 use super::poll;
 use crate::image::remote::RegistryOptions;
 use crate::operator::controller::{apply_status, kube_err, publish_changes, ControllerError};
-use crate::operator::crd::{Condition, EncapsulationJob};
+use crate::operator::crd::{Condition, ConfigMapKey, EncapsulationJob};
 use crate::operator::report;
 use crate::operator::vocabulary::{StreamReason, Truth};
 use crate::operator::Settings;
@@ -116,7 +116,7 @@ async fn reconcile_one(
         .items;
     let now = jiff::Timestamp::now();
     let poll = match decide::poll_due(&stream, now) {
-        true => Some(read_source(&ctx.settings, &stream).await),
+        true => Some(read_source(&ctx, &stream).await),
         false => None,
     };
     let mut outcome = decide::decide(&Observed {
@@ -159,18 +159,31 @@ fn warning(c: &Condition) -> bool {
     Truth::False.is(&c.status) && bad.iter().any(|r| r.as_str() == c.reason)
 }
 
-/// Reads the source off the async threads: skopeo's proxy blocks.
+/// Reads the source off the async threads: skopeo's proxy and libostree block.
 async fn read_source(
-    settings: &Settings,
+    ctx: &Context,
     stream: &EncapsulationStream,
 ) -> Result<decide::Identity, String> {
-    let target = decide::poll_target(stream)?;
-    let opts = RegistryOptions {
-        insecure_registries: settings.insecure_registries.clone(),
-        ..Default::default()
-    };
-    let read = tokio::task::spawn_blocking(move || poll::identity(&target, &opts));
-    match tokio::time::timeout(POLL_TIMEOUT, read).await {
+    let read: Box<dyn FnOnce() -> Result<decide::Identity, String> + Send> =
+        match decide::poll_target(stream)? {
+            Target::Image(reference) => {
+                let opts = RegistryOptions {
+                    insecure_registries: ctx.settings.insecure_registries.clone(),
+                    ..Default::default()
+                };
+                Box::new(move || poll::identity(&reference, &opts))
+            }
+            Target::Ostree { url, rev, gpg_keys } => {
+                let cache = poll_cache(stream)?;
+                let keys = match gpg_keys {
+                    Some(k) => Some(write_keys(ctx, stream, &k, &cache).await?),
+                    None => None,
+                };
+                let repo = cache.join("repo");
+                Box::new(move || poll::ostree_identity(&url, &rev, keys.as_deref(), &repo))
+            }
+        };
+    match tokio::time::timeout(POLL_TIMEOUT, tokio::task::spawn_blocking(read)).await {
         Ok(Ok(found)) => found,
         Ok(Err(panicked)) => Err(format!("reading the source failed: {panicked}")),
         Err(_) => Err(format!(
@@ -178,6 +191,57 @@ async fn read_source(
             POLL_TIMEOUT.as_secs()
         )),
     }
+}
+
+/// The stream's own directory for polling an ostree repository: commit objects only,
+/// a few KiB each.
+fn poll_cache(stream: &EncapsulationStream) -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir()
+        .join("strata-streams")
+        .join(stream.uid().unwrap_or_default());
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| format!("cannot make the poll cache {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Writes the stream's GPG keys from their ConfigMap to a file libostree reads.
+async fn write_keys(
+    ctx: &Context,
+    stream: &EncapsulationStream,
+    keys: &ConfigMapKey,
+    cache: &std::path::Path,
+) -> Result<std::path::PathBuf, String> {
+    let ns = stream.namespace().unwrap_or_default();
+    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let map = maps
+        .get_opt(&keys.name)
+        .await
+        .map_err(|e| format!("reading ConfigMap {ns}/{}: {e}", keys.name))?
+        .ok_or_else(|| {
+            format!(
+                "spec.source.ostree.gpgKeys: there is no ConfigMap {ns}/{}",
+                keys.name
+            )
+        })?;
+    let text = map
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&keys.key))
+        .map(|t| t.as_bytes().to_vec());
+    let binary = map
+        .binary_data
+        .as_ref()
+        .and_then(|d| d.get(&keys.key))
+        .map(|b| b.0.clone());
+    let bytes = text.or(binary).ok_or_else(|| {
+        format!(
+            "spec.source.ostree.gpgKeys: ConfigMap {ns}/{} has no key {}",
+            keys.name, keys.key
+        )
+    })?;
+    let path = cache.join("keys.gpg");
+    crate::output::write_atomic(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(path)
 }
 
 /// Creates the build's job. One that exists already is the same build only if this

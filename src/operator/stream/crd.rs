@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::operator::crd::{
-    Compression, Condition, ImageSource, PlannerSpec, PodTemplate, SecretRef,
+    Compression, Condition, ConfigMapKey, ImageSource, PlannerSpec, PodTemplate, SecretRef,
 };
 
 /// Watch a source and encapsulate each new build of it, as a CronJob runs Jobs: one
@@ -52,7 +52,8 @@ use crate::operator::crd::{
 pub struct EncapsulationStreamSpec {
     /// What to watch.
     pub source: StreamSource,
-    /// How often the source is polled (default 300). Polling reads manifests only.
+    /// How often the source is polled (default 300). Polling reads manifests and commit
+    /// objects only.
     #[serde(default = "default_poll_interval")]
     #[schemars(range(min = 5, max = 86400))]
     pub poll_interval_seconds: u32,
@@ -88,13 +89,34 @@ fn default_failed_limit() -> u32 {
     1
 }
 
-/// The source a stream watches.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+/// The source a stream watches: exactly one of `image` and `ostree`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("[has(self.image), has(self.ostree)].filter(x, x).size() == 1").message("set exactly one of source.image and source.ostree"))]
 #[serde(rename_all = "camelCase")]
 pub struct StreamSource {
     /// A registry tag (`docker://host/repo:tag`). Its identity is the digest it
     /// resolves to; each job rechunks the image pinned to that digest.
-    pub image: ImageSource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSource>,
+    /// A ref of an archive ostree repository served over HTTP(S). Its identity is the
+    /// ref's commit checksum; each job pulls that commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ostree: Option<StreamOstree>,
+}
+
+/// A ref of an ostree repository served over HTTP(S).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamOstree {
+    /// The repository's `http://` or `https://` URL.
+    pub url: String,
+    /// The ref to watch, e.g. `fedora/x86_64/coreos/stable`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The ConfigMap key holding the GPG public keys every commit must be signed
+    /// with, when polled and when pulled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpg_keys: Option<ConfigMapKey>,
 }
 
 /// Where each build goes.

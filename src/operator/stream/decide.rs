@@ -10,7 +10,8 @@ use sha2::Digest as _;
 use super::crd::{EncapsulationStream, EncapsulationStreamStatus, StreamBuild};
 use crate::image::reference::ImageRef;
 use crate::operator::crd::{
-    EncapsulationJob, EncapsulationJobSpec, ImageSource, Mode, Output, Source,
+    ConfigMapKey, EncapsulationJob, EncapsulationJobSpec, ImageSource, Mode, OstreeSource, Output,
+    Source,
 };
 use crate::operator::report::child_name;
 use crate::operator::status::{condition, finished, succeeded, Setting};
@@ -36,11 +37,12 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(10);
 /// What a poll of the source found: the build to encapsulate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Identity {
-    /// The image's manifest digest.
+    /// The image's manifest digest, or the ostree commit's checksum.
     pub digest: String,
-    /// The source pinned to that digest, as the job reads it.
+    /// The source pinned to that digest, as the job reads it (an image), or as
+    /// messages name it (a commit).
     pub reference: String,
-    /// The source's `org.opencontainers.image.version` label.
+    /// The image's `org.opencontainers.image.version` label, or the commit's version.
     pub version: Option<String>,
 }
 
@@ -102,36 +104,92 @@ pub fn poll_due(stream: &EncapsulationStream, now: jiff::Timestamp) -> bool {
         .is_none_or(|t| t <= now)
 }
 
-/// The reference the poll reads: the watched tag, or the pinned digest.
-pub fn poll_target(stream: &EncapsulationStream) -> Result<String, String> {
-    let watched = &stream.spec.source.image.reference;
-    let Some(digest) = stream.annotations().get(SOURCE_DIGEST_ANNOTATION) else {
-        return Ok(watched.clone());
-    };
-    let valid = digest
-        .strip_prefix("sha256:")
-        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
-    if !valid {
-        return Err(format!(
-            "annotation {SOURCE_DIGEST_ANNOTATION} is '{digest}', not sha256: and 64 hex digits"
-        ));
-    }
-    let parsed: ImageRef = watched.parse()?;
-    parsed
-        .pinned(digest)
-        .map(|r| r.to_string())
-        .ok_or_else(|| format!("spec.source.image.ref '{watched}' is not a docker:// reference"))
+/// What a poll reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// A registry reference: the watched tag, or the pinned digest.
+    Image(String),
+    /// A ref, or the pinned commit, of the ostree repository at `url`.
+    Ostree {
+        /// The repository's URL.
+        url: String,
+        /// The ref or commit checksum.
+        rev: String,
+        /// The keys its commits must be signed with.
+        gpg_keys: Option<ConfigMapKey>,
+    },
 }
 
-/// The rules the schema cannot say: a registry source, a repository without a tag, a
-/// tag template with known placeholders, a well-formed pinned digest.
+/// What the poll reads: the watched tag or ref, or the pinned digest or commit.
+pub fn poll_target(stream: &EncapsulationStream) -> Result<Target, String> {
+    let pin = stream.annotations().get(SOURCE_DIGEST_ANNOTATION);
+    let is_hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match (&stream.spec.source.image, &stream.spec.source.ostree) {
+        (Some(image), None) => {
+            let watched = &image.reference;
+            let Some(digest) = pin else {
+                return Ok(Target::Image(watched.clone()));
+            };
+            if !digest.strip_prefix("sha256:").is_some_and(is_hex64) {
+                return Err(format!(
+                    "annotation {SOURCE_DIGEST_ANNOTATION} is '{digest}', not sha256: and 64 hex digits"
+                ));
+            }
+            let parsed: ImageRef = watched.parse()?;
+            parsed
+                .pinned(digest)
+                .map(|r| Target::Image(r.to_string()))
+                .ok_or_else(|| {
+                    format!("spec.source.image.ref '{watched}' is not a docker:// reference")
+                })
+        }
+        (None, Some(o)) => {
+            if let Some(commit) = pin.filter(|c| !is_hex64(c)) {
+                return Err(format!(
+                    "annotation {SOURCE_DIGEST_ANNOTATION} is '{commit}', not a commit checksum (64 hex digits)"
+                ));
+            }
+            Ok(Target::Ostree {
+                url: o.url.clone(),
+                rev: pin.unwrap_or(&o.reference).clone(),
+                gpg_keys: o.gpg_keys.clone(),
+            })
+        }
+        _ => Err("set exactly one of spec.source.image and spec.source.ostree".into()),
+    }
+}
+
+/// The source, as status messages name it.
+fn described(stream: &EncapsulationStream) -> String {
+    let source = &stream.spec.source;
+    match (&source.image, &source.ostree) {
+        (Some(image), _) => image.reference.clone(),
+        (None, Some(o)) => format!("{} {}", o.url, o.reference),
+        (None, None) => "the source".into(),
+    }
+}
+
+/// The rules the schema cannot say: one well-formed source, a repository without a
+/// tag, a tag template with known placeholders, a well-formed pin.
 pub fn check(stream: &EncapsulationStream) -> Result<(), String> {
     let spec = &stream.spec;
-    let source = &spec.source.image.reference;
-    if !matches!(source.parse::<ImageRef>(), Ok(ImageRef::Docker(_))) {
-        return Err(format!(
-            "spec.source.image.ref '{source}' must be a registry reference, docker://HOST/REPO:TAG"
-        ));
+    if let Some(image) = &spec.source.image {
+        if !matches!(image.reference.parse::<ImageRef>(), Ok(ImageRef::Docker(_))) {
+            return Err(format!(
+                "spec.source.image.ref '{}' must be a registry reference, docker://HOST/REPO:TAG",
+                image.reference
+            ));
+        }
+    }
+    if let Some(o) = &spec.source.ostree {
+        crate::source::ostree::pull::check_url(&o.url)
+            .map_err(|e| format!("spec.source.ostree.url: {e}"))?;
+        let r = &o.reference;
+        if r.is_empty() || r.starts_with('-') || r.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(format!(
+                "spec.source.ostree.ref {r:?}: must be a ref, not empty, not starting with '-'"
+            ));
+        }
     }
     let repository = &spec.output.repository;
     let bare = match repository.parse::<ImageRef>() {
@@ -147,7 +205,7 @@ pub fn check(stream: &EncapsulationStream) -> Result<(), String> {
     }
     let example = Identity {
         digest: format!("sha256:{}", "0".repeat(64)),
-        reference: source.clone(),
+        reference: described(stream),
         version: Some("1".into()),
     };
     render_tag(&spec.output.tag, &example, 1, jiff::Timestamp::UNIX_EPOCH)
@@ -232,7 +290,7 @@ pub fn decide(o: &Observed) -> Outcome {
                 ),
                 built => {
                     create = built.and_then(Result::ok);
-                    let message = format!("{} is {}", spec.source.image.reference, identity.digest);
+                    let message = format!("{} is {}", described(o.stream), identity.digest);
                     set(
                         &mut status,
                         StreamCondition::Ready,
@@ -411,12 +469,7 @@ fn new_build(
     );
     let t = &spec.job_template;
     let job_spec = EncapsulationJobSpec {
-        source: Source {
-            image: Some(ImageSource {
-                reference: identity.reference.clone(),
-            }),
-            ..Default::default()
-        },
+        source: job_source(spec, identity),
         stream: stream.name_any(),
         prior_builds: Vec::new(),
         prior_from_stream: t.prior_from_stream,
@@ -465,6 +518,28 @@ fn new_build(
         entry,
         build_now,
     })
+}
+
+/// The job's source: the image pinned to its digest, or the repository's commit.
+fn job_source(spec: &super::crd::EncapsulationStreamSpec, identity: &Identity) -> Source {
+    match &spec.source.ostree {
+        Some(o) => Source {
+            ostree: Some(OstreeSource {
+                repo: o.url.clone(),
+                reference: None,
+                commit: Some(identity.digest.clone()),
+                volume: None,
+                gpg_keys: o.gpg_keys.clone(),
+            }),
+            ..Default::default()
+        },
+        None => Source {
+            image: Some(ImageSource {
+                reference: identity.reference.clone(),
+            }),
+            ..Default::default()
+        },
+    }
 }
 
 /// Fills the tag template, then makes it a valid tag: `[A-Za-z0-9_][A-Za-z0-9_.-]*`,

@@ -1,5 +1,6 @@
-//! Reads a stream's source identity: the manifest digest a tag resolves to, and the
-//! version label of its config. Polling never reads a layer.
+//! Reads a stream's source identity: the manifest digest a tag resolves to and the
+//! version label of its config, or the commit an ostree ref names and its version.
+//! Polling never reads a layer or a file of a commit.
 
 use ocidir::oci_spec::image::ImageConfiguration;
 use sha2::Digest as _;
@@ -13,6 +14,34 @@ const MAX_CONFIG: u64 = 1 << 20;
 
 /// The label `{version}` reads.
 pub const VERSION_LABEL: &str = "org.opencontainers.image.version";
+
+/// The commit `rev` of the repository at `url` names now, pulling the commit object
+/// alone into the cache repository `cache` (checked against `gpg_keys` if given).
+pub fn ostree_identity(
+    url: &str,
+    rev: &str,
+    gpg_keys: Option<&std::path::Path>,
+    cache: &std::path::Path,
+) -> Result<Identity, String> {
+    use crate::source::ostree::{commit_labels, pull};
+    let remote = pull::Remote {
+        url,
+        rev,
+        gpg_keys,
+        commit_only: true,
+    };
+    let checksum = pull::pull(&remote, cache).map_err(|e| crate::error_chain(&e))?;
+    let labels = commit_labels(cache, &checksum).map_err(|e| crate::error_chain(&e))?;
+    let version = labels
+        .into_iter()
+        .find(|(k, _)| k == VERSION_LABEL)
+        .map(|(_, v)| v);
+    Ok(Identity {
+        reference: format!("{url} commit {checksum}"),
+        digest: checksum,
+        version,
+    })
+}
 
 /// What `reference` resolves to now.
 pub fn identity(reference: &str, opts: &RegistryOptions) -> Result<Identity, String> {

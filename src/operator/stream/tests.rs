@@ -406,7 +406,7 @@ fn a_pinned_digest_is_read_instead_of_the_tag() {
     let s = stream(json!({"metadata": {"annotations": {SOURCE_DIGEST_ANNOTATION: digest}}}));
     assert_eq!(
         poll_target(&s).unwrap(),
-        format!("docker://quay.example/fcos@{digest}")
+        Target::Image(format!("docker://quay.example/fcos@{digest}"))
     );
     let mut jobs = Vec::new();
     let (mut s, _) = step(&s, &mut jobs, Some(Ok(identity(3))), at(0));
@@ -416,4 +416,92 @@ fn a_pinned_digest_is_read_instead_of_the_tag() {
     s.annotations_mut()
         .insert(SOURCE_DIGEST_ANNOTATION.into(), identity(4).digest);
     assert!(poll_due(&s, at(2)), "a new pin is read at once");
+}
+
+fn ostree_stream() -> EncapsulationStream {
+    stream(json!({"spec": {"source": {"image": null, "ostree": {
+        "url": "https://ostree.example/repo", "ref": "fcos/x86_64/stable",
+        "gpgKeys": {"name": "fcos-keys", "key": "fcos.gpg"}}}}}))
+}
+
+#[test]
+fn an_ostree_ref_builds_its_commit_with_the_streams_keys() {
+    let s = ostree_stream();
+    assert_eq!(
+        poll_target(&s).unwrap(),
+        Target::Ostree {
+            url: "https://ostree.example/repo".into(),
+            rev: "fcos/x86_64/stable".into(),
+            gpg_keys: s.spec.source.ostree.as_ref().unwrap().gpg_keys.clone(),
+        }
+    );
+    let commit = "ab".repeat(32);
+    let id = Identity {
+        digest: commit.clone(),
+        reference: format!("https://ostree.example/repo commit {commit}"),
+        version: Some("41.20261204.3.0".into()),
+    };
+    let mut jobs = Vec::new();
+    let (s, _) = step(&s, &mut jobs, Some(Ok(id)), at(0));
+    let source = jobs[0].spec.source.ostree.as_ref().expect("an ostree job");
+    assert_eq!(source.repo, "https://ostree.example/repo");
+    assert_eq!(
+        (source.commit.as_deref(), source.reference.as_deref()),
+        (Some(commit.as_str()), None)
+    );
+    assert_eq!(source.gpg_keys.as_ref().unwrap().name, "fcos-keys");
+    assert_eq!(
+        jobs[0].spec.output.image,
+        "docker://registry.example/os/fcos:41.20261204.3.0-1"
+    );
+    let ready = status(&s)
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.message.contains("fcos/x86_64/stable is abab"),
+        "{}",
+        ready.message
+    );
+
+    let mut pinned = ostree_stream();
+    pinned
+        .annotations_mut()
+        .insert(SOURCE_DIGEST_ANNOTATION.into(), "cd".repeat(32));
+    assert!(
+        matches!(poll_target(&pinned).unwrap(), Target::Ostree { rev, .. } if rev == "cd".repeat(32))
+    );
+}
+
+#[test]
+fn bad_ostree_sources_are_named() {
+    let cases = [
+        (
+            json!({"url": "file:///srv/repo", "ref": "os"}),
+            "spec.source.ostree.url",
+        ),
+        (
+            json!({"url": "https://x/repo", "ref": "--upgrade"}),
+            "spec.source.ostree.ref",
+        ),
+        (
+            json!({"url": "https://x/repo", "ref": ""}),
+            "spec.source.ostree.ref",
+        ),
+    ];
+    for (ostree, named) in cases {
+        let s = stream(json!({"spec": {"source": {"image": null, "ostree": ostree}}}));
+        let err = check(&s).unwrap_err();
+        assert!(err.contains(named), "{err}");
+    }
+    let both = stream(json!({"spec": {"source": {"ostree": {"url": "https://x/r", "ref": "os"}}}}));
+    assert!(check(&both).unwrap_err().contains("exactly one"));
+    let mut pinned = ostree_stream();
+    pinned
+        .annotations_mut()
+        .insert(SOURCE_DIGEST_ANNOTATION.into(), "sha256:ab".into());
+    assert!(check(&pinned)
+        .unwrap_err()
+        .contains("not a commit checksum"));
 }

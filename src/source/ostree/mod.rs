@@ -5,6 +5,7 @@
 //! Entries carry mtime 0, as an ostree checkout does; the commit's timestamp is the
 //! build date.
 
+pub mod pull;
 pub mod verify;
 
 use std::cell::RefCell;

@@ -30,6 +30,8 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// Config labels to add.
     pub labels: BTreeMap<String, String>,
+    /// The runtime config set over the source's (an image's; none otherwise).
+    pub runtime: crate::image::runtime::Overrides,
 }
 
 /// What a plan is made from: the source, the stream's prior images, and the options.
@@ -307,6 +309,9 @@ fn build_into(
         image::generation_after(priors.iter().map(|(_, l)| l)),
     );
     meta.tag = tag.map(str::to_string);
+    meta.runtime = opts
+        .runtime
+        .apply(source.runtime.clone().unwrap_or_default());
     // ostree-ext reads its labels from the config and mirrors them in annotations.
     meta.labels.extend(ostree_labels.clone());
     meta.annotations.extend(ostree_labels);

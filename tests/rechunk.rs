@@ -569,3 +569,123 @@ fn a_crafted_image_pulled_from_a_registry_is_refused() {
     assert!(!outside.parent().unwrap().join("planted").exists());
     assert!(!t.join("out").exists());
 }
+
+/// The config of the image tagged `tag` in the OCI layout `dir`.
+fn image_config(dir: &Path, tag: &str) -> serde_json::Value {
+    let oci = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(dir.join(name)).unwrap()).unwrap()
+    };
+    let index = oci("index.json");
+    let manifest = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap();
+    let blob = |d: &serde_json::Value| format!("blobs/sha256/{}", &d.as_str().unwrap()[7..]);
+    let manifest = oci(&blob(&manifest["digest"]));
+    oci(&blob(&manifest["config"]["digest"]))["config"].clone()
+}
+
+/// `strata build` writes the runtime config a user asks for, and a rechunk keeps its
+/// source's (user, environment, entrypoint, labels), each flag replacing one field.
+#[test]
+fn runtime_config_is_set_by_flags_and_kept_by_a_rechunk() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let tree = t.join("tree");
+    common::dpkg_tree(&tree, "1");
+    let file = t.join("runtime.json");
+    fs::write(
+        &file,
+        r#"{"User": "0", "Env": ["PATH=/usr/bin", "LANG=C"], "StopSignal": "SIGTERM"}"#,
+    )
+    .unwrap();
+    let built = format!("oci:{}:v1", t.join("built").display());
+    common::ok(common::strata(&[
+        "build",
+        "--rootfs",
+        tree.to_str().unwrap(),
+        "--output",
+        &built,
+        "--config",
+        file.to_str().unwrap(),
+        "--user",
+        "65532:65532",
+        "--env",
+        "LANG=C.UTF-8",
+        "--entrypoint",
+        r#"["/usr/bin/strata"]"#,
+        "--cmd",
+        r#"["controller"]"#,
+        "--workdir",
+        "/work",
+        "--label",
+        "org.opencontainers.image.version=1.0",
+    ]));
+    let config = image_config(&t.join("built"), "v1");
+    assert_eq!(
+        config["User"], "65532:65532",
+        "a flag replaces the file's field"
+    );
+    assert_eq!(
+        config["Env"],
+        serde_json::json!(["PATH=/usr/bin", "LANG=C.UTF-8"])
+    );
+    assert_eq!(config["Entrypoint"], serde_json::json!(["/usr/bin/strata"]));
+    assert_eq!(config["Cmd"], serde_json::json!(["controller"]));
+    assert_eq!(
+        (config["WorkingDir"].as_str(), config["StopSignal"].as_str()),
+        (Some("/work"), Some("SIGTERM"))
+    );
+
+    let rechunked = format!("oci:{}:r1", t.join("rechunked").display());
+    common::ok(common::strata(&[
+        "build",
+        "--from-image",
+        &built,
+        "--output",
+        &rechunked,
+        "--user",
+        "1000",
+    ]));
+    let kept = image_config(&t.join("rechunked"), "r1");
+    assert_eq!(kept["User"], "1000");
+    for field in ["Env", "Entrypoint", "Cmd", "WorkingDir", "StopSignal"] {
+        assert_eq!(
+            kept[field], config[field],
+            "{field} is kept from the source"
+        );
+    }
+    assert_eq!(kept["Labels"]["org.opencontainers.image.version"], "1.0");
+
+    for (flag, value, says) in [
+        ("--entrypoint", "/usr/bin/strata", "not a JSON array"),
+        ("--env", "=x", "not KEY=VALUE"),
+        ("--workdir", "work", "not an absolute path"),
+        (
+            "--config",
+            "/nonexistent/runtime.json",
+            "/nonexistent/runtime.json",
+        ),
+    ] {
+        let out = common::strata(&[
+            "build",
+            "--rootfs",
+            tree.to_str().unwrap(),
+            "--output",
+            &format!("oci:{}:x", t.join("refused").display()),
+            flag,
+            value,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{flag} {value}: {err}"
+        );
+    }
+    assert!(
+        !t.join("refused").join("index.json").exists(),
+        "nothing written"
+    );
+}

@@ -207,6 +207,7 @@ fn strata_build(
         output: output.clone(),
         compression: Compression::Gzip,
         labels: Default::default(),
+        runtime: Default::default(),
     }
 }
 

@@ -286,6 +286,7 @@ impl TimedBuild<'_> {
             },
             compression,
             labels: Default::default(),
+            runtime: Default::default(),
         };
         let started = Instant::now();
         let report = crate::build::build(&build_opts, &|_| {})?;

@@ -49,6 +49,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         output: args.output.clone(),
         compression: args.compression,
         labels: args.label.iter().cloned().collect(),
+        runtime: args.runtime.overrides()?,
     };
     let report = build(&opts, &|line| eprintln!("strata: {line}"))?;
     if args.timings {

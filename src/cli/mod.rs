@@ -183,6 +183,8 @@ pub struct BuildArgs {
     /// A config label, KEY=VALUE. Repeatable.
     #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label)]
     pub label: Vec<(String, String)>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Globs that put files into named components, ahead of the package database:
     /// a JSON list of {"glob": "/usr/lib/firmware/**", "component": "firmware"}.
     #[arg(long, value_name = "FILE")]
@@ -207,6 +209,75 @@ pub struct BuildArgs {
     pub timings: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+/// How the image runs. A rechunked image (--from-image) keeps its source's runtime
+/// config; --config replaces it, and each flag replaces its field.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// The runtime config: a JSON object of an OCI image config's `config` fields
+    /// (User, Env, Entrypoint, Cmd, WorkingDir, ExposedPorts, Volumes, StopSignal,
+    /// Labels), or a whole image config.
+    #[arg(long = "config", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+    /// The user the image runs as, USER[:GROUP] (names or numbers).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// An environment variable, KEY=VALUE; replaces one of the same KEY. Repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<String>,
+    /// The entrypoint, as a JSON array: --entrypoint '["/usr/bin/strata"]'.
+    #[arg(long, value_name = "JSON", value_parser = parse_argv)]
+    pub entrypoint: Option<Argv>,
+    /// The default arguments, as a JSON array: --cmd '["controller"]'.
+    #[arg(long, value_name = "JSON", value_parser = parse_argv)]
+    pub cmd: Option<Argv>,
+    /// The working directory (absolute).
+    #[arg(long, value_name = "DIR", value_parser = parse_workdir)]
+    pub workdir: Option<String>,
+}
+
+impl RuntimeArgs {
+    /// The overrides these flags ask for; reads --config.
+    pub fn overrides(&self) -> anyhow::Result<crate::image::runtime::Overrides> {
+        let file = match &self.config_file {
+            Some(path) => Some(crate::image::runtime::read_file(path)?),
+            None => None,
+        };
+        Ok(crate::image::runtime::Overrides {
+            file,
+            user: self.user.clone(),
+            env: self.env.clone(),
+            entrypoint: self.entrypoint.clone().map(|a| a.0),
+            cmd: self.cmd.clone().map(|a| a.0),
+            working_dir: self.workdir.clone(),
+        })
+    }
+}
+
+fn parse_env(s: &str) -> Result<String, String> {
+    match s.split_once('=') {
+        Some((k, _)) if !k.is_empty() && !k.contains(char::is_whitespace) => Ok(s.to_string()),
+        _ => Err(format!("'{s}' is not KEY=VALUE")),
+    }
+}
+
+/// An argv list given as one JSON array (one value to clap, not many).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Argv(pub Vec<String>);
+
+fn parse_argv(s: &str) -> Result<Argv, String> {
+    serde_json::from_str::<Vec<String>>(s)
+        .map(Argv).map_err(|_| {
+        format!("'{s}' is not a JSON array of strings, e.g. '[\"/usr/bin/strata\", \"--help\"]'")
+    })
+}
+
+fn parse_workdir(s: &str) -> Result<String, String> {
+    match s.starts_with('/') {
+        true => Ok(s.to_string()),
+        false => Err(format!("'{s}' is not an absolute path")),
+    }
 }
 
 /// The tree to encapsulate: exactly one source.

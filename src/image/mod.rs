@@ -7,6 +7,7 @@
 mod priors;
 pub mod reference;
 pub mod remote;
+pub mod runtime;
 
 pub use priors::{generation_after, read_priors};
 
@@ -14,8 +15,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use ocidir::oci_spec::image::{
-    Arch, ConfigBuilder, Descriptor, HistoryBuilder, ImageConfigurationBuilder, ImageIndex,
-    ImageManifest, Os, PlatformBuilder, RootFsBuilder,
+    Arch, Descriptor, HistoryBuilder, ImageConfigurationBuilder, ImageIndex, ImageManifest, Os,
+    PlatformBuilder, RootFsBuilder,
 };
 use ocidir::{Layer, OciDir};
 
@@ -159,6 +160,8 @@ pub struct ImageMeta {
     pub annotations: BTreeMap<String, String>,
     /// The tag in the OCI directory, if any.
     pub tag: Option<String>,
+    /// The runtime config (user, environment, entrypoint, …); `labels` go on top.
+    pub runtime: ocidir::oci_spec::image::Config,
 }
 
 impl ImageMeta {
@@ -190,6 +193,7 @@ impl ImageMeta {
             labels,
             annotations,
             tag: None,
+            runtime: Default::default(),
         }
     }
 }
@@ -209,7 +213,7 @@ pub fn write_manifest(
         path: path.to_path_buf(),
         problem: e.to_string(),
     };
-    let labels: HashMap<String, String> = meta.labels.clone().into_iter().collect();
+    let runtime = runtime::with_labels(meta.runtime.clone(), meta.labels.clone());
     let mut config = ImageConfigurationBuilder::default()
         .architecture(arch())
         .os(Os::Linux)
@@ -220,12 +224,7 @@ pub fn write_manifest(
                 .build()
                 .map_err(invalid)?,
         )
-        .config(
-            ConfigBuilder::default()
-                .labels(labels)
-                .build()
-                .map_err(invalid)?,
-        )
+        .config(runtime)
         .build()
         .map_err(invalid)?;
     let mut manifest = oci

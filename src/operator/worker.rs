@@ -161,6 +161,7 @@ fn step(task: &Task, progress: &(dyn Fn(&str) + Sync)) -> Result<(Vec<u8>, Strin
                 output: task.output.clone().ok_or(WorkerError::NoOutput)?,
                 compression: task.compression,
                 labels: Default::default(),
+                runtime: Default::default(),
             };
             let built = build::build(&opts, progress)?;
             report::encode(&built)

@@ -47,6 +47,9 @@ pub struct Flattened {
     pub entries: Vec<Entry>,
     /// The regular files' bytes, spooled.
     pub content: Spool,
+    /// The image's runtime config (user, environment, entrypoint, labels, …), which
+    /// a rechunked image keeps.
+    pub runtime: ocidir::oci_spec::image::Config,
 }
 
 /// Flattens `reference`. Remote images are first copied to an OCI layout under
@@ -68,13 +71,16 @@ pub fn flatten(
     };
     let local =
         image::read_local(&dir, tag.as_deref()).map_err(|e| invalid(&dir, e.to_string()))?;
+    let runtime = image::runtime::read_from_layout(&dir, &local.manifest)
+        .map_err(|e| invalid(&dir, e.to_string()))?;
     // Opened one at a time as the merge reaches them, so one decompressor is live.
     let layers = local.manifest.layers().iter().map(|desc| {
         let blob = image::blob_path(&dir, desc).map_err(|e| invalid(&dir, e.to_string()))?;
         let tar = open_layer(&blob, desc)?;
         Ok((blob, tar))
     });
-    flatten_tars(layers, Path::new(&reference.to_string()), scratch, opts)
+    let flat = flatten_tars(layers, Path::new(&reference.to_string()), scratch, opts)?;
+    Ok(Flattened { runtime, ..flat })
 }
 
 /// A layer to flatten: the path its errors name, and its uncompressed tar.
@@ -125,6 +131,7 @@ pub fn flatten_tars(
             at,
             name: image.to_path_buf(),
         },
+        runtime: Default::default(),
     })
 }
 

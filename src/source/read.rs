@@ -68,6 +68,8 @@ pub struct ReadSource {
     pub entries: Vec<Entry>,
     /// The build date the source carries (an ostree commit's timestamp).
     pub date: Option<i64>,
+    /// The runtime config an image source carries, which a rechunk keeps.
+    pub runtime: Option<ocidir::oci_spec::image::Config>,
     /// Holds a flattened image's spooled content as long as the source is read.
     _scratch: Option<Partial>,
 }
@@ -87,6 +89,7 @@ pub fn read(
                 entries: walk(root, opts)?,
                 content: SourceContent::Dir(Dir { root: root.clone() }),
                 date: None,
+                runtime: None,
                 _scratch: None,
             })
         }
@@ -97,6 +100,7 @@ pub fn read(
                 entries: commit.entries,
                 content: SourceContent::Ostree(commit.content),
                 date: Some(commit.timestamp),
+                runtime: None,
                 _scratch: None,
             })
         }
@@ -115,6 +119,7 @@ pub fn read(
                 entries: flat.entries,
                 content: SourceContent::Image(flat.content),
                 date: None,
+                runtime: Some(flat.runtime),
                 _scratch: Some(scratch),
             })
         }

@@ -1,12 +1,18 @@
 //! `strata plan` end to end: the real binary on real files.
+//!
+//! And the first builds of a real Fedora CoreOS stream replayed, when the shared bench
+//! data is present beside the repository: Strata beats the baselines.
 
 mod common;
-use common::*;
 
+use common::*;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Output;
-
-use serde_json::Value;
+use strata::bench::baselines::StrategyName;
+use strata::bench::read_history;
+use strata::bench::replay::{replay, ReplayOptions};
+use strata::plan::PlanOptions;
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -214,4 +220,46 @@ fn a_closed_pipe_ends_output_without_a_panic() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.is_empty(), "{err}");
     assert!(out.status.success(), "{:?}: {err}", out.status);
+}
+
+fn bench_file(name: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/bench")
+        .join(name);
+    path.exists().then_some(path)
+}
+
+#[test]
+fn strata_downloads_less_than_the_baselines_on_fcos_stable() {
+    let Some(path) = bench_file("fcos-stable-2019-2021.jsonl.gz") else {
+        println!("skipped: ../shared/bench/fcos-stable-2019-2021.jsonl.gz is not present");
+        return;
+    };
+    let history: Vec<_> = read_history(&path).unwrap().into_iter().take(20).collect();
+    let opts = PlanOptions::default();
+    let ro = ReplayOptions {
+        warmup: 5,
+        history_depth: 100,
+    };
+    let mean = |name: StrategyName| {
+        let mut s = name.build(&opts, ro.warmup);
+        replay(&history, s.as_mut(), &ro, |_| {})
+    };
+    let strata = mean(StrategyName::Strata);
+    println!(
+        "strata: {:.1} MB, ratio {:.4}",
+        strata.mean_download_bytes / 1e6,
+        strata.ratio_to_lower_bound
+    );
+    assert!(strata.ratio_to_lower_bound >= 1.0);
+    for baseline in [StrategyName::LargestFirst, StrategyName::OstreeExtPrior] {
+        let other = mean(baseline);
+        println!("{baseline}: {:.1} MB", other.mean_download_bytes / 1e6);
+        assert!(
+            strata.mean_download_bytes < other.mean_download_bytes,
+            "strata {} vs {baseline} {}",
+            strata.mean_download_bytes,
+            other.mean_download_bytes
+        );
+    }
 }

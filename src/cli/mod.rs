@@ -268,9 +268,12 @@ pub struct Argv(pub Vec<String>);
 
 fn parse_argv(s: &str) -> Result<Argv, String> {
     serde_json::from_str::<Vec<String>>(s)
-        .map(Argv).map_err(|_| {
-        format!("'{s}' is not a JSON array of strings, e.g. '[\"/usr/bin/strata\", \"--help\"]'")
-    })
+        .map(Argv)
+        .map_err(|_| {
+            format!(
+                "'{s}' is not a JSON array of strings, e.g. '[\"/usr/bin/strata\", \"--help\"]'"
+            )
+        })
 }
 
 fn parse_workdir(s: &str) -> Result<String, String> {

@@ -37,10 +37,12 @@ async fn the_operator_runs_jobs_end_to_end() {
         stream_scenarios::a_watched_tag(&env),
         stream_scenarios::a_tag_that_appears_later(&env),
         stream_scenarios::an_ostree_ref(&env),
+        stream_scenarios::a_tree_on_a_claim(&env),
     );
     tekton_job_task(&env).await;
     restart_safety(&env).await;
     squatted_pod(&env).await;
+    stream_scenarios::a_restart_between_create_and_record(&env).await;
     let standby_log = env.scratch().join("standby.log");
     let standby = env.start_standby(common::registry::free_port(), &standby_log);
     load(&env).await;

@@ -54,12 +54,17 @@ pub enum Command {
     /// Print the EncapsulationJob and EncapsulationStream CRDs (YAML), e.g.
     /// `strata crd | kubectl apply -f -`.
     Crd(CrdArgs),
-    /// Run the operator: reconcile EncapsulationJobs by running worker pods.
+    /// Run the operator: reconcile EncapsulationJobs by running worker pods, and
+    /// EncapsulationStreams by making a job for each new build of their source.
     #[command(after_help = operator::CONTROLLER_EXAMPLES)]
     Controller(Box<ControllerArgs>),
     /// One step of an EncapsulationJob, inside its pod (the controller writes these
     /// arguments; you rarely type them).
     Worker(Box<WorkerArgs>),
+    /// Run inside an EncapsulationStream's probe pod: read a tree's generation file
+    /// beneath its volume and report it as the termination message.
+    #[command(hide = true)]
+    Probe(ProbeArgs),
     /// Benchmarks that print figures.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -441,6 +446,19 @@ pub struct ControllerArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The volume's mount point; the file is opened beneath it, never through a link.
+    #[arg(long, value_name = "DIR")]
+    pub volume: PathBuf,
+    /// The generation file, relative to the volume.
+    #[arg(long, value_name = "PATH")]
+    pub file: PathBuf,
+    /// Where the report (JSON) or the error goes.
+    #[arg(long, value_name = "FILE", default_value = "/dev/termination-log")]
+    pub termination_log: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Which step of the attempt to run.
     #[arg(value_enum)]
@@ -699,6 +717,13 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Controller(args) => operator::controller(*args),
         Command::Worker(args) => operator::worker(*args),
+        Command::Probe(args) => {
+            use crate::operator::stream::probe;
+            let found = probe::run(&args.volume, &args.file, &args.termination_log)
+                .map_err(anyhow::Error::msg)?;
+            out!("{}", serde_json::to_string(&found)?)?;
+            Ok(())
+        }
         Command::Bench(BenchCommand::Replay(args)) => bench::replay(args),
         Command::Bench(BenchCommand::Plan(args)) => bench::plan(args),
         Command::Bench(BenchCommand::Build(args)) => bench::build(args),

@@ -352,3 +352,95 @@ pub async fn an_ostree_ref(env: &Env) {
     );
     common::registry::inspect(&format!("{}:41.v2", env.image("ostree-out")));
 }
+
+/// A tree on a claim that a producer rewrites: a probe pod reads its generation file,
+/// each new generation makes one job that reads the tree from the claim, and the probe
+/// pod is gone after each read.
+pub async fn a_tree_on_a_claim(env: &Env) {
+    let tree = env.trees.join("produced");
+    let produce = |version: &str| {
+        let _ = std::fs::remove_dir_all(&tree);
+        common::dpkg_tree(&tree, version);
+        // The producer's contract: the generation file last.
+        std::fs::write(tree.join("GENERATION"), format!("os-{version}\n")).unwrap();
+    };
+    produce("1");
+    let source =
+        json!({"rootfs": {"volume": "trees", "path": "produced", "generationFile": "GENERATION"}});
+    let template = json!({"planner": {"maxLayers": 4},
+        "podTemplate": {"volumes": [crate::kube_common::operator_env::trees_volume()]}});
+    let extra = json!({"jobTemplate": template,
+        "output": {"repository": env.image("tree-out"), "tag": "{version}"}});
+    create(env, "tree", source, extra).await;
+    let status = until(env, "tree", "the first generation's build", |s| {
+        s.history.first().is_some_and(|b| b.result == "Succeeded")
+    })
+    .await;
+    let first = status.history[0].source_digest.clone();
+    common::registry::inspect(&format!("{}:os-1", env.image("tree-out")));
+    let job = env.jobs(NS).get(&status.history[0].job).await.unwrap();
+    assert_eq!(job.spec.source.rootfs.unwrap().path, "produced");
+
+    produce("2");
+    let status = until(env, "tree", "the second generation's build", |s| {
+        s.history
+            .first()
+            .is_some_and(|b| b.source_digest != first && b.result == "Succeeded")
+    })
+    .await;
+    assert_eq!(status.builds, 2);
+    common::registry::inspect(&format!("{}:os-2", env.image("tree-out")));
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(env.admin.clone(), NS);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pods.get_opt("tree-probe").await.unwrap().is_some() {
+        // The next poll may have started a new probe; it goes once read.
+        assert!(Instant::now() < deadline, "the probe pod stayed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A controller that created a build's job and stopped before recording it: the next
+/// one makes the same job, finds it there (its own, the same spec), and records it,
+/// so the source builds once.
+pub async fn a_restart_between_create_and_record(env: &Env) {
+    use strata::operator::stream::decide::{decide, Observed};
+    env.kill_controller();
+    let source = env.image("es-restart:1");
+    let digest = push(env, "v1", &source);
+    create(env, "restart", json!({"image": {"ref": source}}), json!({})).await;
+    let stream = streams(env).get("restart").await.unwrap();
+    let registry = strata::image::remote::RegistryOptions {
+        insecure_registries: vec![format!("127.0.0.1:{}", env.registry.port)],
+        ..Default::default()
+    };
+    let read = source.clone();
+    let identity = tokio::task::spawn_blocking(move || {
+        strata::operator::stream::poll::identity(&read, &registry)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(identity.digest, digest);
+    let outcome = decide(&Observed {
+        stream: &stream,
+        jobs: &[],
+        poll: Some(Ok(identity)),
+        now: jiff::Timestamp::now(),
+    });
+    let build = outcome.create.expect("a job for the new digest");
+    // What the stopped controller did: the job exists, status does not say so.
+    env.jobs(NS)
+        .create(&PostParams::default(), &build.job)
+        .await
+        .unwrap();
+    env.start_controller();
+    let status = until(env, "restart", "the build", |s| built(s, &digest)).await;
+    assert_eq!(status.builds, 1);
+    assert_eq!(status.history.len(), 1);
+    assert_eq!(status.history[0].job, build.job.name_any());
+    assert_eq!(
+        stream_jobs(env, "restart").await.len(),
+        1,
+        "one job, not two"
+    );
+}

@@ -20,8 +20,10 @@ use crate::plan::RepackPolicy;
 
 /// Where the plan container leaves the plan for the build container.
 pub const WORK_DIR: &str = "/work";
-const TERMINATION_LOG: &str = "/dev/termination-log";
-const SOURCES_DIR: &str = "/sources";
+/// Where a container leaves its termination message.
+pub const TERMINATION_LOG: &str = "/dev/termination-log";
+/// Where the job's volumes are mounted.
+pub const SOURCES_DIR: &str = "/sources";
 const PUSH_AUTH_DIR: &str = "/var/run/strata/push-auth";
 const OSTREE_KEYS_DIR: &str = "/var/run/strata/ostree-gpg";
 /// Where a repository named by URL is pulled to, in the pod's work volume: the plan
@@ -107,13 +109,7 @@ pub fn worker_pod(job: &EncapsulationJob, attempt: &Attempt) -> Pod {
             ),
             node_selector: template.node_selector,
             tolerations: template.tolerations,
-            security_context: Some(PodSecurityContext {
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
+            security_context: Some(pod_security()),
             ..Default::default()
         }),
         status: None,
@@ -212,11 +208,23 @@ fn source_volume(source: &Source) -> Option<&str> {
     }
 }
 
+/// The pod-level security of every pod Strata runs: the runtime's default seccomp
+/// profile.
+pub(crate) fn pod_security() -> PodSecurityContext {
+    PodSecurityContext {
+        seccomp_profile: Some(SeccompProfile {
+            type_: "RuntimeDefault".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// Reading someone else's root filesystem needs to bypass file modes, and nothing
 /// more; every other step runs as an unprivileged user. The bypass is `DAC_OVERRIDE`,
 /// which the Pod Security `baseline` profile allows (`DAC_READ_SEARCH` it does not):
 /// the source is mounted read-only, so it grants reading there and nothing else.
-fn security(reads_rootfs: bool) -> SecurityContext {
+pub(crate) fn security(reads_rootfs: bool) -> SecurityContext {
     let (user, add) = if reads_rootfs {
         (0, Some(vec!["DAC_OVERRIDE".to_string()]))
     } else {

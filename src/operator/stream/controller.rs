@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action as Requeue, Controller};
 use kube::runtime::events::Recorder;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 
-use super::crd::EncapsulationStream;
+use super::crd::{EncapsulationStream, StreamRootfs};
 use super::decide::{self, NewBuild, Observed, Target, STREAM_UID_LABEL};
-use super::poll;
+use super::{poll, probe};
 use crate::image::remote::RegistryOptions;
 use crate::operator::controller::{apply_status, kube_err, publish_changes, ControllerError};
 use crate::operator::crd::{Condition, ConfigMapKey, EncapsulationJob};
@@ -39,13 +39,19 @@ pub(crate) async fn watch(
     settings: Settings,
     recorder: Recorder,
 ) {
-    let (streams, jobs): (Api<EncapsulationStream>, Api<EncapsulationJob>) = match namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let (streams, jobs, pods): (Api<EncapsulationStream>, Api<EncapsulationJob>, Api<Pod>) =
+        match namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+                Api::all(client.clone()),
+            ),
+        };
     let ctx = Arc::new(Context {
         client,
         settings,
@@ -53,6 +59,8 @@ pub(crate) async fn watch(
     });
     Controller::new(streams, watcher::Config::default())
         .owns(jobs, watcher::Config::default().labels(STREAM_UID_LABEL))
+        // Probe pods: a finished probe is read at once.
+        .owns(pods, watcher::Config::default().labels(STREAM_UID_LABEL))
         .shutdown_on_signal()
         .run(reconcile_stream, error_policy, ctx)
         .for_each(|result| async move {
@@ -116,7 +124,7 @@ async fn reconcile_one(
         .items;
     let now = jiff::Timestamp::now();
     let poll = match decide::poll_due(&stream, now) {
-        true => Some(read_source(&ctx, &stream).await),
+        true => read_source(&ctx, &stream).await,
         false => None,
     };
     let mut outcome = decide::decide(&Observed {
@@ -159,30 +167,44 @@ fn warning(c: &Condition) -> bool {
     Truth::False.is(&c.status) && bad.iter().any(|r| r.as_str() == c.reason)
 }
 
-/// Reads the source off the async threads: skopeo's proxy and libostree block.
+/// Reads the source: `None` while a probe pod reads a tree's generation file.
 async fn read_source(
     ctx: &Context,
     stream: &EncapsulationStream,
+) -> Option<Result<decide::Identity, String>> {
+    match decide::poll_target(stream) {
+        Err(problem) => Some(Err(problem)),
+        Ok(Target::Rootfs(tree)) => probe(ctx, stream, &tree).await,
+        Ok(target) => Some(read_remote(ctx, stream, target).await),
+    }
+}
+
+/// Reads a registry or ostree source off the async threads: skopeo's proxy and
+/// libostree block.
+async fn read_remote(
+    ctx: &Context,
+    stream: &EncapsulationStream,
+    target: Target,
 ) -> Result<decide::Identity, String> {
-    let read: Box<dyn FnOnce() -> Result<decide::Identity, String> + Send> =
-        match decide::poll_target(stream)? {
-            Target::Image(reference) => {
-                let opts = RegistryOptions {
-                    insecure_registries: ctx.settings.insecure_registries.clone(),
-                    ..Default::default()
-                };
-                Box::new(move || poll::identity(&reference, &opts))
-            }
-            Target::Ostree { url, rev, gpg_keys } => {
-                let cache = poll_cache(stream)?;
-                let keys = match gpg_keys {
-                    Some(k) => Some(write_keys(ctx, stream, &k, &cache).await?),
-                    None => None,
-                };
-                let repo = cache.join("repo");
-                Box::new(move || poll::ostree_identity(&url, &rev, keys.as_deref(), &repo))
-            }
-        };
+    let read: Box<dyn FnOnce() -> Result<decide::Identity, String> + Send> = match target {
+        Target::Image(reference) => {
+            let opts = RegistryOptions {
+                insecure_registries: ctx.settings.insecure_registries.clone(),
+                ..Default::default()
+            };
+            Box::new(move || poll::identity(&reference, &opts))
+        }
+        Target::Ostree { url, rev, gpg_keys } => {
+            let cache = poll_cache(stream)?;
+            let keys = match gpg_keys {
+                Some(k) => Some(write_keys(ctx, stream, &k, &cache).await?),
+                None => None,
+            };
+            let repo = cache.join("repo");
+            Box::new(move || poll::ostree_identity(&url, &rev, keys.as_deref(), &repo))
+        }
+        Target::Rootfs(_) => unreachable!("a tree is read by a probe pod"),
+    };
     match tokio::time::timeout(POLL_TIMEOUT, tokio::task::spawn_blocking(read)).await {
         Ok(Ok(found)) => found,
         Ok(Err(panicked)) => Err(format!("reading the source failed: {panicked}")),
@@ -190,6 +212,83 @@ async fn read_source(
             "reading the source took more than {}s",
             POLL_TIMEOUT.as_secs()
         )),
+    }
+}
+
+/// Reads a tree's generation file through the stream's probe pod: starts one, waits
+/// for it (`None`), then takes what it reported and deletes it. The pod mounts the job
+/// template's volume, so the job policy must admit the template first.
+async fn probe(
+    ctx: &Context,
+    stream: &EncapsulationStream,
+    tree: &StreamRootfs,
+) -> Option<Result<decide::Identity, String>> {
+    let ns = stream.namespace().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = probe::pod_name(stream);
+    let existing = match pods.get_opt(&name).await {
+        Ok(found) => found,
+        Err(e) => return Some(Err(format!("reading the probe pod {ns}/{name}: {e}"))),
+    };
+    let Some(pod) = existing else {
+        return start_probe(ctx, stream, tree, &pods).await.err().map(Err);
+    };
+    let ours = pod
+        .owner_references()
+        .iter()
+        .any(|r| Some(&r.uid) == stream.uid().as_ref());
+    if !ours {
+        return Some(Err(format!(
+            "a pod named {name} exists that this stream did not make"
+        )));
+    }
+    let age = pod
+        .creation_timestamp()
+        .map(|t| jiff::Timestamp::now().duration_since(t.0).as_secs())
+        .unwrap_or(0);
+    let found = match probe::reported(stream, &pod) {
+        Some(found) => found,
+        None if age < POLL_TIMEOUT.as_secs() as i64 => return None,
+        None => Err(format!(
+            "the probe pod {name} did not finish within {}s",
+            POLL_TIMEOUT.as_secs()
+        )),
+    };
+    if let Err(e) = pods.delete(&name, &DeleteParams::background()).await {
+        tracing::warn!(error = %e, pod = %name, "cannot delete the probe pod");
+    }
+    Some(found)
+}
+
+async fn start_probe(
+    ctx: &Context,
+    stream: &EncapsulationStream,
+    tree: &StreamRootfs,
+    pods: &Api<Pod>,
+) -> Result<(), String> {
+    let spec = decide::template_spec(stream);
+    crate::operator::validate::validate(&spec, &ctx.settings.policy)
+        .map_err(|e| format!("spec.jobTemplate: {}", e.message))?;
+    let template = spec.pod_template.unwrap_or_default();
+    let volume = template
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .find(|v| v.name == tree.volume)
+        .ok_or_else(|| {
+            format!(
+                "no volume {:?} in spec.jobTemplate.podTemplate",
+                tree.volume
+            )
+        })?;
+    let account = template
+        .service_account_name
+        .unwrap_or_else(|| ctx.settings.service_account.clone());
+    let pod = probe::probe_pod(stream, tree, &volume, &account, &ctx.settings);
+    match pods.create(&PostParams::default(), &pod).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(format!("creating the probe pod: {e}")),
     }
 }
 

@@ -89,9 +89,9 @@ fn default_failed_limit() -> u32 {
     1
 }
 
-/// The source a stream watches: exactly one of `image` and `ostree`.
+/// The source a stream watches: exactly one of `image`, `ostree` and `rootfs`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("[has(self.image), has(self.ostree)].filter(x, x).size() == 1").message("set exactly one of source.image and source.ostree"))]
+#[x_kube(validation = Rule::new("[has(self.image), has(self.ostree), has(self.rootfs)].filter(x, x).size() == 1").message("set exactly one of source.image, source.ostree and source.rootfs"))]
 #[serde(rename_all = "camelCase")]
 pub struct StreamSource {
     /// A registry tag (`docker://host/repo:tag`). Its identity is the digest it
@@ -102,6 +102,23 @@ pub struct StreamSource {
     /// ref's commit checksum; each job pulls that commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ostree: Option<StreamOstree>,
+    /// A tree on a volume that an earlier step rewrites. Its identity is the content
+    /// of the generation file the producer writes last, read by a short probe pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<StreamRootfs>,
+}
+
+/// A tree on a volume of `jobTemplate.podTemplate.volumes`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamRootfs {
+    /// The volume's name in `jobTemplate.podTemplate.volumes`.
+    pub volume: String,
+    /// The tree's path inside the volume (`.` for its root).
+    pub path: String,
+    /// The generation file, relative to the tree: at most 4 KiB, its first line is
+    /// `{version}`. The producer writes it last, after the tree is complete.
+    pub generation_file: String,
 }
 
 /// A ref of an ostree repository served over HTTP(S).

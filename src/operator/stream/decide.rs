@@ -7,11 +7,11 @@ use std::time::Duration;
 use kube::{Resource, ResourceExt};
 use sha2::Digest as _;
 
-use super::crd::{EncapsulationStream, EncapsulationStreamStatus, StreamBuild};
+use super::crd::{EncapsulationStream, EncapsulationStreamStatus, StreamBuild, StreamRootfs};
 use crate::image::reference::ImageRef;
 use crate::operator::crd::{
     ConfigMapKey, EncapsulationJob, EncapsulationJobSpec, ImageSource, Mode, OstreeSource, Output,
-    Source,
+    RootfsSource, Source,
 };
 use crate::operator::report::child_name;
 use crate::operator::status::{condition, finished, succeeded, Setting};
@@ -109,6 +109,8 @@ pub fn poll_due(stream: &EncapsulationStream, now: jiff::Timestamp) -> bool {
 pub enum Target {
     /// A registry reference: the watched tag, or the pinned digest.
     Image(String),
+    /// A tree on a volume, read by a probe pod.
+    Rootfs(StreamRootfs),
     /// A ref, or the pinned commit, of the ostree repository at `url`.
     Ostree {
         /// The repository's URL.
@@ -124,8 +126,9 @@ pub enum Target {
 pub fn poll_target(stream: &EncapsulationStream) -> Result<Target, String> {
     let pin = stream.annotations().get(SOURCE_DIGEST_ANNOTATION);
     let is_hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
-    match (&stream.spec.source.image, &stream.spec.source.ostree) {
-        (Some(image), None) => {
+    let source = &stream.spec.source;
+    match (&source.image, &source.ostree, &source.rootfs) {
+        (Some(image), None, None) => {
             let watched = &image.reference;
             let Some(digest) = pin else {
                 return Ok(Target::Image(watched.clone()));
@@ -143,7 +146,7 @@ pub fn poll_target(stream: &EncapsulationStream) -> Result<Target, String> {
                     format!("spec.source.image.ref '{watched}' is not a docker:// reference")
                 })
         }
-        (None, Some(o)) => {
+        (None, Some(o), None) => {
             if let Some(commit) = pin.filter(|c| !is_hex64(c)) {
                 return Err(format!(
                     "annotation {SOURCE_DIGEST_ANNOTATION} is '{commit}', not a commit checksum (64 hex digits)"
@@ -155,17 +158,27 @@ pub fn poll_target(stream: &EncapsulationStream) -> Result<Target, String> {
                 gpg_keys: o.gpg_keys.clone(),
             })
         }
-        _ => Err("set exactly one of spec.source.image and spec.source.ostree".into()),
+        (None, None, Some(tree)) => match pin {
+            Some(_) => Err(format!(
+                "annotation {SOURCE_DIGEST_ANNOTATION}: a tree cannot be pinned, its generation file names it"
+            )),
+            None => Ok(Target::Rootfs(tree.clone())),
+        },
+        _ => Err(
+            "set exactly one of spec.source.image, spec.source.ostree and spec.source.rootfs"
+                .into(),
+        ),
     }
 }
 
 /// The source, as status messages name it.
 fn described(stream: &EncapsulationStream) -> String {
     let source = &stream.spec.source;
-    match (&source.image, &source.ostree) {
-        (Some(image), _) => image.reference.clone(),
-        (None, Some(o)) => format!("{} {}", o.url, o.reference),
-        (None, None) => "the source".into(),
+    match (&source.image, &source.ostree, &source.rootfs) {
+        (Some(image), _, _) => image.reference.clone(),
+        (None, Some(o), _) => format!("{} {}", o.url, o.reference),
+        (None, None, Some(r)) => format!("{}/{} on volume {}", r.path, r.generation_file, r.volume),
+        (None, None, None) => "the source".into(),
     }
 }
 
@@ -191,6 +204,9 @@ pub fn check(stream: &EncapsulationStream) -> Result<(), String> {
             ));
         }
     }
+    if let Some(tree) = &spec.source.rootfs {
+        check_tree(spec, tree)?;
+    }
     let repository = &spec.output.repository;
     let bare = match repository.parse::<ImageRef>() {
         Ok(ImageRef::Docker(r)) => {
@@ -211,6 +227,44 @@ pub fn check(stream: &EncapsulationStream) -> Result<(), String> {
     render_tag(&spec.output.tag, &example, 1, jiff::Timestamp::UNIX_EPOCH)
         .map_err(|e| format!("spec.output.tag: {e}"))?;
     poll_target(stream).map(|_| ())
+}
+
+/// A tree's volume must be one the job template declares, and its paths plain and
+/// relative: the probe and the job read them beneath the volume.
+fn check_tree(
+    spec: &super::crd::EncapsulationStreamSpec,
+    tree: &StreamRootfs,
+) -> Result<(), String> {
+    let declared = spec
+        .job_template
+        .pod_template
+        .as_ref()
+        .and_then(|t| t.volumes.as_ref())
+        .is_some_and(|v| v.iter().any(|v| v.name == tree.volume));
+    if !declared {
+        return Err(format!(
+            "spec.source.rootfs.volume {:?}: no volume of that name in spec.jobTemplate.podTemplate.volumes",
+            tree.volume
+        ));
+    }
+    for (field, value) in [
+        ("path", &tree.path),
+        ("generationFile", &tree.generation_file),
+    ] {
+        let p = std::path::Path::new(value);
+        let plain = p.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+        if value.is_empty() || !plain {
+            return Err(format!(
+                "spec.source.rootfs.{field} {value:?}: must be relative to the volume, without '..'"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Decides what the stream's status is and what happens next.
@@ -467,25 +521,7 @@ fn new_build(
         &stream.name_any(),
         &hash["sha256:".len().."sha256:".len() + 12],
     );
-    let t = &spec.job_template;
-    let job_spec = EncapsulationJobSpec {
-        source: job_source(spec, identity),
-        stream: stream.name_any(),
-        prior_builds: Vec::new(),
-        prior_from_stream: t.prior_from_stream,
-        output: Output {
-            image: format!("{}:{tag}", spec.output.repository),
-            compression: spec.output.compression,
-            push_secret_ref: spec.output.push_secret_ref.clone(),
-        },
-        planner: t.planner.clone(),
-        mode: Mode::Build,
-        cancel: false,
-        retries: t.retries,
-        timeout_seconds: t.timeout_seconds,
-        worker_image: None,
-        pod_template: t.pod_template.clone(),
-    };
+    let job_spec = job_spec(stream, identity, &tag);
     let mut job = EncapsulationJob::new(&name, job_spec);
     job.metadata.namespace = stream.namespace();
     job.metadata.labels = Some(
@@ -520,8 +556,53 @@ fn new_build(
     })
 }
 
+/// The spec of the job that builds `identity`, pushed as `tag`.
+fn job_spec(stream: &EncapsulationStream, identity: &Identity, tag: &str) -> EncapsulationJobSpec {
+    let spec = &stream.spec;
+    let t = &spec.job_template;
+    EncapsulationJobSpec {
+        source: job_source(spec, identity),
+        stream: stream.name_any(),
+        prior_builds: Vec::new(),
+        prior_from_stream: t.prior_from_stream,
+        output: Output {
+            image: format!("{}:{tag}", spec.output.repository),
+            compression: spec.output.compression,
+            push_secret_ref: spec.output.push_secret_ref.clone(),
+        },
+        planner: t.planner.clone(),
+        mode: Mode::Build,
+        cancel: false,
+        retries: t.retries,
+        timeout_seconds: t.timeout_seconds,
+        worker_image: None,
+        pod_template: t.pod_template.clone(),
+    }
+}
+
+/// The spec the stream's jobs will have, as far as the source's identity does not
+/// change it: what the job policy is checked against before a probe pod mounts the
+/// template's volume.
+pub fn template_spec(stream: &EncapsulationStream) -> EncapsulationJobSpec {
+    let placeholder = Identity {
+        digest: format!("sha256:{}", "0".repeat(64)),
+        reference: described(stream),
+        version: None,
+    };
+    job_spec(stream, &placeholder, "probe")
+}
+
 /// The job's source: the image pinned to its digest, or the repository's commit.
 fn job_source(spec: &super::crd::EncapsulationStreamSpec, identity: &Identity) -> Source {
+    if let Some(tree) = &spec.source.rootfs {
+        return Source {
+            rootfs: Some(RootfsSource {
+                volume: tree.volume.clone(),
+                path: tree.path.clone(),
+            }),
+            ..Default::default()
+        };
+    }
     match &spec.source.ostree {
         Some(o) => Source {
             ostree: Some(OstreeSource {

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod decide;
 pub mod poll;
+pub mod probe;
 
 #[cfg(test)]
 mod tests;

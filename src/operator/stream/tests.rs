@@ -505,3 +505,104 @@ fn bad_ostree_sources_are_named() {
         .unwrap_err()
         .contains("not a commit checksum"));
 }
+
+fn tree_stream() -> EncapsulationStream {
+    stream(json!({"spec": {
+        "source": {"image": null, "rootfs": {"volume": "trees", "path": "fcos", "generationFile": "GENERATION"}},
+        "jobTemplate": {"podTemplate": {"volumes": [
+            {"name": "trees", "persistentVolumeClaim": {"claimName": "trees", "readOnly": true}}]}},
+    }}))
+}
+
+#[test]
+fn a_tree_is_probed_by_an_unprivileged_reader_pod_and_built_from_its_volume() {
+    use super::probe::{pod_name, probe_pod, reported};
+    let s = tree_stream();
+    let Target::Rootfs(tree) = poll_target(&s).unwrap() else {
+        panic!("a tree target")
+    };
+    let template = template_spec(&s).pod_template.unwrap();
+    let volume = &template.volumes.unwrap()[0];
+    let settings = crate::operator::Settings::for_tests(&[]);
+    let mut pod = probe_pod(&s, &tree, volume, "strata-worker", &settings);
+    let spec = pod.spec.clone().unwrap();
+    let c = &spec.containers[0];
+    let command = c.command.clone().unwrap();
+    assert_eq!(command[..2], ["strata", "probe"]);
+    assert!(
+        command.contains(&"--volume=/sources/trees".to_string()),
+        "{command:?}"
+    );
+    assert!(
+        command.contains(&"--file=fcos/GENERATION".to_string()),
+        "{command:?}"
+    );
+    assert_eq!(c.volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
+    let security = c.security_context.clone().unwrap();
+    assert_eq!(
+        security.capabilities.unwrap().add,
+        Some(vec!["DAC_OVERRIDE".to_string()])
+    );
+    assert_eq!(
+        spec.automount_service_account_token,
+        Some(false),
+        "a probe needs no API access"
+    );
+    assert_eq!(pod.metadata.name.as_deref(), Some(pod_name(&s).as_str()));
+    assert_eq!(pod.labels()[STREAM_UID_LABEL], UID);
+
+    assert!(reported(&s, &pod).is_none(), "not finished yet");
+    let finish = |pod: &mut k8s_openapi::api::core::v1::Pod, code: i32, message: &str| {
+        pod.status = serde_json::from_value(json!({"containerStatuses": [{
+            "name": "probe", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "message": message}}}]}))
+        .unwrap();
+    };
+    let digest = format!("sha256:{}", "1".repeat(64));
+    finish(
+        &mut pod,
+        0,
+        &format!(r#"{{"digest": "{digest}", "version": "41.1"}}"#),
+    );
+    let id = reported(&s, &pod).unwrap().unwrap();
+    assert_eq!(
+        (id.digest.as_str(), id.version.as_deref()),
+        (digest.as_str(), Some("41.1"))
+    );
+    assert!(id.reference.contains("fcos/GENERATION on volume trees"));
+    let mut jobs = Vec::new();
+    step(&s, &mut jobs, reported(&s, &pod), at(0));
+    let source = jobs[0].spec.source.rootfs.clone().expect("a rootfs job");
+    assert_eq!(
+        (source.volume.as_str(), source.path.as_str()),
+        ("trees", "fcos")
+    );
+    finish(&mut pod, 1, "fcos/GENERATION: No such file or directory");
+    let err = reported(&s, &pod).unwrap().unwrap_err();
+    assert!(err.contains("No such file"), "{err}");
+    finish(&mut pod, 0, "garbage");
+    assert!(reported(&s, &pod)
+        .unwrap()
+        .unwrap_err()
+        .contains("reported no generation"));
+}
+
+#[test]
+fn bad_trees_are_named() {
+    let with = |rootfs: serde_json::Value| {
+        let mut s = tree_stream();
+        s.spec.source.rootfs = Some(serde_json::from_value(rootfs).unwrap());
+        check(&s).unwrap_err()
+    };
+    let err = with(json!({"volume": "other", "path": "fcos", "generationFile": "G"}));
+    assert!(err.contains("spec.source.rootfs.volume"), "{err}");
+    let err = with(json!({"volume": "trees", "path": "../etc", "generationFile": "G"}));
+    assert!(err.contains("spec.source.rootfs.path"), "{err}");
+    let err = with(json!({"volume": "trees", "path": "fcos", "generationFile": "/etc/shadow"}));
+    assert!(err.contains("spec.source.rootfs.generationFile"), "{err}");
+    let mut pinned = tree_stream();
+    pinned
+        .annotations_mut()
+        .insert(SOURCE_DIGEST_ANNOTATION.into(), identity(1).digest);
+    assert!(check(&pinned).unwrap_err().contains("cannot be pinned"));
+}

@@ -689,3 +689,51 @@ fn runtime_config_is_set_by_flags_and_kept_by_a_rechunk() {
         "nothing written"
     );
 }
+
+/// A source image whose config blob is not what its manifest says (swapped, or too
+/// large to be a config) is refused before anything is written.
+#[test]
+fn a_source_config_that_does_not_match_its_descriptor_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let tree = t.join("tree");
+    common::dpkg_tree(&tree, "1");
+    let built = t.join("built");
+    common::ok(common::strata(&[
+        "build",
+        "--rootfs",
+        tree.to_str().unwrap(),
+        "--output",
+        &format!("oci:{}:v1", built.display()),
+        "--user",
+        "1000",
+    ]));
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(built.join(name)).unwrap()).unwrap()
+    };
+    let blob = |d: &serde_json::Value| format!("blobs/sha256/{}", &d.as_str().unwrap()[7..]);
+    let index = read("index.json");
+    let manifest = read(&blob(&index["manifests"][0]["digest"]));
+    let config = built.join(blob(&manifest["config"]["digest"]));
+    for (k, forged) in [
+        br#"{"config": {"User": "0"}}"#.to_vec(),
+        vec![b' '; 2 << 20],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        fs::write(&config, forged).unwrap();
+        let out = t.join(format!("out{k}"));
+        let result = common::strata(&[
+            "build",
+            "--from-image",
+            &format!("oci:{}:v1", built.display()),
+            "--output",
+            &format!("oci:{}:r", out.display()),
+        ]);
+        let err = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success(), "a forged config was taken");
+        assert!(err.contains("config"), "{err}");
+        assert!(!out.join("index.json").exists(), "nothing written");
+    }
+}

@@ -606,3 +606,60 @@ fn timings_name_every_stage_and_every_layer_once() {
     timed.dedup();
     assert_eq!(timed.len(), layers, "{stderr}");
 }
+
+/// Strata's own runtime image, built by Strata from a Debian minbase with apt (as
+/// `scripts/strata-image.sh` does for the real node), unpacks into a bundle whose
+/// process is the image config's (entrypoint, user, working directory, environment)
+/// and whose binaries run: strata and the skopeo its image proxy needs.
+#[test]
+fn strata_builds_its_own_runnable_image() {
+    if !common::is_root() || !common::real_parts(&["umoci", "debootstrap"]) {
+        println!("skipped: needs root, umoci and debootstrap");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let image = format!("oci:{}:strata", tmp.path().join("image").display());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/strata-image.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg(&image)
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .output()
+        .unwrap();
+    common::succeeded(out, "scripts/strata-image.sh");
+    let bundle = tmp.path().join("bundle");
+    let unpack = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:strata", tmp.path().join("image").display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    common::succeeded(unpack, "umoci unpack");
+    let spec: serde_json::Value =
+        serde_json::from_slice(&fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    let process = &spec["process"];
+    assert_eq!(
+        process["args"],
+        serde_json::json!(["/usr/local/bin/strata", "--help"])
+    );
+    assert_eq!(
+        (process["user"]["uid"].as_u64(), process["cwd"].as_str()),
+        (Some(65532), Some("/work"))
+    );
+    assert!(process["env"]
+        .to_string()
+        .contains("PATH=/usr/local/bin:/usr/bin:/bin"));
+    for argv in [
+        ["/usr/local/bin/strata", "--version"],
+        ["/usr/bin/skopeo", "--version"],
+    ] {
+        let ran = Command::new("chroot")
+            .arg("--userspec=65532:65532")
+            .arg(bundle.join("rootfs"))
+            .args(argv)
+            .output()
+            .unwrap();
+        let said = common::succeeded(ran, format!("{argv:?} in the image"));
+        assert!(!said.trim().is_empty(), "{argv:?} printed nothing");
+    }
+}

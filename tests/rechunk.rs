@@ -455,7 +455,7 @@ fn a_hard_link_to_nothing_is_refused() {
 /// not need to own, chown or mknod anything, and root's files keep their owner.
 #[test]
 fn an_unprivileged_user_rechunks_root_owned_files_and_devices() {
-    if !is_root() || !common::have("setpriv") {
+    if !common::is_root() || !common::have("setpriv") {
         println!("skipped: needs root to drop to uid 65532 with setpriv");
         return;
     }
@@ -511,11 +511,6 @@ fn an_unprivileged_user_rechunks_root_owned_files_and_devices() {
     assert_eq!((su.uid, su.mode & 0o7777), (0, 0o4755), "{su:?}");
     assert_eq!(built[Path::new("etc/shadow")].content, b"root only");
     assert_eq!(built[Path::new("dev/null")].device, Some((1, 3)));
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
 }
 
 /// The crafted layers, served by a real registry and pulled with skopeo, are refused

@@ -4,6 +4,12 @@
 
 use std::process::{Command, Output};
 
+/// Whether the tests run as root (some real parts need it: chroot, other users' files).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Runs the `strata` binary under test.
 pub fn strata(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_strata"))

@@ -565,21 +565,27 @@ fn a_crafted_image_pulled_from_a_registry_is_refused() {
     assert!(!t.join("out").exists());
 }
 
-/// The config of the image tagged `tag` in the OCI layout `dir`.
-fn image_config(dir: &Path, tag: &str) -> serde_json::Value {
-    let oci = |name: &str| -> serde_json::Value {
-        serde_json::from_slice(&fs::read(dir.join(name)).unwrap()).unwrap()
+/// The config blob of the image tagged `tag` in the OCI layout `dir`.
+fn config_blob(dir: &Path, tag: &str) -> std::path::PathBuf {
+    let read = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
     };
-    let index = oci("index.json");
+    let blob = |d: &serde_json::Value| dir.join("blobs/sha256").join(&d.as_str().unwrap()[7..]);
+    let index = read(dir.join("index.json"));
     let manifest = index["manifests"]
         .as_array()
         .unwrap()
         .iter()
         .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
         .unwrap();
-    let blob = |d: &serde_json::Value| format!("blobs/sha256/{}", &d.as_str().unwrap()[7..]);
-    let manifest = oci(&blob(&manifest["digest"]));
-    oci(&blob(&manifest["config"]["digest"]))["config"].clone()
+    blob(&read(blob(&manifest["digest"]))["config"]["digest"])
+}
+
+/// The runtime config of the image tagged `tag` in the OCI layout `dir`.
+fn image_config(dir: &Path, tag: &str) -> serde_json::Value {
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(config_blob(dir, tag)).unwrap()).unwrap();
+    config["config"].clone()
 }
 
 /// `strata build` writes the runtime config a user asks for, and a rechunk keeps its
@@ -703,13 +709,7 @@ fn a_source_config_that_does_not_match_its_descriptor_is_refused() {
         "--user",
         "1000",
     ]));
-    let read = |name: &str| -> serde_json::Value {
-        serde_json::from_slice(&fs::read(built.join(name)).unwrap()).unwrap()
-    };
-    let blob = |d: &serde_json::Value| format!("blobs/sha256/{}", &d.as_str().unwrap()[7..]);
-    let index = read("index.json");
-    let manifest = read(&blob(&index["manifests"][0]["digest"]));
-    let config = built.join(blob(&manifest["config"]["digest"]));
+    let config = config_blob(&built, "v1");
     for (k, forged) in [
         br#"{"config": {"User": "0"}}"#.to_vec(),
         vec![b' '; 2 << 20],

@@ -172,7 +172,7 @@ pub fn poll_target(stream: &EncapsulationStream) -> Result<Target, String> {
 }
 
 /// The source, as status messages name it.
-fn described(stream: &EncapsulationStream) -> String {
+pub(crate) fn described(stream: &EncapsulationStream) -> String {
     let source = &stream.spec.source;
     match (&source.image, &source.ostree, &source.rootfs) {
         (Some(image), _, _) => image.reference.clone(),

@@ -81,7 +81,7 @@ pub fn reported(stream: &EncapsulationStream, pod: &Pod) -> Option<Result<Identi
     Some(
         parsed
             .map(|g| Identity {
-                reference: describe(stream),
+                reference: super::decide::described(stream),
                 digest: g.digest,
                 version: g.version,
             })
@@ -92,13 +92,6 @@ pub fn reported(stream: &EncapsulationStream, pod: &Pod) -> Option<Result<Identi
                 )
             }),
     )
-}
-
-fn describe(stream: &EncapsulationStream) -> String {
-    match &stream.spec.source.rootfs {
-        Some(r) => format!("{}/{} on volume {}", r.path, r.generation_file, r.volume),
-        None => String::new(),
-    }
 }
 
 /// The probe pod's name: one per stream at a time.

@@ -105,11 +105,14 @@ pub fn assign(
     }
     packages.sort_by(|a, b| a.name.cmp(&b.name));
     let owner = owners(entries, &packages);
+    drop(tree);
     let claims: Vec<Claim> = entries
         .iter()
         .map(|e| claim(e, map, owner.get(e.path.as_path()).copied()))
         .collect();
-    let drafts = draft(content, entries, &claims, &packages)?;
+    drop(owner);
+    // The claims are let go before content is hashed, which is the long part.
+    let drafts = draft(content, entries, claims, &packages)?;
     finish(content, entries, drafts, &packages, date)
 }
 
@@ -177,20 +180,20 @@ fn is_volatile(path: &str) -> bool {
 fn draft(
     content: &dyn Content,
     entries: &[Entry],
-    claims: &[Claim],
+    claims: Vec<Claim>,
     packages: &[Package],
 ) -> Result<BTreeMap<String, Draft>, AssignError> {
     let mut named: BTreeMap<String, Draft> = BTreeMap::new();
     let mut by_package: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut unowned: BTreeMap<(bool, String), Vec<usize>> = BTreeMap::new();
     let mut links = Vec::new();
-    for (i, c) in claims.iter().enumerate() {
+    for (i, c) in claims.into_iter().enumerate() {
         match c {
-            Claim::Named(name, kind) => add(&mut named, name, *kind, None, [i]),
-            Claim::Package(p) => by_package.entry(*p).or_default().push(i),
+            Claim::Named(name, kind) => add(&mut named, &name, kind, None, [i]),
+            Claim::Package(p) => by_package.entry(p).or_default().push(i),
             Claim::Unowned { volatile } => {
                 let top = top_dir(&entries[i].path);
-                unowned.entry((*volatile, top)).or_default().push(i);
+                unowned.entry((volatile, top)).or_default().push(i);
             }
             Claim::Link(target) => links.push((i, target)),
         }
@@ -265,26 +268,33 @@ fn place_links(
     content: &dyn Content,
     entries: &[Entry],
     drafts: &mut BTreeMap<String, Draft>,
-    links: Vec<(usize, &PathBuf)>,
+    links: Vec<(usize, PathBuf)>,
 ) -> Result<(), AssignError> {
-    let mut component_of: HashMap<&Path, String> = HashMap::new();
-    for (name, d) in drafts.iter() {
-        for &m in &d.members {
-            component_of.insert(entries[m].path.as_path(), name.clone());
+    // Only link targets are looked up: a map of every member would cost a name per
+    // file, tens of MiB on a tree of half a million files.
+    let mut component_of: HashMap<&Path, Option<String>> =
+        links.iter().map(|(_, t)| (t.as_path(), None)).collect();
+    if !component_of.is_empty() {
+        for (name, d) in drafts.iter() {
+            for &m in &d.members {
+                if let Some(slot) = component_of.get_mut(entries[m].path.as_path()) {
+                    *slot = Some(name.clone());
+                }
+            }
         }
     }
-    for (i, target) in links {
-        let name =
-            component_of
-                .get(target.as_path())
-                .cloned()
-                .ok_or_else(|| AssignError::Invalid {
-                    path: content.describe(&entries[i].path),
-                    problem: format!(
-                        "hard link to {} which the walk did not see first",
-                        target.display()
-                    ),
-                })?;
+    for &(i, ref target) in &links {
+        let name = component_of
+            .get(target.as_path())
+            .cloned()
+            .flatten()
+            .ok_or_else(|| AssignError::Invalid {
+                path: content.describe(&entries[i].path),
+                problem: format!(
+                    "hard link to {} which the walk did not see first",
+                    target.display()
+                ),
+            })?;
         let d = drafts
             .get_mut(&name)
             .expect("the target's component exists");

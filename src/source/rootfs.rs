@@ -8,7 +8,6 @@
 //! followed. The root path itself is resolved once, when the walk starts. Entries come
 //! out sorted by path bytes, hardlinks point at the first path of their inode.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -74,8 +73,11 @@ pub fn walk(root: &Path, opts: WalkOptions) -> Result<Vec<Entry>, SourceError> {
         }
         other => other.map_err(io(root))?,
     };
-    // Each entry with its device, inode and link count, for hard links.
-    let mut walked: Vec<(Entry, (u64, u64, u64))> = Vec::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    // Device and inode of each file with more than one link, for hard links. Kept
+    // apart from the entries: most files have one link, and a tuple for every entry
+    // would cost memory on trees of hundreds of thousands of files.
+    let mut shared: Vec<((u64, u64), PathBuf)> = Vec::new();
     let mut next = Some((PathBuf::new(), Rc::new(root_fd)));
     let mut pending: Vec<Pending> = Vec::new();
     loop {
@@ -115,12 +117,16 @@ pub fn walk(root: &Path, opts: WalkOptions) -> Result<Vec<Entry>, SourceError> {
                     seen: (st.st_dev, st.st_ino),
                 });
             }
-            walked.push((entry, (st.st_dev, st.st_ino, st.st_nlink)));
+            if entry.kind == EntryKind::File && st.st_nlink > 1 {
+                shared.push(((st.st_dev, st.st_ino), entry.path.clone()));
+            }
+            entries.push(entry);
         }
     }
-    walked.sort_by(|(a, _), (b, _)| a.path.as_os_str().cmp(b.path.as_os_str()));
-    let (mut entries, inodes): (Vec<Entry>, Vec<_>) = walked.into_iter().unzip();
-    link_hardlinks(&mut entries, &inodes);
+    // Paths are unique, so an unstable sort gives the same order, without a buffer.
+    entries.sort_unstable_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
+    entries.shrink_to_fit();
+    link_hardlinks(&mut entries, shared);
     Ok(entries)
 }
 
@@ -250,20 +256,17 @@ fn read_xattrs(at: &Path, shown: &Path) -> Result<Vec<(String, Vec<u8>)>, Source
 
 /// Turns every later path of a multiply-linked inode into a hardlink to the first;
 /// `inodes` holds each entry's device, inode and link count.
-fn link_hardlinks(entries: &mut [Entry], inodes: &[(u64, u64, u64)]) {
-    let mut first: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    for (e, &(dev, ino, nlink)) in entries.iter_mut().zip(inodes) {
-        if e.kind != EntryKind::File || nlink < 2 {
-            continue;
-        }
-        match first.get(&(dev, ino)) {
-            Some(target) => {
-                e.kind = EntryKind::Hardlink(target.clone());
-                e.size = 0;
-            }
-            None => {
-                first.insert((dev, ino), e.path.clone());
-            }
+fn link_hardlinks(entries: &mut [Entry], mut shared: Vec<((u64, u64), PathBuf)>) {
+    // Each inode's paths in sort order: the first keeps the content, the rest link to it.
+    shared.sort_unstable_by(|(a, p), (b, q)| a.cmp(b).then(p.as_os_str().cmp(q.as_os_str())));
+    for pair in shared.chunk_by(|(a, _), (b, _)| a == b) {
+        let target = &pair[0].1;
+        for (_, path) in &pair[1..] {
+            let at = entries
+                .binary_search_by(|e| e.path.as_os_str().cmp(path.as_os_str()))
+                .expect("every shared path was walked");
+            entries[at].kind = EntryKind::Hardlink(target.clone());
+            entries[at].size = 0;
         }
     }
 }
@@ -301,6 +304,36 @@ mod tests {
         assert_eq!(entries[1].kind, EntryKind::Symlink("/etc/passwd".into()));
         assert_eq!(entries[5].kind, EntryKind::File);
         assert_eq!(entries[6].kind, EntryKind::Hardlink("usr/bin/a".into()));
+    }
+
+    #[test]
+    fn each_inode_links_to_its_first_path_in_sort_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("z")).unwrap();
+        fs::create_dir_all(root.join("a")).unwrap();
+        fs::write(root.join("z/one"), b"1").unwrap();
+        fs::write(root.join("z/two"), b"22").unwrap();
+        fs::hard_link(root.join("z/one"), root.join("a/one")).unwrap();
+        fs::hard_link(root.join("z/one"), root.join("z/zero")).unwrap();
+        fs::hard_link(root.join("z/two"), root.join("a/two")).unwrap();
+        let entries = walk(root, WalkOptions::default()).unwrap();
+        let kinds: Vec<(&str, &EntryKind, u64)> = entries
+            .iter()
+            .filter(|e| !e.is_dir())
+            .map(|e| (e.path.to_str().unwrap(), &e.kind, e.size))
+            .collect();
+        let link = |to: &str| EntryKind::Hardlink(to.into());
+        assert_eq!(
+            kinds,
+            [
+                ("a/one", &EntryKind::File, 1),
+                ("a/two", &EntryKind::File, 2),
+                ("z/one", &link("a/one"), 0),
+                ("z/two", &link("a/two"), 0),
+                ("z/zero", &link("a/one"), 0),
+            ]
+        );
     }
 
     #[test]

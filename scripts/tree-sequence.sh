@@ -17,35 +17,9 @@ SEQ=$CACHE/sequence
 MINBASE=$CACHE/bookworm-minbase
 scripts/fixtures.sh
 
-tidy() { chroot "$1" apt-get clean; rm -rf "$1"/var/lib/apt/lists/*; }
-apt_in() {
-    local tree=$1
-    shift
-    DEBIAN_FRONTEND=noninteractive chroot "$tree" apt-get -y -qq \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" >/dev/null
-}
-sources() {
-    cat >"$1/etc/apt/sources.list" <<SOURCES
-deb http://deb.debian.org/debian $2 main
-deb http://deb.debian.org/debian $2-updates main
-deb http://deb.debian.org/debian-security $2-security main
-SOURCES
-}
-# make NAME FROM STEP: copies FROM to NAME and runs STEP on the copy, unless cached.
-make_tree() {
-    local name=$1 from=$2 step=$3
-    [ -e "$SEQ/$name.complete" ] && return
-    echo "tree-sequence: making $name" >&2
-    rm -rf "$SEQ/$name.tmp"
-    cp -a "$from" "$SEQ/$name.tmp"
-    cp /etc/resolv.conf "$SEQ/$name.tmp/etc/resolv.conf"
-    "$step" "$SEQ/$name.tmp"
-    tidy "$SEQ/$name.tmp"
-    : >"$SEQ/$name.tmp/etc/resolv.conf"
-    rm -rf "$SEQ/$name"
-    mv "$SEQ/$name.tmp" "$SEQ/$name"
-    touch "$SEQ/$name.complete"
-}
+TREES=$SEQ
+# shellcheck source=scripts/lib/debian-trees.sh
+. scripts/lib/debian-trees.sh
 
 base() { sources "$1" bookworm; }
 security() { chroot "$1" apt-get update -qq; apt_in "$1" upgrade; }

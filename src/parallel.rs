@@ -24,6 +24,14 @@ where
     try_map_in_order(items, &order, f, progress)
 }
 
+/// The indices of `sizes`, largest first (ties in index order): an order for
+/// [`try_map_in_order`] that starts the longest jobs first.
+pub fn largest_first(sizes: &[u64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
+    order
+}
+
 /// [`try_map`], with the workers taking items in `order` (a permutation of the
 /// indices), so the longest jobs can start first instead of leaving one core busy at
 /// the end. Results still come in input order. Of several errors, the one at the

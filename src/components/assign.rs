@@ -331,9 +331,15 @@ fn finish(
     };
     // A package's own unit carries the package's version, so diffs read as package
     // updates; every other unit is versioned by its content. Content digests read
-    // nearly every byte of the tree: spread them over all cores.
-    let versions = crate::parallel::try_map(
+    // nearly every byte of the tree: spread them over all cores, largest first so no
+    // core is left hashing the largest alone at the end.
+    let sizes: Vec<u64> = drafts
+        .iter()
+        .map(|(_, d)| d.members.iter().map(|&i| entries[i].size).sum())
+        .collect();
+    let versions = crate::parallel::try_map_in_order(
         &drafts,
+        &crate::parallel::largest_first(&sizes),
         |_, (name, d)| match package_of(d) {
             Some(p) if p.name == *name => Ok(p.version.clone()),
             _ => content_version(content, entries, &d.members),
@@ -345,12 +351,12 @@ fn finish(
         components: Vec::with_capacity(drafts.len()),
     };
     let mut members = Vec::with_capacity(drafts.len());
-    for ((name, d), version) in drafts.into_iter().zip(versions) {
+    for (((name, d), version), size) in drafts.into_iter().zip(versions).zip(sizes) {
         let pkg = package_of(&d);
         build.components.push(Component {
             name,
             version,
-            size: d.members.iter().map(|&i| entries[i].size).sum(),
+            size,
             source: pkg.map(|p| p.source.clone().unwrap_or_else(|| p.name.clone())),
             changelog: pkg.map(|p| p.changelog.clone()).unwrap_or_default(),
             update_interval_days: None,

@@ -191,8 +191,7 @@ fn write_each<T: Sync>(
     write: impl Fn(usize, &T) -> Result<Layer, LayerError> + Sync,
     progress: impl Fn(Written) + Sync,
 ) -> Result<Vec<Layer>, LayerError> {
-    let mut order: Vec<usize> = (0..items.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(sizes[i]));
+    let order = crate::parallel::largest_first(sizes);
     let done = std::sync::atomic::AtomicUsize::new(0);
     let timed = |index, item: &T| {
         let started = std::time::Instant::now();

@@ -9,7 +9,8 @@ demo:
 test:
 	scripts/test.sh
 
-# The planner benchmarks quoted in the README.
+# The benchmarks quoted in the README: planner, encapsulation (the minbase and a
+# desktop-sized tree, made once with apt), controller.
 bench:
 	cargo bench --bench controller
 	cargo build --release --quiet
@@ -21,3 +22,7 @@ bench:
 	done
 	target/release/strata bench plan --components 2000 --priors 100
 	target/release/strata bench plan --components 20000 --priors 100 --runs 1
+	target/release/strata bench plan --components 2500 --priors 50
+	target/release/strata bench build --allow-special-files \
+	  --rootfs $$(scripts/fixtures.sh >&2; echo /var/cache/strata-test/bookworm-minbase)
+	target/release/strata bench build --allow-special-files --rootfs $$(scripts/desktop-tree.sh)

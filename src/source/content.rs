@@ -101,16 +101,23 @@ mod tests {
     use super::*;
     use crate::source::rootfs::{walk, WalkOptions};
 
-    /// A directory swapped for a link after the walk: the file behind the link, the
-    /// same size as the walked one, is never read.
-    #[test]
-    fn a_directory_swapped_for_a_link_after_the_walk_is_not_followed() {
+    /// A tree holding `usr/share/doc` ("inside!") beside it, a directory outside
+    /// holding `doc` ("SECRET!").
+    fn tree_and_secret() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
         let (root, outside) = (tmp.path().join("root"), tmp.path().join("outside"));
         std::fs::create_dir_all(root.join("usr/share")).unwrap();
         std::fs::create_dir_all(&outside).unwrap();
         std::fs::write(root.join("usr/share/doc"), "inside!").unwrap();
         std::fs::write(outside.join("doc"), "SECRET!").unwrap();
+        (tmp, root, outside)
+    }
+
+    /// A directory swapped for a link after the walk: the file behind the link, the
+    /// same size as the walked one, is never read.
+    #[test]
+    fn a_directory_swapped_for_a_link_after_the_walk_is_not_followed() {
+        let (tmp, root, outside) = tree_and_secret();
         let entries = walk(&root, WalkOptions::default()).unwrap();
         let doc = entries
             .iter()
@@ -127,12 +134,7 @@ mod tests {
     #[test]
     fn links_are_refused_at_every_component_with_and_without_openat2() {
         use rustix::fs::{Mode, OFlags};
-        let tmp = tempfile::tempdir().unwrap();
-        let (root, outside) = (tmp.path().join("root"), tmp.path().join("outside"));
-        std::fs::create_dir_all(root.join("usr/share")).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
-        std::fs::write(root.join("usr/share/doc"), "inside!").unwrap();
-        std::fs::write(outside.join("doc"), "SECRET!").unwrap();
+        let (_tmp, root, outside) = tree_and_secret();
         std::os::unix::fs::symlink(&outside, root.join("usr/linked")).unwrap();
         std::os::unix::fs::symlink(outside.join("doc"), root.join("usr/share/file")).unwrap();
         std::os::unix::fs::symlink("doc", root.join("usr/share/near")).unwrap();

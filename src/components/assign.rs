@@ -335,7 +335,7 @@ fn finish(
     // core is left hashing the largest alone at the end.
     let sizes: Vec<u64> = drafts
         .iter()
-        .map(|(_, d)| d.members.iter().map(|&i| entries[i].size).sum())
+        .map(|(_, d)| crate::source::bytes_of(entries, &d.members))
         .collect();
     let versions = crate::parallel::try_map_in_order(
         &drafts,

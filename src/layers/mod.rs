@@ -20,7 +20,7 @@ use ocidir::{Layer, OciDir};
 
 use crate::components::assign::Assigned;
 use crate::layout::LayoutComponent;
-use crate::source::Entry;
+use crate::source::{bytes_of, Entry};
 
 /// How layer blobs are compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -206,11 +206,6 @@ fn write_each<T: Sync>(
         Ok(layer)
     };
     crate::parallel::try_map_in_order(items, &order, timed, |_, _| {})
-}
-
-/// Uncompressed bytes of the entries `members`.
-pub fn bytes_of(entries: &[Entry], members: &[usize]) -> u64 {
-    members.iter().map(|&i| entries[i].size).sum()
 }
 
 fn write_one(job: &LayerJob, index: usize, members: &[usize]) -> Result<Layer, LayerError> {

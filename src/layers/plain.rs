@@ -30,7 +30,7 @@ pub fn write(
         .collect();
     let sizes: Vec<u64> = fresh
         .iter()
-        .map(|&i| super::bytes_of(job.entries, &members[i]))
+        .map(|&i| crate::source::bytes_of(job.entries, &members[i]))
         .collect();
     // Layers are named by their index in the plan, in errors and in progress alike.
     let write = |_, &i: &usize| super::write_one(job, i, &members[i]);

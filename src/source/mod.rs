@@ -58,6 +58,11 @@ impl Entry {
     }
 }
 
+/// Uncompressed bytes of the entries `members` (indices into `entries`).
+pub fn bytes_of(entries: &[Entry], members: &[usize]) -> u64 {
+    members.iter().map(|&i| entries[i].size).sum()
+}
+
 /// A source could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {

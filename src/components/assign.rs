@@ -283,6 +283,7 @@ fn place_links(
             }
         }
     }
+    let mut touched = std::collections::BTreeSet::new();
     for &(i, ref target) in &links {
         let name = component_of
             .get(target.as_path())
@@ -295,11 +296,18 @@ fn place_links(
                     target.display()
                 ),
             })?;
-        let d = drafts
+        drafts
             .get_mut(&name)
-            .expect("the target's component exists");
-        d.members.push(i);
-        d.members.sort_unstable();
+            .expect("the target's component exists")
+            .members
+            .push(i);
+        touched.insert(name);
+    }
+    // Members stay ascending; sorted once per component, not once per link.
+    for name in touched {
+        if let Some(d) = drafts.get_mut(&name) {
+            d.members.sort_unstable();
+        }
     }
     Ok(())
 }

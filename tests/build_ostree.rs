@@ -37,12 +37,11 @@ fn an_ostree_commit_encapsulates_exactly_like_its_tree() {
     let tmp = tempfile::tempdir().unwrap();
     let (tree, repo) = (tmp.path().join("tree"), tmp.path().join("repo"));
     edge_tree(&tree, "1");
-    let repo_s = repo.to_str().unwrap();
-    ostree(&["init", "--repo", repo_s, "--mode", "archive"]);
-    ostree(&[
+    ostree(&args!["init", "--repo", repo, "--mode", "archive"]);
+    ostree(&args![
         "commit",
         "--repo",
-        repo_s,
+        repo,
         "--branch",
         "os/test",
         "--subject",
@@ -55,12 +54,12 @@ fn an_ostree_commit_encapsulates_exactly_like_its_tree() {
     let from_ostree = tmp.path().join("from-ostree");
     let report_path = tmp.path().join("report.json");
     let plain = ["-n", "4", "--format", "plain"];
-    let mut extra = plain.to_vec();
-    extra.extend(["--report", report_path.to_str().unwrap()]);
+    let mut extra: Vec<std::ffi::OsString> = plain.map(Into::into).to_vec();
+    extra.extend(args!["--report", report_path]);
     build_from_ostree(&repo, "os/test", &from_ostree, &extra);
     let from_tree = tmp.path().join("from-tree");
     ok(Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["build", "--rootfs", tree.to_str().unwrap(), "-n", "4"])
+        .args(args!["build", "--rootfs", tree, "-n", "4"])
         .args(["--output", &format!("oci:{}:1", from_tree.display())])
         .env("SOURCE_DATE_EPOCH", "0")
         .output()
@@ -86,7 +85,7 @@ fn an_ostree_commit_encapsulates_exactly_like_its_tree() {
     );
 
     // The same commit by checksum gives the same image.
-    let rev = ostree(&["rev-parse", "--repo", repo_s, "os/test"]);
+    let rev = ostree(&args!["rev-parse", "--repo", repo, "os/test"]);
     let again = tmp.path().join("again");
     build_from_ostree(&repo, rev.trim(), &again, &plain);
     assert_eq!(layer_digests(&again), layer_digests(&from_ostree));
@@ -101,17 +100,11 @@ fn a_missing_repository_or_ref_is_a_clear_error_with_nothing_written() {
     let repo = tmp.path().join("repo");
     let out_dir = tmp.path().join("out");
     let output = format!("oci:{}", out_dir.display());
-    let build = |repo: &Path, rev: &str| strata_from_ostree(repo, rev, &output, &[]);
+    let build = |repo: &Path, rev: &str| strata_from_ostree::<&str>(repo, rev, &output, &[]);
     let out = build(&repo, "os/test");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not an ostree repository"));
-    ostree(&[
-        "init",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--mode",
-        "archive",
-    ]);
+    ostree(&args!["init", "--repo", repo, "--mode", "archive",]);
     let out = build(&repo, "os/nope");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

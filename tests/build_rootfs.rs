@@ -126,8 +126,8 @@ fn builds_round_trip_reproducibly_and_keep_unchanged_layers() {
     let tmp = tempfile::tempdir().unwrap();
     let (root, t) = (tmp.path().join("root"), tmp.path());
     fixture(&root, "2.0");
-    let rootfs = root.to_str().unwrap();
-    ok(strata(&[
+    let rootfs = &root;
+    ok(strata(&args![
         "build",
         "--rootfs",
         rootfs,
@@ -136,7 +136,7 @@ fn builds_round_trip_reproducibly_and_keep_unchanged_layers() {
         "-n",
         LAYERS,
     ]));
-    ok(strata(&[
+    ok(strata(&args![
         "build",
         "--rootfs",
         rootfs,
@@ -155,7 +155,7 @@ fn builds_round_trip_reproducibly_and_keep_unchanged_layers() {
 
     fixture(&root, "2.1");
     let report = t.join("report.json");
-    let out = ok(strata(&[
+    let out = ok(strata(&args![
         "build",
         "--rootfs",
         rootfs,
@@ -166,7 +166,7 @@ fn builds_round_trip_reproducibly_and_keep_unchanged_layers() {
         "-n",
         LAYERS,
         "--report",
-        report.to_str().unwrap(),
+        report,
     ]));
     assert!(out.contains("updated  world 2.0 → 2.1"), "{out}");
     let (old, new) = (layer_digests(&t.join("v1")), layer_digests(&t.join("v2")));
@@ -229,12 +229,10 @@ fn priors_given_oldest_first_are_read_newest_first() {
     let build = |version: &str, name: &str, priors: &[&str]| {
         fixture(&root, version);
         let output = oci(&t.join(name), name);
-        let mut args = vec!["build", "--rootfs", root.to_str().unwrap(), "--output"];
-        args.extend([output.as_str(), "-n", LAYERS]);
+        let mut args = args!["build", "--rootfs", root, "--output"];
+        args.extend(args![output, "-n", LAYERS]);
         let priors: Vec<String> = priors.iter().map(|p| oci(&t.join(p), p)).collect();
-        priors
-            .iter()
-            .for_each(|p| args.extend(["--prior", p.as_str()]));
+        priors.iter().for_each(|p| args.extend(args!["--prior", p]));
         strata(&args)
     };
     ok(build("2.0", "v1", &[]));
@@ -276,7 +274,7 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
     fs::create_dir(&existing).unwrap();
     let empty = t.join("empty-root");
     fs::create_dir(&empty).unwrap();
-    let r = root.to_str().unwrap();
+    let r = &root;
     let cases: Vec<(Vec<String>, String)> = vec![
         (
             vec!["--rootfs".into(), t.join("missing").display().to_string()],
@@ -287,7 +285,12 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
             "loop: Too many levels of symbolic links".into(),
         ),
         (
-            vec!["--rootfs".into(), r.into(), "-n".into(), "1".into()],
+            vec![
+                "--rootfs".into(),
+                r.display().to_string(),
+                "-n".into(),
+                "1".into(),
+            ],
             "--max-layers 1".into(),
         ),
         (
@@ -322,7 +325,7 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
             0
         );
     }
-    let unwritable = strata(&[
+    let unwritable = strata(&args![
         "build",
         "--rootfs",
         r,
@@ -330,7 +333,13 @@ fn bad_input_fails_clearly_and_leaves_nothing() {
         &oci(&t.join("no/such/parent"), "x"),
     ]);
     assert!(String::from_utf8_lossy(&unwritable.stderr).contains("cannot create the output"));
-    let taken = strata(&["build", "--rootfs", r, "--output", &oci(&existing, "x")]);
+    let taken = strata(&args![
+        "build",
+        "--rootfs",
+        r,
+        "--output",
+        &oci(&existing, "x")
+    ]);
     assert!(String::from_utf8_lossy(&taken.stderr).contains("already exists"));
     assert_eq!(
         fs::read_dir(&existing).unwrap().count(),
@@ -347,15 +356,15 @@ fn a_debootstrapped_minbase_round_trips() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let report = t.join("report.json");
-    ok(strata(&[
+    ok(strata(&args![
         "build",
         "--rootfs",
-        minbase.to_str().unwrap(),
+        minbase,
         "--allow-special-files",
         "--output",
         &oci(&t.join("img"), "v1"),
         "--report",
-        report.to_str().unwrap(),
+        report,
     ]));
     let report: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
@@ -386,10 +395,10 @@ fn zstd_images_do_not_depend_on_the_cores() {
     let t = tmp.path();
     let build = |taskset: &[&str], out: &Path| {
         let output = oci(out, "v1");
-        let args = [
+        let args = args![
             "build",
             "--rootfs",
-            minbase.to_str().unwrap(),
+            minbase,
             "--allow-special-files",
             "--compression",
             "zstd",
@@ -430,16 +439,16 @@ fn the_xattr_and_the_components_map_override_the_package_database() {
         r#"[{"glob": "/usr/*.bin", "component": "blobs"}, {"glob": "/usr/bin/*", "component": "bins"}]"#,
     );
     let report = t.join("report.json");
-    ok(strata(&[
+    ok(strata(&args![
         "build",
         "--rootfs",
-        root.to_str().unwrap(),
+        root,
         "--output",
         &oci(&t.join("img"), "v1"),
         "--components-map",
-        map.to_str().unwrap(),
+        map,
         "--report",
-        report.to_str().unwrap(),
+        report,
     ]));
     let report: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&report).unwrap()).unwrap();
@@ -473,14 +482,14 @@ fn the_xattr_and_the_components_map_override_the_package_database() {
     );
 
     write(&map, r#"[{"glob": "/usr/[", "component": "x"}]"#);
-    let out = strata(&[
+    let out = strata(&args![
         "build",
         "--rootfs",
-        root.to_str().unwrap(),
+        root,
         "--output",
         &oci(&t.join("bad"), "v1"),
         "--components-map",
-        map.to_str().unwrap(),
+        map,
     ]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("[0].glob"));
     assert!(!t.join("bad").exists());
@@ -576,8 +585,15 @@ fn timings_name_every_stage_and_every_layer_once() {
     fixture(&root, "1");
     let out = tmp.path().join("out");
     let target = format!("oci:{}:1", out.display());
-    let r = root.to_str().unwrap();
-    let built = strata(&["build", "--rootfs", r, "--output", &target, "--timings"]);
+    let r = &root;
+    let built = strata(&args![
+        "build",
+        "--rootfs",
+        r,
+        "--output",
+        &target,
+        "--timings"
+    ]);
     let stderr = String::from_utf8_lossy(&built.stderr).into_owned();
     ok(built);
     let steps: Vec<&str> = stderr

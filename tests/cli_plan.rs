@@ -51,13 +51,7 @@ fn a_second_build_reuses_the_unchanged_layers_of_the_first() {
         &components(&[("a", "2", 100), ("b", "1", 200), ("c", "1", 300)]),
     );
     let plan1 = dir.path().join("plan1.json");
-    let out = strata(&[
-        "plan",
-        "--components",
-        b1.to_str().unwrap(),
-        "-o",
-        plan1.to_str().unwrap(),
-    ]);
+    let out = strata(&args!["plan", "--components", b1, "-o", plan1,]);
     assert!(
         out.status.success(),
         "{}",
@@ -67,12 +61,12 @@ fn a_second_build_reuses_the_unchanged_layers_of_the_first() {
     assert_eq!(first["schema"], "strata.plan/v1");
     assert_eq!(first["layers"].as_array().unwrap().len(), 3);
 
-    let second = stdout_json(&strata(&[
+    let second = stdout_json(&strata(&args![
         "plan",
         "--components",
-        b2.to_str().unwrap(),
+        b2,
         "--prior",
-        plan1.to_str().unwrap(),
+        plan1,
     ]));
     let download = &second["prediction"]["download"];
     assert_eq!(download["reused_layers"], 2);
@@ -91,31 +85,18 @@ fn a_second_build_reuses_the_unchanged_layers_of_the_first() {
         .collect();
     assert_eq!(actions, [("a", "updated"), ("b", "kept"), ("c", "kept")]);
 
-    let again = strata(&[
-        "plan",
-        "--components",
-        b2.to_str().unwrap(),
-        "--prior",
-        plan1.to_str().unwrap(),
-    ]);
+    let again = strata(&args!["plan", "--components", b2, "--prior", plan1,]);
     assert_eq!(
         again.stdout,
-        strata(&[
-            "plan",
-            "--components",
-            b2.to_str().unwrap(),
-            "--prior",
-            plan1.to_str().unwrap()
-        ])
-        .stdout
+        strata(&args!["plan", "--components", b2, "--prior", plan1]).stdout
     );
 
-    let table = strata(&[
+    let table = strata(&args![
         "plan",
         "--components",
-        b2.to_str().unwrap(),
+        b2,
         "--prior",
-        plan1.to_str().unwrap(),
+        plan1,
         "--format",
         "table",
     ]);
@@ -136,7 +117,7 @@ fn gzipped_inputs_are_read() {
     gz.write_all(components(&[("a", "1", 1)]).as_bytes())
         .unwrap();
     gz.finish().unwrap();
-    let plan = stdout_json(&strata(&["plan", "--components", path.to_str().unwrap()]));
+    let plan = stdout_json(&strata(&args!["plan", "--components", path]));
     assert_eq!(plan["layers"][0]["components"][0]["name"], "a");
 }
 
@@ -156,42 +137,29 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
                        {"components": [{"name": "a", "version": "1"}]}]}"#,
     );
     let out_file = dir.path().join("plan.json");
-    let cases: Vec<(Vec<&str>, &str)> = vec![
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (args!["--components", broken], "missing field `size`"),
         (
-            vec!["--components", broken.to_str().unwrap()],
-            "missing field `size`",
-        ),
-        (
-            vec!["--components", "/nonexistent/b.json"],
+            args!["--components", "/nonexistent/b.json"],
             "/nonexistent/b.json: cannot read",
         ),
         (
-            vec!["--components", good.to_str().unwrap(), "--max-layers", "1"],
+            args!["--components", good, "--max-layers", "1"],
             "--max-layers 1",
         ),
         (
-            vec![
-                "--components",
-                good.to_str().unwrap(),
-                "--max-layers",
-                "300",
-            ],
+            args!["--components", good, "--max-layers", "300",],
             "--allow-over-127",
         ),
         (
-            vec![
-                "--components",
-                good.to_str().unwrap(),
-                "--prior",
-                dup_prior.to_str().unwrap(),
-            ],
+            args!["--components", good, "--prior", dup_prior,],
             "layers[1].components[0].name: 'a' is already in layer 0",
         ),
     ];
     for (args, expected) in cases {
-        let mut full = vec!["plan"];
-        full.extend(&args);
-        full.extend(["-o", out_file.to_str().unwrap()]);
+        let mut full = args!["plan"];
+        full.extend(args.iter().cloned());
+        full.extend(args!["-o", out_file]);
         let out = strata(&full);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");

@@ -9,10 +9,10 @@ use std::path::Path;
 
 /// Builds `root` and returns the error, asserting it failed and wrote nothing.
 fn refused(root: &Path, out: &Path) -> String {
-    let run = common::strata(&[
+    let run = common::strata(&args![
         "build",
         "--rootfs",
-        root.to_str().unwrap(),
+        root,
         "--output",
         &format!("oci:{}", out.display()),
     ]);
@@ -160,10 +160,9 @@ fn a_prior_with_a_malformed_components_annotation_is_a_warning_and_a_fresh_plan(
     let (root, prior) = (tmp.path().join("root"), tmp.path().join("prior"));
     common::dpkg_tree(&root, "1");
     let build = |out: &Path, extra: &[&str]| {
-        let mut args = vec!["build", "--rootfs", root.to_str().unwrap(), "--output"];
         let output = format!("oci:{}:1", out.display());
-        args.push(&output);
-        args.extend_from_slice(extra);
+        let mut args = args!["build", "--rootfs", root, "--output", output];
+        args.extend(extra.iter().map(Into::into));
         common::strata(&args)
     };
     common::ok(build(&prior, &[]));
@@ -266,10 +265,10 @@ fn a_tampered_or_linked_prior_blob_is_never_kept() {
     let build = |tree: &Path, out: &Path, prior: Option<&Path>| {
         let output = format!("oci:{}:v", out.display());
         let prior = prior.map(|p| format!("oci:{}:v", p.display()));
-        let mut args = vec![
+        let mut args = args![
             "build",
             "--rootfs",
-            tree.to_str().unwrap(),
+            tree,
             "--allow-special-files",
             "-n",
             "24",
@@ -277,7 +276,7 @@ fn a_tampered_or_linked_prior_blob_is_never_kept() {
             &output,
         ];
         if let Some(p) = &prior {
-            args.extend(["--prior", p.as_str()]);
+            args.extend(args!["--prior", p]);
         }
         common::strata(&args)
     };

@@ -82,7 +82,8 @@ fn a_debian_minbase_commit_imports_as_the_exact_commit() {
     let tmp = tempfile::tempdir().unwrap();
     let tree = tmp.path().join("tree");
     let copied = std::process::Command::new("cp")
-        .args(["-a", minbase.to_str().unwrap(), tree.to_str().unwrap()])
+        .arg("-a")
+        .args([minbase.as_os_str(), tree.as_os_str()])
         .status()
         .unwrap();
     assert!(copied.success());
@@ -99,7 +100,7 @@ fn a_debian_minbase_commit_imports_as_the_exact_commit() {
     init_archive(&source);
     let rev = commit(&source, &tree, "debian/12");
     let image = tmp.path().join("image");
-    build_from_ostree(&source, "debian/12", &image, &[]);
+    build_from_ostree::<&str>(&source, "debian/12", &image, &[]);
     let client = tmp.path().join("client");
     let imported = import(&bin, &client, &image);
     assert_eq!(imported["commit"], rev.as_str());
@@ -119,17 +120,17 @@ fn the_build_benchmark_runs_ostree_ext_on_the_same_commit() {
     init_archive(&repo);
     edge_tree(&tree, "1");
     commit(&repo, &tree, "os/41");
-    let stdout = common::ok(common::strata(&[
+    let stdout = common::ok(common::strata(&args![
         "bench",
         "build",
         "--rootfs",
-        tree.to_str().unwrap(),
+        tree,
         "--ostree-repo",
-        repo.to_str().unwrap(),
+        repo,
         "--ref",
         "os/41",
         "--ostree-ext-encoder",
-        bin.to_str().unwrap(),
+        bin,
         "-n",
         "6",
         "--runs",

@@ -20,20 +20,20 @@ fn build(tree: &Path, out: &Path, priors: &[&Path], layers: &str) -> serde_json:
         .iter()
         .map(|p| format!("oci:{}:v", p.display()))
         .collect();
-    let mut args = vec![
+    let mut args = args![
         "build",
         "--rootfs",
-        tree.to_str().unwrap(),
+        tree,
         "--allow-special-files",
         "-n",
         layers,
         "--output",
         &output,
         "--report",
-        report.to_str().unwrap(),
+        report,
     ];
     for p in &prior_refs {
-        args.extend(["--prior", p.as_str()]);
+        args.extend(args!["--prior", p]);
     }
     ok(strata(&args));
     serde_json::from_str(&fs::read_to_string(report).unwrap()).unwrap()
@@ -247,15 +247,15 @@ fn bench_trees_prints_the_bound_and_every_baseline() {
     else {
         return;
     };
-    let out = ok(strata(&[
+    let out = ok(strata(&args![
         "bench",
         "trees",
         "-n",
         "24",
         "--allow-special-files",
         "--json",
-        base.to_str().unwrap(),
-        updated.to_str().unwrap(),
+        base,
+        updated,
     ]));
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     let row = &summary["transitions"][0];
@@ -321,10 +321,10 @@ fn crafted_package_paths_and_diversions_stay_inside_the_tree() {
 
     // A diversions file that is not in threes is refused, naming it.
     fs::write(root.join("var/lib/dpkg/diversions"), "/usr/bin/stable\n").unwrap();
-    let out = strata(&[
+    let out = strata(&args![
         "build",
         "--rootfs",
-        root.to_str().unwrap(),
+        root,
         "--output",
         &format!("oci:{}:v", t.join("v2").display()),
     ]);

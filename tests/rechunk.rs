@@ -603,14 +603,14 @@ fn runtime_config_is_set_by_flags_and_kept_by_a_rechunk() {
     )
     .unwrap();
     let built = format!("oci:{}:v1", t.join("built").display());
-    common::ok(common::strata(&[
+    common::ok(common::strata(&args![
         "build",
         "--rootfs",
-        tree.to_str().unwrap(),
+        tree,
         "--output",
         &built,
         "--config",
-        file.to_str().unwrap(),
+        file,
         "--user",
         "65532:65532",
         "--env",
@@ -670,10 +670,10 @@ fn runtime_config_is_set_by_flags_and_kept_by_a_rechunk() {
             "/nonexistent/runtime.json",
         ),
     ] {
-        let out = common::strata(&[
+        let out = common::strata(&args![
             "build",
             "--rootfs",
-            tree.to_str().unwrap(),
+            tree,
             "--output",
             &format!("oci:{}:x", t.join("refused").display()),
             flag,
@@ -700,10 +700,10 @@ fn a_source_config_that_does_not_match_its_descriptor_is_refused() {
     let tree = t.join("tree");
     common::dpkg_tree(&tree, "1");
     let built = t.join("built");
-    common::ok(common::strata(&[
+    common::ok(common::strata(&args![
         "build",
         "--rootfs",
-        tree.to_str().unwrap(),
+        tree,
         "--output",
         &format!("oci:{}:v1", built.display()),
         "--user",

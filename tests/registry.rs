@@ -22,10 +22,10 @@ fn push_then_build_on_a_registry_prior() {
     let image = |tag: &str| format!("docker://127.0.0.1:{}/strata/test:{tag}", registry.port);
 
     dpkg_tree(&root, "1");
-    let out = strata(&[
+    let out = strata(&args![
         "build",
         "--rootfs",
-        root.to_str().unwrap(),
+        root,
         "--output",
         &image("v1"),
         "--tls-verify=false",
@@ -45,10 +45,10 @@ fn push_then_build_on_a_registry_prior() {
     );
 
     dpkg_tree(&root, "2");
-    let out = strata(&[
+    let out = strata(&args![
         "build",
         "--rootfs",
-        root.to_str().unwrap(),
+        root,
         "--output",
         &image("v2"),
         "--tls-verify=false",
@@ -131,10 +131,10 @@ fn a_layer_kept_from_a_registry_prior_round_trips() {
         report
     };
     // Another registry's name leaves this one's TLS checks on: the push fails.
-    let refused = strata(&[
+    let refused = strata(&args![
         "build",
         "--rootfs",
-        added.to_str().unwrap(),
+        added,
         "--allow-special-files",
         "--insecure-registry=registry.example:5000",
         "--output",

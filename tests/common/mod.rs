@@ -2,7 +2,22 @@
 //! a real part (a tool, a fixture) is there.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::process::{Command, Output};
+
+/// Command-line arguments of mixed kinds (`&str`, `String`, `&Path`, `PathBuf`) as a
+/// `Vec<OsString>`, so a path goes to the command as it is, with no UTF-8 round trip.
+#[macro_export]
+macro_rules! args {
+    ($($arg:expr),* $(,)?) => {{
+        // A Vec even where a slice would do, so that callers can push to it.
+        #[allow(clippy::useless_vec)]
+        let args: Vec<::std::ffi::OsString> = vec![$(::std::ffi::OsString::from(
+            ::std::convert::AsRef::<::std::ffi::OsStr>::as_ref(&$arg)
+        )),*];
+        args
+    }};
+}
 
 /// Whether the tests run as root (some real parts need it: chroot, other users' files).
 pub fn is_root() -> bool {
@@ -11,7 +26,7 @@ pub fn is_root() -> bool {
 }
 
 /// Runs the `strata` binary under test.
-pub fn strata(args: &[&str]) -> Output {
+pub fn strata<S: AsRef<OsStr>>(args: &[S]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(args)
         .output()
@@ -109,7 +124,7 @@ pub fn dpkg_tree(root: &std::path::Path, version: &str) {
 }
 
 /// Runs the ostree CLI, asserting it succeeds; its standard output.
-pub fn ostree(args: &[&str]) -> String {
+pub fn ostree<S: AsRef<OsStr> + std::fmt::Debug>(args: &[S]) -> String {
     let out = Command::new("ostree").args(args).output().unwrap();
     succeeded(out, format!("ostree {args:?}"))
 }

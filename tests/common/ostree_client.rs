@@ -1,6 +1,7 @@
 //! The ostree client side of the format tests: ostree-ext's importer and the ostree
 //! CLI's view of a commit.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -69,22 +70,32 @@ pub fn commit(repo: &Path, tree: &Path, branch: &str) -> String {
 
 /// `strata build --ostree-repo REPO --ref REV --output oci:IMAGE:1 EXTRA…`, asserted to
 /// succeed; its standard output.
-pub fn build_from_ostree(repo: &Path, rev: &str, image: &Path, extra: &[&str]) -> String {
+pub fn build_from_ostree<S: AsRef<OsStr>>(
+    repo: &Path,
+    rev: &str,
+    image: &Path,
+    extra: &[S],
+) -> String {
     let output = format!("oci:{}:1", image.display());
     super::ok(strata_from_ostree(repo, rev, &output, extra))
 }
 
 /// `strata build --ostree-repo REPO --ref REV --output OUTPUT EXTRA…`, however it ends.
-pub fn strata_from_ostree(repo: &Path, rev: &str, output: &str, extra: &[&str]) -> Output {
-    let mut args = vec![
+pub fn strata_from_ostree<S: AsRef<OsStr>>(
+    repo: &Path,
+    rev: &str,
+    output: &str,
+    extra: &[S],
+) -> Output {
+    let mut args = args![
         "build",
         "--ostree-repo",
-        repo.to_str().unwrap(),
+        repo,
         "--ref",
         rev,
         "--output",
         output,
     ];
-    args.extend_from_slice(extra);
+    args.extend(extra.iter().map(|a| a.as_ref().to_owned()));
     super::strata(&args)
 }

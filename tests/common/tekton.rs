@@ -42,7 +42,7 @@ pub fn run_task(
     file: &str,
     params: Vec<(&str, Param)>,
     workspaces: &[(&str, &Path)],
-    env: &[(&str, &str)],
+    env: &[(&str, &std::ffi::OsStr)],
     scratch: &Path,
 ) -> Run {
     let task = task(file);
@@ -99,7 +99,10 @@ pub fn run_task(
         for r in spec["results"].as_array().unwrap() {
             let name = r["name"].as_str().unwrap();
             let path = results_dir.join(name);
-            out = out.replace(&format!("$(results.{name}.path)"), path.to_str().unwrap());
+            out = out.replace(
+                &format!("$(results.{name}.path)"),
+                &path.display().to_string(),
+            );
         }
         for name in &declared {
             let bound = workspaces.iter().find(|(w, _)| w == name);

@@ -204,8 +204,8 @@ impl Env {
         }
         let kubeconfig = self.cp.kubeconfig();
         let environment = [
-            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-            ("POLL_SECONDS", "0.3"),
+            ("KUBECONFIG", kubeconfig.as_os_str()),
+            ("POLL_SECONDS", "0.3".as_ref()),
         ];
         let scratch = self.scratch().join(scratch);
         std::fs::create_dir_all(&scratch).unwrap();

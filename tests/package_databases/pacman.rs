@@ -1,6 +1,7 @@
 //! `strata build` on a root with a real pacman database: packages installed (and
 //! upgraded) with Debian's pacman into a root of their own, then crafted records.
 
+use crate::args;
 use crate::common::*;
 
 use std::fs;
@@ -76,18 +77,10 @@ impl Fixture {
     }
 
     fn build(&self, output: &str, prior: Option<&str>, report: &Path) -> std::process::Output {
-        let mut args = vec![
-            "build",
-            "--rootfs",
-            self.root.to_str().unwrap(),
-            "--output",
-            output,
-            "-n",
-            "4",
-            "--report",
-            report.to_str().unwrap(),
+        let mut args = args![
+            "build", "--rootfs", self.root, "--output", output, "-n", "4", "--report", report,
         ];
-        args.extend(prior.iter().flat_map(|p| ["--prior", p]));
+        args.extend(prior.iter().flat_map(|p| args!["--prior", p]));
         strata(&args)
     }
 }

@@ -1,6 +1,7 @@
 //! `strata build` on a root with a real RPM database: packages built with rpmbuild and
 //! installed with `rpm --root` (sqlite backend), then upgraded.
 
+use crate::args;
 use crate::common::*;
 
 use std::fs;
@@ -117,16 +118,16 @@ fn an_rpm_root_builds_and_an_upgrade_keeps_unchanged_layers() {
 
     let oci = |name: &str| format!("oci:{}:{name}", t.join(name).display());
     let r1 = t.join("r1.json");
-    let out = strata(&[
+    let out = strata(&args![
         "build",
         "--rootfs",
-        root.to_str().unwrap(),
+        root,
         "--output",
         &oci("v1"),
         "-n",
         "4",
         "--report",
-        r1.to_str().unwrap(),
+        r1,
     ]);
     assert!(
         out.status.success(),
@@ -167,10 +168,10 @@ fn an_rpm_root_builds_and_an_upgrade_keeps_unchanged_layers() {
         ],
     );
     rpm_install(&root, "-U", &[&world2]);
-    let out = strata(&[
+    let out = strata(&args![
         "build",
         "--rootfs",
-        root.to_str().unwrap(),
+        root,
         "--output",
         &oci("v2"),
         "--prior",
@@ -192,10 +193,10 @@ fn a_corrupt_rpmdb_blob_is_a_clear_error() {
         .unwrap();
     drop(conn);
     let out_dir = t.join("out");
-    let out = strata(&[
+    let out = strata(&args![
         "build",
         "--rootfs",
-        root.to_str().unwrap(),
+        root,
         "--output",
         &format!("oci:{}", out_dir.display()),
     ]);
@@ -224,8 +225,7 @@ fn an_rpm_root_commit_imports_as_the_exact_commit() {
     let rev = ostree_client::commit(&source, &fx.root, "rpm/os");
     let image = t.join("image");
     let report = t.join("report.json");
-    let report_arg = report.to_str().unwrap();
-    ostree_client::build_from_ostree(&source, &rev, &image, &["-n", "4", "--report", report_arg]);
+    ostree_client::build_from_ostree(&source, &rev, &image, &args!["-n", "4", "--report", report]);
     let names = report_components(&report);
     assert!(
         names.iter().any(|n| n == "hello"),

@@ -1,6 +1,7 @@
 //! `EncapsulationStream` scenarios on the real control plane: tags watched in the real
 //! registry, the jobs they start run by the controller and the node agent.
 
+use crate::args;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -22,10 +23,10 @@ fn push(env: &Env, tree: &str, reference: &str) -> String {
     let registry = format!("127.0.0.1:{}", env.registry.port);
     let rootfs = env.trees.join(tree);
     let version = format!("org.opencontainers.image.version=os-{tree}");
-    common::ok(common::strata(&[
+    common::ok(common::strata(&args![
         "build",
         "--rootfs",
-        rootfs.to_str().unwrap(),
+        rootfs,
         "--output",
         reference,
         "--insecure-registry",

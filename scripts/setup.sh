@@ -7,8 +7,9 @@ set -euo pipefail
 # etcd-server, openssl and curl run the test control plane (scripts/control-plane.sh);
 # python3-venv holds Helm's engine for rendering the chart in tests; jq is what the
 # Tekton step scripts use; ostree and libostree-dev make and read ostree repositories,
-# and gnupg signs the commits the pull tests verify.
-APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev libsqlite3-dev debootstrap tar rpm pacman-package-manager skopeo docker-registry pigz zstd etcd-server openssl curl python3-venv jq ostree libostree-dev umoci gnupg)
+# and gnupg signs the commits the pull tests verify; containerd, runc, the CNI plugins,
+# iptables and iproute2 run the test cluster's real node (scripts/lib/node.sh).
+APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev libsqlite3-dev debootstrap tar rpm pacman-package-manager skopeo docker-registry pigz zstd etcd-server openssl curl python3-venv jq ostree libostree-dev umoci gnupg containerd runc containernetworking-plugins iptables iproute2)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -5,9 +5,16 @@
 //!
 //! One control plane serves every scenario; they run side by side in their own
 //! namespaces and streams, which also shows that different streams run in parallel.
+//!
+//! `the_operator_on_a_real_node` runs the operator as a cluster does, with no agent
+//! (`real_node`). The scenarios that stay on the agent do so because they drive the
+//! controller process itself (kill it mid-job, start a standby, count its exits,
+//! sample its memory, serve its probes on loopback) or fake a worker's end (a pod
+//! deleted or refused at will), which a kubelet does not let a test do.
 
 mod common;
 mod kube_common;
+mod real_node;
 mod stream_scenarios;
 
 use std::collections::BTreeMap;
@@ -20,8 +27,19 @@ use kube_common::operator_env::{expect, setup, time, trees_volume, wait_for, Env
 use serde_json::json;
 use strata::operator::crd::EncapsulationJob;
 
+/// The two clusters take turns: each keeps both cores busy, and timing-sensitive
+/// scenarios (deadlines, restarts) should not run against a starved machine.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_on_a_real_node() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
+    real_node::the_operator_on_a_real_node().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_operator_runs_jobs_end_to_end() {
+    let _turn = ONE_CLUSTER_AT_A_TIME.lock().await;
     let Some(env) = setup().await else { return };
     tokio::join!(
         happy_path_and_stream_history(&env),

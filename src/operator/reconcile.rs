@@ -120,17 +120,42 @@ pub fn reports_to_fetch(
     [Step::Plan, Step::Build]
         .into_iter()
         .filter_map(|step| {
-            let (code, message, _) = terminated(pod, step)?;
-            (code == 0).then(|| {
-                let t = report::parse_termination(message.as_deref().unwrap_or(""), &uid, attempt);
-                (step, t)
+            let ended = terminated(pod, step)?;
+            (ended.code == 0).then(|| {
+                let message = ended.message.as_deref().unwrap_or("");
+                (step, report::parse_termination(message, &uid, attempt))
             })
         })
         .collect()
 }
 
-/// A step's container state once it has ended: exit code, message, finish time.
-fn terminated(pod: &Pod, step: Step) -> Option<(i32, Option<String>, Option<jiff::Timestamp>)> {
+/// A step's container once it has ended, as the kubelet reports it.
+struct Ended {
+    code: i32,
+    /// The kubelet's word for how it ended (`OOMKilled`, `Error`, `Completed`).
+    reason: Option<String>,
+    /// The termination message the worker wrote.
+    message: Option<String>,
+    finished_at: Option<jiff::Timestamp>,
+}
+
+impl Ended {
+    /// Why the step failed, in the worker's words when it left any.
+    fn failure(&self, step: Step) -> String {
+        if self.reason.as_deref() == Some("OOMKilled") {
+            return format!(
+                "the {} step was killed for exceeding its memory limit (OOMKilled, exit code \
+                 {}); raise spec.podTemplate.resources.limits.memory",
+                step.name(),
+                self.code
+            );
+        }
+        worker_error(self.message.as_deref())
+            .unwrap_or_else(|| format!("the {} step exited with code {}", step.name(), self.code))
+    }
+}
+
+fn terminated(pod: &Pod, step: Step) -> Option<Ended> {
     let status = pod.status.as_ref()?;
     let all: Vec<&ContainerStatus> = status
         .init_container_statuses
@@ -145,11 +170,12 @@ fn terminated(pod: &Pod, step: Step) -> Option<(i32, Option<String>, Option<jiff
         .as_ref()?
         .terminated
         .as_ref()?;
-    Some((
-        t.exit_code,
-        t.message.clone(),
-        t.finished_at.as_ref().map(|f| f.0),
-    ))
+    Some(Ended {
+        code: t.exit_code,
+        reason: t.reason.clone(),
+        message: t.message.clone(),
+        finished_at: t.finished_at.as_ref().map(|f| f.0),
+    })
 }
 
 /// Decides what to do next for the observed job.
@@ -384,7 +410,7 @@ impl<'a> Decider<'a> {
     /// Folds a step's outcome in; true once the step has ended well.
     fn step_done(&mut self, attempt: u32, pod: &Pod, step: Step) -> bool {
         let name = pod.name_any();
-        let Some((code, message, finished_at)) = terminated(pod, step) else {
+        let Some(ended) = terminated(pod, step) else {
             if pod_failed(pod) {
                 let why = pod
                     .status
@@ -412,9 +438,8 @@ impl<'a> Decider<'a> {
             }
             return false;
         };
-        if code != 0 {
-            let why = worker_error(message.as_deref())
-                .unwrap_or_else(|| format!("the {} step exited with code {code}", step.name()));
+        if ended.code != 0 {
+            let why = ended.failure(step);
             self.attempt_failed(attempt, Reason::WorkerFailed, why, Some(name), Some(step));
             return false;
         }
@@ -423,7 +448,7 @@ impl<'a> Decider<'a> {
                 if newly {
                     self.out
                         .reported
-                        .extend(exit_time(message.as_deref()).or(finished_at));
+                        .extend(exit_time(ended.message.as_deref()).or(ended.finished_at));
                 }
                 true
             }

@@ -28,12 +28,21 @@ pub fn free_port() -> u16 {
 
 /// Starts a registry on a free loopback port with its storage under `dir`.
 pub fn start_registry(dir: &Path) -> Registry {
-    let port = free_port();
+    start_registry_on(dir, "127.0.0.1")
+}
+
+/// Starts a registry on a free port of `host`, one of this machine's own addresses.
+pub fn start_registry_on(dir: &Path, host: &str) -> Registry {
+    let port = TcpListener::bind((host, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = dir.join("config.yml");
     fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {host}:{port}\n",
             dir.join("data").display()
         ),
     )
@@ -46,7 +55,7 @@ pub fn start_registry(dir: &Path) -> Registry {
         .spawn()
         .expect("start docker-registry");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect((host, port)).is_err() {
         assert!(
             Instant::now() < deadline,
             "the registry did not start listening on port {port}"

@@ -31,21 +31,43 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/control-plane.sh")
 }
 
+/// The node's binaries, built from the same source (scripts/control-plane.sh build).
+pub const NODE_BINARIES: &str = "/var/cache/strata-test/kubernetes-1.20.2";
+/// The address the apiserver, the kubelet and test registries listen on when the
+/// cluster has a node: the test bridge's own (scripts/lib/node.sh).
+pub const NODE_ADDRESS: &str = "10.88.0.1";
+
 /// Starts one, or returns `None` (skipping the test) when the apiserver was never
 /// built; under CI a missing apiserver fails instead.
 pub fn start() -> Option<ControlPlane> {
-    if !Path::new(APISERVER).exists() {
+    launch(&[APISERVER], &[])
+}
+
+/// Starts one with a real node beside it (containerd, kubelet, scheduler,
+/// controller-manager, kube-proxy); skipped, or failed under CI, as [`start`].
+pub fn start_with_node() -> Option<ControlPlane> {
+    let kubelet = format!("{NODE_BINARIES}/kubelet");
+    if !crate::common::real_parts(&["containerd", "runc", "ctr", "gcc"]) {
+        return None;
+    }
+    launch(&[APISERVER, &kubelet], &["--node"])
+}
+
+fn launch(binaries: &[&str], flags: &[&str]) -> Option<ControlPlane> {
+    if let Some(missing) = binaries.iter().find(|b| !Path::new(b).exists()) {
         assert!(
             std::env::var_os("CI").is_none(),
-            "{APISERVER} is missing: .ci/run must build it"
+            "{missing} is missing: .ci/run must build it"
         );
-        println!("skipped: no test apiserver (scripts/control-plane.sh build makes one)");
+        println!("skipped: {missing} is missing (scripts/control-plane.sh build makes it)");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
     let status = Command::new(script())
         .arg("start")
         .arg(dir.path())
+        .args(flags)
+        .env("STRATA", env!("CARGO_BIN_EXE_strata"))
         .status()
         .unwrap();
     assert!(status.success(), "the control plane did not start");
@@ -83,6 +105,17 @@ impl ControlPlane {
     /// Stops etcd and starts it again on the same data.
     pub fn restart_etcd(&self) {
         self.run("restart-etcd");
+    }
+
+    /// Lets the node pull from the plain-HTTP registry at `host_port`.
+    pub fn allow_registry(&self, host_port: &str) {
+        let status = Command::new(script())
+            .arg("allow-registry")
+            .arg(self.dir.path())
+            .arg(host_port)
+            .status()
+            .unwrap();
+        assert!(status.success(), "control-plane.sh allow-registry failed");
     }
 
     fn run(&self, verb: &str) {

@@ -359,7 +359,7 @@ pub async fn setup() -> Option<Env> {
 /// default job policy allows: a PersistentVolume per namespace, pre-bound to the
 /// claim `trees` there (the test control plane runs no volume binder), which the
 /// test node agent resolves to the directory.
-fn trees_claims(trees: &std::path::Path, namespaces: &[&str]) -> Vec<serde_json::Value> {
+pub fn trees_claims(trees: &std::path::Path, namespaces: &[&str]) -> Vec<serde_json::Value> {
     let size = json!({"storage": "1Gi"});
     namespaces
         .iter()

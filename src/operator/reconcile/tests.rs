@@ -260,6 +260,23 @@ fn a_failed_attempt_backs_off_then_retries_then_gives_up() {
 }
 
 #[test]
+fn an_oom_killed_step_says_so_and_names_the_limit_to_raise() {
+    let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
+    j.status = Some(confirmed(1));
+    let mut p1 = pod(&j, 1, "Failed", None);
+    let statuses = &mut p1.status.as_mut().unwrap().init_container_statuses;
+    statuses.as_mut().unwrap()[0].state = Some(
+        serde_json::from_value(json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}}))
+            .unwrap(),
+    );
+    let o = decide_at(&j, &[p1], &[], "2026-01-01T00:01:00Z");
+    assert_eq!(reason(&o), "BackOff");
+    let message = o.status.failure.unwrap().message;
+    assert!(message.contains("OOMKilled"), "{message}");
+    assert!(message.contains("limits.memory"), "{message}");
+}
+
+#[test]
 fn a_deleted_pod_counts_as_a_failed_attempt() {
     let mut j = job("a", "s", "2026-01-01T00:00:00Z", json!({}));
     j.status = Some(confirmed(1));

@@ -1,0 +1,457 @@
+//! The operator on a real node: kubelet on containerd and runc, the scheduler, the
+//! controller-manager (ServiceAccount tokens, Deployments) and kube-proxy (the
+//! `kubernetes` Service), all built from the same Debian source as the apiserver
+//! (`scripts/control-plane.sh start DIR --node`).
+//!
+//! Nothing here is a stand-in: Strata's own image is built by Strata
+//! (`scripts/strata-image.sh`) and pushed to a real registry on the test bridge,
+//! containerd pulls it, the chart is rendered by Helm's engine and applied as it is,
+//! its two controller replicas elect a leader as real pods, and worker pods run with
+//! exactly the securityContext the controller gives them. A capability or user that
+//! does not work on a real node fails here.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use strata::operator::crd::EncapsulationJob;
+
+use crate::common::{self, registry};
+use crate::kube_common::cluster::{self, ControlPlane, NODE_ADDRESS};
+use crate::kube_common::operator_env::{expect, trees_claims, trees_volume, wait_for};
+
+const RELEASE_NAMESPACE: &str = "strata-system";
+const JOBS: &str = "node-jobs";
+
+/// A cluster with a node, the registry its pods reach, and the chart installed.
+struct Node {
+    _cp: ControlPlane,
+    admin: Client,
+    /// `HOST:PORT` of the registry, on the test bridge.
+    registry: String,
+    _registry: registry::Registry,
+    _tmp: tempfile::TempDir,
+}
+
+pub async fn the_operator_on_a_real_node() {
+    if !common::real_parts(&["docker-registry", "skopeo", "debootstrap"]) {
+        return;
+    }
+    let Some(minbase) = common::cached_tree("bookworm-minbase") else {
+        return;
+    };
+    let Some(cp) = cluster::start_with_node() else {
+        return;
+    };
+    let node = install(cp, &minbase).await;
+    leader_elected_between_real_pods(&node).await;
+    tokio::join!(
+        rootfs_jobs_with_history(&node),
+        plan_only(&node),
+        failure_is_retried_then_reported(&node),
+        oom_killed_then_retried(&node),
+        an_image_that_cannot_be_pulled(&node),
+        cancellation(&node),
+        deadline(&node),
+    );
+    an_image_source_as_the_unprivileged_worker(&node).await;
+    the_leader_pod_deleted_mid_job(&node).await;
+    controller_logs_are_clean(&node).await;
+}
+
+/// Builds Strata's image, installs the chart with it, and waits for both replicas.
+async fn install(cp: ControlPlane, minbase: &Path) -> Node {
+    let admin = cp.client().await;
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("registry")).unwrap();
+    let reg = registry::start_registry_on(&tmp.path().join("registry"), NODE_ADDRESS);
+    let host = format!("{NODE_ADDRESS}:{}", reg.port);
+    cp.allow_registry(&host);
+    build_strata_image(&host);
+    let values = json!({
+        "image": {"repository": format!("{host}/strata"), "tag": "test"},
+        "insecureRegistries": [host],
+        "watchNamespaces": [JOBS],
+        "backoffBaseSeconds": 0.5,
+        "pendingTimeoutSeconds": 20,
+        "jobPolicy": {"workerImages": [absent_image(&host)]},
+    });
+    let objects = cluster::render_chart("strata", RELEASE_NAMESPACE, &values);
+    cluster::apply_all(&admin, &objects).await;
+    cluster::wait_crd_established(&admin).await;
+    let trees = tmp.path().join("trees");
+    common::dpkg_tree(&trees.join("v1"), "1");
+    common::dpkg_tree(&trees.join("v2"), "2");
+    // A tree the worker needs some memory for: the minbase's /usr (no device files).
+    std::fs::create_dir_all(trees.join("big")).unwrap();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(minbase.join("usr"))
+        .arg(trees.join("big"))
+        .status()
+        .unwrap();
+    assert!(copied.success(), "copying the minbase's /usr");
+    cluster::apply_all(&admin, &trees_claims(&trees, &[JOBS])).await;
+    let node = Node {
+        _cp: cp,
+        admin,
+        registry: host,
+        _registry: reg,
+        _tmp: tmp,
+    };
+    replicas_ready(&node, 2, Duration::from_secs(240)).await;
+    node
+}
+
+/// A worker image a job may name that the registry does not hold.
+fn absent_image(host: &str) -> String {
+    format!("{host}/strata:absent")
+}
+
+/// `scripts/strata-image.sh`, pushing to the registry on the bridge.
+fn build_strata_image(host: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(root.join("scripts/strata-image.sh"))
+        .arg(format!("docker://{host}/strata:test"))
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .args(["--", "--insecure-registry", host])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    common::succeeded(out, "scripts/strata-image.sh");
+}
+
+async fn replicas_ready(node: &Node, want: i32, within: Duration) {
+    let deployments: Api<Deployment> = Api::namespaced(node.admin.clone(), RELEASE_NAMESPACE);
+    let deadline = Instant::now() + within;
+    loop {
+        let d = deployments.get("strata-controller").await.unwrap();
+        let ready = d.status.as_ref().and_then(|s| s.ready_replicas);
+        if ready == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{want} controller replicas were not ready within {within:?}: {:?}\n{}",
+            d.status,
+            controller_pods_said(node).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Every controller pod's log, read through the apiserver from the kubelet.
+async fn controller_pods_said(node: &Node) -> String {
+    let pods: Api<Pod> = Api::namespaced(node.admin.clone(), RELEASE_NAMESPACE);
+    let mut said = String::new();
+    for pod in pods.list(&ListParams::default()).await.unwrap() {
+        let log = pods
+            .logs(&pod.name_any(), &LogParams::default())
+            .await
+            .unwrap_or_else(|e| format!("(no log: {e})"));
+        said += &format!("== {}\n{log}\n", pod.name_any());
+    }
+    said
+}
+
+/// One replica holds the Lease, and it is one of the chart's pods.
+async fn leader_elected_between_real_pods(node: &Node) {
+    let leases: Api<Lease> = Api::namespaced(node.admin.clone(), RELEASE_NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(node.admin.clone(), RELEASE_NAMESPACE);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let holder = loop {
+        let holder = leases
+            .get_opt("strata-controller")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity);
+        if let Some(holder) = holder {
+            break holder;
+        }
+        assert!(Instant::now() < deadline, "no replica took the lease");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let names: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert!(
+        names.contains(&holder),
+        "{holder} leads, not one of {names:?}"
+    );
+}
+
+fn jobs(node: &Node) -> Api<EncapsulationJob> {
+    Api::namespaced(node.admin.clone(), JOBS)
+}
+
+async fn create(node: &Node, name: &str, spec: serde_json::Value) {
+    let job: EncapsulationJob = serde_json::from_value(json!({
+        "apiVersion": "strata.dev/v1alpha1", "kind": "EncapsulationJob",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    jobs(node)
+        .create(&PostParams::default(), &job)
+        .await
+        .unwrap();
+}
+
+async fn pods_of(node: &Node, job: &EncapsulationJob) -> Vec<Pod> {
+    let selector = format!("strata.dev/job-uid={}", job.uid().unwrap());
+    Api::<Pod>::namespaced(node.admin.clone(), JOBS)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+}
+
+/// A port on the bridge that accepts connections and never answers: a source that
+/// hangs, reachable from pods.
+fn black_hole() -> u16 {
+    let listener = std::net::TcpListener::bind((NODE_ADDRESS, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    port
+}
+
+fn hanging_source() -> serde_json::Value {
+    let reference = format!("docker://{NODE_ADDRESS}:{}/never:1", black_hole());
+    json!({"image": {"ref": reference}})
+}
+
+async fn finished(node: &Node, name: &str) -> EncapsulationJob {
+    wait_for(&jobs(node), name, Duration::from_secs(180), |j| {
+        j.status
+            .as_ref()
+            .is_some_and(strata::operator::status::finished)
+    })
+    .await
+}
+
+fn rootfs_spec(node: &Node, tree: &str, tag: &str) -> serde_json::Value {
+    json!({
+        "source": {"rootfs": {"volume": "trees", "path": tree}},
+        "stream": "node-rootfs",
+        "output": {"image": format!("docker://{}/os/node:{tag}", node.registry)},
+        "planner": {"maxLayers": 4},
+        "podTemplate": {"volumes": [trees_volume()]},
+    })
+}
+
+/// Two builds of a stream from a claim; the second reads the first back as its prior.
+async fn rootfs_jobs_with_history(node: &Node) {
+    create(node, "rootfs-1", rootfs_spec(node, "v1", "1")).await;
+    create(node, "rootfs-2", rootfs_spec(node, "v2", "2")).await;
+    let one = finished(node, "rootfs-1").await;
+    expect(&one, "Succeeded", "True", Some("Succeeded"));
+    let output = one.status.as_ref().unwrap().output.clone().unwrap();
+    assert_eq!(
+        registry::inspect(&output.image)["Digest"],
+        output.digest.as_str()
+    );
+    let two = finished(node, "rootfs-2").await;
+    expect(&two, "Succeeded", "True", Some("Succeeded"));
+    let diff = two.status.as_ref().unwrap().diff.first().cloned();
+    let diff = diff.expect("a diff against the stream's previous output");
+    assert!(
+        diff.reused_layers > 0,
+        "the stable layer is reused: {diff:?}"
+    );
+}
+
+/// Rechunking an image needs no privilege at all: the worker runs as the image's
+/// unprivileged user with every capability dropped, and still succeeds.
+async fn an_image_source_as_the_unprivileged_worker(node: &Node) {
+    let source = format!("docker://{}/os/node:1", node.registry);
+    create(
+        node,
+        "from-image",
+        json!({
+            "source": {"image": {"ref": source}},
+            "stream": "node-image",
+            "output": {"image": format!("docker://{}/os/node:rechunked", node.registry)},
+            "planner": {"maxLayers": 4},
+        }),
+    )
+    .await;
+    let job = finished(node, "from-image").await;
+    expect(&job, "Succeeded", "True", Some("Succeeded"));
+    let pods: Api<Pod> = Api::namespaced(node.admin.clone(), JOBS);
+    let selector = format!("strata.dev/job-uid={}", job.uid().unwrap());
+    let pod = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    let security = pod.spec.unwrap().containers[0]
+        .security_context
+        .clone()
+        .unwrap();
+    assert_ne!(security.run_as_user, Some(0), "{security:?}");
+    assert_eq!(security.run_as_non_root, Some(true), "{security:?}");
+    let caps = security.capabilities.unwrap_or_default();
+    assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
+    assert!(caps.add.unwrap_or_default().is_empty());
+}
+
+async fn plan_only(node: &Node) {
+    let mut spec = rootfs_spec(node, "v1", "unused");
+    spec["mode"] = json!("PlanOnly");
+    spec["stream"] = json!("node-plan");
+    create(node, "plan-only", spec).await;
+    let job = finished(node, "plan-only").await;
+    expect(&job, "Succeeded", "True", None);
+    let status = job.status.unwrap();
+    assert!(status.plan.is_some_and(|p| p.layer_count >= 2));
+    assert!(status.output.is_none(), "PlanOnly pushes nothing");
+}
+
+/// The worker's own words reach status through the kubelet's termination message.
+async fn failure_is_retried_then_reported(node: &Node) {
+    let mut spec = rootfs_spec(node, "no-such-tree", "unused");
+    spec["stream"] = json!("node-fail");
+    spec["retries"] = json!(1);
+    create(node, "fail", spec).await;
+    let done = finished(node, "fail").await;
+    expect(&done, "Succeeded", "False", Some("Failed"));
+    let status = done.status.unwrap();
+    assert_eq!(status.attempts, 2);
+    let failure = status.failure.expect("failure details");
+    assert_eq!(failure.reason, "WorkerFailed");
+    assert!(failure.message.contains("no-such-tree"), "{failure:?}");
+}
+
+/// A memory limit the worker cannot live in: it plans this tree within 8 MiB, but
+/// writing layers takes more. The kernel kills the build step, the attempt says so
+/// (before, the log tail the kubelet falls back to stood in as the worker's error),
+/// and the retry meets the same end.
+async fn oom_killed_then_retried(node: &Node) {
+    let mut spec = rootfs_spec(node, "big", "unused");
+    spec["stream"] = json!("node-oom");
+    spec["retries"] = json!(1);
+    spec["podTemplate"]["resources"] = json!({"limits": {"memory": "8Mi"}});
+    create(node, "oom", spec).await;
+    let done = finished(node, "oom").await;
+    expect(&done, "Succeeded", "False", Some("Failed"));
+    let status = done.status.unwrap();
+    assert_eq!(status.attempts, 2);
+    let failure = status.failure.expect("failure details");
+    assert!(failure.message.contains("OOMKilled"), "{failure:?}");
+}
+
+/// An image the node cannot pull fails the attempt as `PodPending`, naming why,
+/// instead of leaving the job Running.
+async fn an_image_that_cannot_be_pulled(node: &Node) {
+    let mut spec = rootfs_spec(node, "v1", "unused");
+    spec["stream"] = json!("node-pull");
+    spec["retries"] = json!(0);
+    spec["workerImage"] = json!(absent_image(&node.registry));
+    create(node, "no-pull", spec).await;
+    let done = finished(node, "no-pull").await;
+    expect(&done, "Succeeded", "False", Some("Failed"));
+    let failure = done.status.unwrap().failure.expect("failure details");
+    assert_eq!(failure.reason, "PodPending", "{failure:?}");
+    assert!(
+        failure.message.contains("ErrImagePull") || failure.message.contains("ImagePullBackOff"),
+        "{failure:?}"
+    );
+}
+
+/// Cancelling deletes the running pod, and the kubelet really stops it.
+async fn cancellation(node: &Node) {
+    let mut spec = rootfs_spec(node, "v1", "unused");
+    spec["stream"] = json!("node-cancel");
+    spec["source"] = hanging_source();
+    spec.as_object_mut().unwrap().remove("podTemplate");
+    create(node, "cancel", spec).await;
+    let job = wait_for(&jobs(node), "cancel", Duration::from_secs(120), |j| {
+        j.status.as_ref().is_some_and(|s| s.attempts == 1)
+    })
+    .await;
+    jobs(node)
+        .patch(
+            "cancel",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"cancel": true}})),
+        )
+        .await
+        .unwrap();
+    let done = finished(node, "cancel").await;
+    expect(&done, "Succeeded", "False", Some("Cancelled"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !pods_of(node, &job).await.is_empty() {
+        assert!(Instant::now() < deadline, "the running pod was not removed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn deadline(node: &Node) {
+    let mut spec = rootfs_spec(node, "v1", "unused");
+    spec["stream"] = json!("node-slow");
+    spec["source"] = hanging_source();
+    spec["timeoutSeconds"] = json!(5);
+    spec.as_object_mut().unwrap().remove("podTemplate");
+    create(node, "slow", spec).await;
+    let done = finished(node, "slow").await;
+    expect(&done, "Succeeded", "False", Some("DeadlineExceeded"));
+}
+
+/// The leader's pod deleted while a job runs: the standby takes the lease, the job
+/// ends, and no attempt is repeated.
+async fn the_leader_pod_deleted_mid_job(node: &Node) {
+    create(node, "failover", rootfs_spec(node, "v2", "failover")).await;
+    let job = wait_for(&jobs(node), "failover", Duration::from_secs(120), |j| {
+        j.status.as_ref().is_some_and(|s| s.attempts == 1)
+    })
+    .await;
+    let leases: Api<Lease> = Api::namespaced(node.admin.clone(), RELEASE_NAMESPACE);
+    let leader = leases
+        .get("strata-controller")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("a leader");
+    Api::<Pod>::namespaced(node.admin.clone(), RELEASE_NAMESPACE)
+        .delete(&leader, &Default::default())
+        .await
+        .unwrap();
+    let done = finished(node, "failover").await;
+    expect(&done, "Succeeded", "True", Some("Succeeded"));
+    assert_eq!(done.status.as_ref().unwrap().attempts, 1);
+    assert_eq!(pods_of(node, &job).await.len(), 1, "one pod, not two");
+    let now = leases
+        .get("strata-controller")
+        .await
+        .unwrap()
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_ne!(now.as_deref(), Some(leader.as_str()), "the standby leads");
+    replicas_ready(node, 2, Duration::from_secs(120)).await;
+}
+
+/// Both replicas ran against the chart's RBAC without a refusal.
+async fn controller_logs_are_clean(node: &Node) {
+    let said = controller_pods_said(node).await;
+    assert!(said.contains("leading"), "{said}");
+    assert!(
+        !said.contains("Forbidden") && !said.contains("forbidden"),
+        "the chart's RBAC rules must cover everything the controller does:\n{said}"
+    );
+}

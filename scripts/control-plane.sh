@@ -13,6 +13,8 @@
 #   scripts/control-plane.sh stop DIR      stop everything started in DIR
 #   scripts/control-plane.sh allow-registry DIR HOST:PORT
 #                                          let the node pull from a plain-HTTP registry
+#   scripts/control-plane.sh restart-kubelet DIR
+#                                          stop the node's kubelet and start it again
 #   scripts/control-plane.sh stop-apiserver DIR | start-apiserver DIR | restart-etcd DIR
 #                                          one part away and back (the fault tests)
 set -euo pipefail
@@ -221,9 +223,13 @@ case "${1:-}" in
     allow-registry) node_allow_registry "${2:?usage: control-plane.sh allow-registry DIR HOST:PORT}" "${3:?usage: control-plane.sh allow-registry DIR HOST:PORT}" ;;
     stop-apiserver) stop_part "${2:?usage: control-plane.sh stop-apiserver DIR}" apiserver ;;
     start-apiserver) start_apiserver "${2:?usage: control-plane.sh start-apiserver DIR}" ;;
+    restart-kubelet)
+        stop_part "${2:?usage: control-plane.sh restart-kubelet DIR}" kubelet
+        node_kubelet "$2"
+        ;;
     restart-etcd)
         stop_part "${2:?usage: control-plane.sh restart-etcd DIR}" etcd
         start_etcd "$2"
         ;;
-    *) echo "usage: $0 build | start DIR [--node] | stop DIR | allow-registry DIR HOST:PORT | stop-apiserver DIR | start-apiserver DIR | restart-etcd DIR" >&2; exit 2 ;;
+    *) echo "usage: $0 build | start DIR [--node] | stop DIR | allow-registry DIR HOST:PORT | stop-apiserver DIR | start-apiserver DIR | restart-etcd DIR | restart-kubelet DIR" >&2; exit 2 ;;
 esac

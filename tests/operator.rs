@@ -21,9 +21,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::ResourceExt;
-use kube_common::operator_env::{expect, setup, time, trees_volume, wait_for, Env};
+use kube_common::operator_env::{cancel_once_started, expect, setup, time, trees_volume, Env};
 use serde_json::json;
 use strata::operator::crd::EncapsulationJob;
 
@@ -215,34 +215,10 @@ async fn failure_is_retried_then_reported(env: &Env) {
     assert_eq!(env.pods("e2e", &job).await.len(), 2);
 }
 
-/// A TCP port that accepts connections and never answers: a source that hangs.
-fn black_hole() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().flatten() {
-            held.push(s);
-        }
-    });
-    port
-}
-
 async fn cancellation(env: &Env) {
-    let hang = json!({"source": {"image": {"ref": format!("docker://127.0.0.1:{}/never:1", black_hole())}}});
+    let hang = json!({"source": {"image": {"ref": format!("docker://127.0.0.1:{}/never:1", common::black_hole("127.0.0.1"))}}});
     let job = env.create("e2e", "cancel", "cancel", "v1", hang).await;
-    wait_for(&env.jobs("e2e"), "cancel", Duration::from_secs(60), |j| {
-        j.status.as_ref().is_some_and(|s| s.attempts == 1)
-    })
-    .await;
-    env.jobs("e2e")
-        .patch(
-            "cancel",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"cancel": true}})),
-        )
-        .await
-        .unwrap();
+    cancel_once_started(&env.jobs("e2e"), "cancel", Duration::from_secs(60)).await;
     let done = env.finished("e2e", "cancel", Duration::from_secs(60)).await;
     expect(&done, "Succeeded", "False", Some("Cancelled"));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -254,7 +230,7 @@ async fn cancellation(env: &Env) {
 
 async fn deadline(env: &Env) {
     let hang = json!({
-        "source": {"image": {"ref": format!("docker://127.0.0.1:{}/never:1", black_hole())}},
+        "source": {"image": {"ref": format!("docker://127.0.0.1:{}/never:1", common::black_hole("127.0.0.1"))}},
         "timeoutSeconds": 3,
     });
     env.create("e2e", "slow", "slow", "v1", hang).await;

@@ -161,3 +161,17 @@ pub mod ostree_client;
 pub mod registry;
 pub mod tekton;
 pub mod unpack;
+
+/// A port on `host` (one of this machine's addresses) that accepts connections and
+/// never answers: a source that hangs.
+pub fn black_hole(host: &str) -> u16 {
+    let listener = std::net::TcpListener::bind((host, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in listener.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    port
+}

@@ -107,6 +107,11 @@ impl ControlPlane {
         self.run("restart-etcd");
     }
 
+    /// Stops the node's kubelet and starts it again; its pods' containers live on.
+    pub fn restart_kubelet(&self) {
+        self.run("restart-kubelet");
+    }
+
     /// Lets the node pull from the plain-HTTP registry at `host_port`.
     pub fn allow_registry(&self, host_port: &str) {
         let status = Command::new(script())

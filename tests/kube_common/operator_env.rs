@@ -246,6 +246,18 @@ pub async fn wait_for(
     }
 }
 
+/// Asks for job `name` to be cancelled once its first attempt has started.
+pub async fn cancel_once_started(api: &Api<EncapsulationJob>, name: &str, within: Duration) {
+    wait_for(api, name, within, |j| {
+        j.status.as_ref().is_some_and(|s| s.attempts == 1)
+    })
+    .await;
+    let cancel = json!({"spec": {"cancel": true}});
+    api.patch(name, &Default::default(), &kube::api::Patch::Merge(cancel))
+        .await
+        .unwrap();
+}
+
 /// Asserts the job's `type_` condition has `status` and, if given, `reason`.
 pub fn expect(job: &EncapsulationJob, type_: &str, status: &str, reason: Option<&str>) {
     let c = job

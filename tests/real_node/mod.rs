@@ -17,21 +17,23 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, LogParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use strata::operator::crd::EncapsulationJob;
 
 use crate::common::{self, registry};
 use crate::kube_common::cluster::{self, ControlPlane, NODE_ADDRESS};
-use crate::kube_common::operator_env::{expect, trees_claims, trees_volume, wait_for};
+use crate::kube_common::operator_env::{
+    cancel_once_started, expect, trees_claims, trees_volume, wait_for,
+};
 
 const RELEASE_NAMESPACE: &str = "strata-system";
 const JOBS: &str = "node-jobs";
 
 /// A cluster with a node, the registry its pods reach, and the chart installed.
 struct Node {
-    _cp: ControlPlane,
+    cp: ControlPlane,
     admin: Client,
     /// `HOST:PORT` of the registry, on the test bridge.
     registry: String,
@@ -62,6 +64,7 @@ pub async fn the_operator_on_a_real_node() {
     );
     an_image_source_as_the_unprivileged_worker(&node).await;
     the_leader_pod_deleted_mid_job(&node).await;
+    the_kubelet_restarted_mid_job(&node).await;
     controller_logs_are_clean(&node).await;
 }
 
@@ -99,7 +102,7 @@ async fn install(cp: ControlPlane, minbase: &Path) -> Node {
     assert!(copied.success(), "copying the minbase's /usr");
     cluster::apply_all(&admin, &trees_claims(&trees, &[JOBS])).await;
     let node = Node {
-        _cp: cp,
+        cp,
         admin,
         registry: host,
         _registry: reg,
@@ -215,22 +218,12 @@ async fn pods_of(node: &Node, job: &EncapsulationJob) -> Vec<Pod> {
         .items
 }
 
-/// A port on the bridge that accepts connections and never answers: a source that
-/// hangs, reachable from pods.
-fn black_hole() -> u16 {
-    let listener = std::net::TcpListener::bind((NODE_ADDRESS, 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in listener.incoming().flatten() {
-            held.push(s);
-        }
-    });
-    port
-}
-
+/// A source that hangs, on the bridge so that pods reach it.
 fn hanging_source() -> serde_json::Value {
-    let reference = format!("docker://{NODE_ADDRESS}:{}/never:1", black_hole());
+    let reference = format!(
+        "docker://{NODE_ADDRESS}:{}/never:1",
+        common::black_hole(NODE_ADDRESS)
+    );
     json!({"image": {"ref": reference}})
 }
 
@@ -291,14 +284,7 @@ async fn an_image_source_as_the_unprivileged_worker(node: &Node) {
     .await;
     let job = finished(node, "from-image").await;
     expect(&job, "Succeeded", "True", Some("Succeeded"));
-    let pods: Api<Pod> = Api::namespaced(node.admin.clone(), JOBS);
-    let selector = format!("strata.dev/job-uid={}", job.uid().unwrap());
-    let pod = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .unwrap()
-        .items
-        .remove(0);
+    let pod = pods_of(node, &job).await.remove(0);
     let security = pod.spec.unwrap().containers[0]
         .security_context
         .clone()
@@ -380,18 +366,8 @@ async fn cancellation(node: &Node) {
     spec["source"] = hanging_source();
     spec.as_object_mut().unwrap().remove("podTemplate");
     create(node, "cancel", spec).await;
-    let job = wait_for(&jobs(node), "cancel", Duration::from_secs(120), |j| {
-        j.status.as_ref().is_some_and(|s| s.attempts == 1)
-    })
-    .await;
-    jobs(node)
-        .patch(
-            "cancel",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"cancel": true}})),
-        )
-        .await
-        .unwrap();
+    cancel_once_started(&jobs(node), "cancel", Duration::from_secs(120)).await;
+    let job = jobs(node).get("cancel").await.unwrap();
     let done = finished(node, "cancel").await;
     expect(&done, "Succeeded", "False", Some("Cancelled"));
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -444,6 +420,26 @@ async fn the_leader_pod_deleted_mid_job(node: &Node) {
         .and_then(|s| s.holder_identity);
     assert_ne!(now.as_deref(), Some(leader.as_str()), "the standby leads");
     replicas_ready(node, 2, Duration::from_secs(120)).await;
+}
+
+/// The kubelet restarted while a worker runs: the pod's containers live on in
+/// containerd, the new kubelet adopts them, and the job ends in its first attempt.
+async fn the_kubelet_restarted_mid_job(node: &Node) {
+    let mut spec = rootfs_spec(node, "big", "restarted");
+    spec["stream"] = json!("node-kubelet");
+    create(node, "kubelet-restart", spec).await;
+    let job = wait_for(
+        &jobs(node),
+        "kubelet-restart",
+        Duration::from_secs(120),
+        |j| j.status.as_ref().is_some_and(|s| s.attempts == 1),
+    )
+    .await;
+    node.cp.restart_kubelet();
+    let done = finished(node, "kubelet-restart").await;
+    expect(&done, "Succeeded", "True", Some("Succeeded"));
+    assert_eq!(done.status.as_ref().unwrap().attempts, 1);
+    assert_eq!(pods_of(node, &job).await.len(), 1);
 }
 
 /// Both replicas ran against the chart's RBAC without a refusal.

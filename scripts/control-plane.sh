@@ -66,7 +66,7 @@ build() {
     local work
     work=$(mktemp -d)
     trap 'rm -rf "$work"' RETURN
-    echo "control-plane: building ${targets}$K8S_VERSION from Debian's source (7 minutes for the apiserver, 12 for the node's four)" >&2
+    echo "control-plane: building ${targets}$K8S_VERSION from Debian's source (about 7 minutes for the apiserver, 8 to 11 for the node's four on 2 cores)" >&2
     (cd "$work" && apt-get source --download-only kubernetes >/dev/null 2>&1)
     local orig
     orig=$(ls "$work"/kubernetes_*.orig.tar.* | head -n1)

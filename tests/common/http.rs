@@ -7,7 +7,12 @@ use std::path::{Component, Path, PathBuf};
 
 /// Serves `root` on a free loopback port until the process ends; the port.
 pub fn serve(root: &Path) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    serve_on(root, "127.0.0.1")
+}
+
+/// Serves `root` on a free port of `host`, one of this machine's addresses.
+pub fn serve_on(root: &Path, host: &str) -> u16 {
+    let listener = TcpListener::bind((host, 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
     let root = root.to_path_buf();
     std::thread::spawn(move || {

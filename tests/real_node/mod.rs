@@ -37,6 +37,8 @@ struct Node {
     admin: Client,
     /// `HOST:PORT` of the registry, on the test bridge.
     registry: String,
+    /// The trees' directory, behind the claim `trees`.
+    trees: std::path::PathBuf,
     _registry: registry::Registry,
     _tmp: tempfile::TempDir,
 }
@@ -61,6 +63,7 @@ pub async fn the_operator_on_a_real_node() {
         an_image_that_cannot_be_pulled(&node),
         cancellation(&node),
         deadline(&node),
+        ostree_sources(&node),
     );
     an_image_source_as_the_unprivileged_worker(&node).await;
     the_leader_pod_deleted_mid_job(&node).await;
@@ -100,11 +103,18 @@ async fn install(cp: ControlPlane, minbase: &Path) -> Node {
         .status()
         .unwrap();
     assert!(copied.success(), "copying the minbase's /usr");
+    if common::real_parts(&["ostree"]) {
+        let repo = format!("--repo={}", trees.join("repo").display());
+        common::ostree(&["init", &repo, "--mode=archive"]);
+        let tree = format!("--tree=dir={}", trees.join("v1").display());
+        common::ostree(&["commit", &repo, "--branch=os/v1", "-s", "v1", &tree]);
+    }
     cluster::apply_all(&admin, &trees_claims(&trees, &[JOBS])).await;
     let node = Node {
         cp,
         admin,
         registry: host,
+        trees,
         _registry: reg,
         _tmp: tmp,
     };
@@ -440,6 +450,36 @@ async fn the_kubelet_restarted_mid_job(node: &Node) {
     expect(&done, "Succeeded", "True", Some("Succeeded"));
     assert_eq!(done.status.as_ref().unwrap().attempts, 1);
     assert_eq!(pods_of(node, &job).await.len(), 1);
+}
+
+/// An ostree commit from a repository on the claim, and the same repository served
+/// over HTTP on the bridge, which the worker pulls from itself.
+async fn ostree_sources(node: &Node) {
+    if !node.trees.join("repo").exists() {
+        return;
+    }
+    let url = format!(
+        "http://{NODE_ADDRESS}:{}",
+        common::http::serve_on(&node.trees.join("repo"), NODE_ADDRESS)
+    );
+    for (name, source) in [
+        (
+            "ostree-claim",
+            json!({"repo": "repo", "ref": "os/v1", "volume": "trees"}),
+        ),
+        ("ostree-url", json!({"repo": url, "ref": "os/v1"})),
+    ] {
+        let mut spec = rootfs_spec(node, "v1", name);
+        spec["stream"] = json!(name);
+        spec["source"] = json!({ "ostree": source });
+        create(node, name, spec).await;
+    }
+    for name in ["ostree-claim", "ostree-url"] {
+        let done = finished(node, name).await;
+        expect(&done, "Succeeded", "True", Some("Succeeded"));
+        let output = done.status.unwrap().output.unwrap();
+        registry::inspect(&output.image);
+    }
 }
 
 /// Both replicas ran against the chart's RBAC without a refusal.

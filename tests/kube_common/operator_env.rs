@@ -161,34 +161,16 @@ impl Env {
         for (k, v) in extra.as_object().unwrap() {
             spec[k] = v.clone();
         }
-        let job: EncapsulationJob = serde_json::from_value(json!({
-            "apiVersion": "strata.dev/v1alpha1", "kind": "EncapsulationJob",
-            "metadata": {"name": name}, "spec": spec,
-        }))
-        .unwrap();
-        self.jobs(ns)
-            .create(&PostParams::default(), &job)
-            .await
-            .unwrap()
+        create_job(&self.jobs(ns), name, spec).await
     }
 
-    /// Waits until the job's Succeeded condition has `status`.
+    /// Waits until the job has finished, one way or the other.
     pub async fn finished(&self, ns: &str, name: &str, within: Duration) -> EncapsulationJob {
-        wait_for(&self.jobs(ns), name, within, |j| {
-            j.status
-                .as_ref()
-                .is_some_and(strata::operator::status::finished)
-        })
-        .await
+        finished(&self.jobs(ns), name, within).await
     }
 
     pub async fn pods(&self, ns: &str, job: &EncapsulationJob) -> Vec<Pod> {
-        let selector = format!("strata.dev/job-uid={}", job.uid().unwrap());
-        Api::<Pod>::namespaced(self.admin.clone(), ns)
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .unwrap()
-            .items
+        job_pods(&self.admin, ns, job).await
     }
 
     /// Runs the Tekton task `strata-encapsulation-job` against this control plane, in
@@ -246,12 +228,59 @@ pub async fn wait_for(
     }
 }
 
-/// Asks for job `name` to be cancelled once its first attempt has started.
-pub async fn cancel_once_started(api: &Api<EncapsulationJob>, name: &str, within: Duration) {
+/// Creates the job `name` with `spec`.
+pub async fn create_job(
+    api: &Api<EncapsulationJob>,
+    name: &str,
+    spec: serde_json::Value,
+) -> EncapsulationJob {
+    let job: EncapsulationJob = serde_json::from_value(json!({
+        "apiVersion": "strata.dev/v1alpha1", "kind": "EncapsulationJob",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &job).await.unwrap()
+}
+
+/// Waits until the job has finished, one way or the other.
+pub async fn finished(
+    api: &Api<EncapsulationJob>,
+    name: &str,
+    within: Duration,
+) -> EncapsulationJob {
+    wait_for(api, name, within, |j| {
+        j.status
+            .as_ref()
+            .is_some_and(strata::operator::status::finished)
+    })
+    .await
+}
+
+/// Waits until the job's first attempt has started.
+pub async fn started(
+    api: &Api<EncapsulationJob>,
+    name: &str,
+    within: Duration,
+) -> EncapsulationJob {
     wait_for(api, name, within, |j| {
         j.status.as_ref().is_some_and(|s| s.attempts == 1)
     })
-    .await;
+    .await
+}
+
+/// The worker pods of `job`, every attempt's.
+pub async fn job_pods(admin: &Client, ns: &str, job: &EncapsulationJob) -> Vec<Pod> {
+    let selector = format!("strata.dev/job-uid={}", job.uid().unwrap());
+    Api::<Pod>::namespaced(admin.clone(), ns)
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+}
+
+/// Asks for job `name` to be cancelled once its first attempt has started.
+pub async fn cancel_once_started(api: &Api<EncapsulationJob>, name: &str, within: Duration) {
+    started(api, name, within).await;
     let cancel = json!({"spec": {"cancel": true}});
     api.patch(name, &Default::default(), &kube::api::Patch::Merge(cancel))
         .await

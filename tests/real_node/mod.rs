@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, LogParams, PostParams};
+use kube::api::{Api, ListParams, LogParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use strata::operator::crd::EncapsulationJob;
@@ -25,7 +25,7 @@ use strata::operator::crd::EncapsulationJob;
 use crate::common::{self, registry};
 use crate::kube_common::cluster::{self, ControlPlane, NODE_ADDRESS};
 use crate::kube_common::operator_env::{
-    cancel_once_started, expect, trees_claims, trees_volume, wait_for,
+    self, cancel_once_started, create_job, expect, job_pods, started, trees_claims, trees_volume,
 };
 
 const RELEASE_NAMESPACE: &str = "strata-system";
@@ -175,16 +175,10 @@ async fn controller_pods_said(node: &Node) -> String {
 
 /// One replica holds the Lease, and it is one of the chart's pods.
 async fn leader_elected_between_real_pods(node: &Node) {
-    let leases: Api<Lease> = Api::namespaced(node.admin.clone(), RELEASE_NAMESPACE);
     let pods: Api<Pod> = Api::namespaced(node.admin.clone(), RELEASE_NAMESPACE);
     let deadline = Instant::now() + Duration::from_secs(60);
     let holder = loop {
-        let holder = leases
-            .get_opt("strata-controller")
-            .await
-            .unwrap()
-            .and_then(|l| l.spec?.holder_identity);
-        if let Some(holder) = holder {
+        if let Some(holder) = lease_holder(node).await {
             break holder;
         }
         assert!(Instant::now() < deadline, "no replica took the lease");
@@ -208,24 +202,20 @@ fn jobs(node: &Node) -> Api<EncapsulationJob> {
 }
 
 async fn create(node: &Node, name: &str, spec: serde_json::Value) {
-    let job: EncapsulationJob = serde_json::from_value(json!({
-        "apiVersion": "strata.dev/v1alpha1", "kind": "EncapsulationJob",
-        "metadata": {"name": name}, "spec": spec,
-    }))
-    .unwrap();
-    jobs(node)
-        .create(&PostParams::default(), &job)
-        .await
-        .unwrap();
+    create_job(&jobs(node), name, spec).await;
 }
 
 async fn pods_of(node: &Node, job: &EncapsulationJob) -> Vec<Pod> {
-    let selector = format!("strata.dev/job-uid={}", job.uid().unwrap());
-    Api::<Pod>::namespaced(node.admin.clone(), JOBS)
-        .list(&ListParams::default().labels(&selector))
+    job_pods(&node.admin, JOBS, job).await
+}
+
+/// The replica holding the controller's Lease, if one does.
+async fn lease_holder(node: &Node) -> Option<String> {
+    Api::<Lease>::namespaced(node.admin.clone(), RELEASE_NAMESPACE)
+        .get_opt("strata-controller")
         .await
         .unwrap()
-        .items
+        .and_then(|l| l.spec?.holder_identity)
 }
 
 /// A source that hangs, on the bridge so that pods reach it.
@@ -238,12 +228,7 @@ fn hanging_source() -> serde_json::Value {
 }
 
 async fn finished(node: &Node, name: &str) -> EncapsulationJob {
-    wait_for(&jobs(node), name, Duration::from_secs(180), |j| {
-        j.status
-            .as_ref()
-            .is_some_and(strata::operator::status::finished)
-    })
-    .await
+    operator_env::finished(&jobs(node), name, Duration::from_secs(180)).await
 }
 
 fn rootfs_spec(node: &Node, tree: &str, tag: &str) -> serde_json::Value {
@@ -402,18 +387,8 @@ async fn deadline(node: &Node) {
 /// ends, and no attempt is repeated.
 async fn the_leader_pod_deleted_mid_job(node: &Node) {
     create(node, "failover", rootfs_spec(node, "v2", "failover")).await;
-    let job = wait_for(&jobs(node), "failover", Duration::from_secs(120), |j| {
-        j.status.as_ref().is_some_and(|s| s.attempts == 1)
-    })
-    .await;
-    let leases: Api<Lease> = Api::namespaced(node.admin.clone(), RELEASE_NAMESPACE);
-    let leader = leases
-        .get("strata-controller")
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.holder_identity)
-        .expect("a leader");
+    let job = started(&jobs(node), "failover", Duration::from_secs(120)).await;
+    let leader = lease_holder(node).await.expect("a leader");
     Api::<Pod>::namespaced(node.admin.clone(), RELEASE_NAMESPACE)
         .delete(&leader, &Default::default())
         .await
@@ -422,12 +397,7 @@ async fn the_leader_pod_deleted_mid_job(node: &Node) {
     expect(&done, "Succeeded", "True", Some("Succeeded"));
     assert_eq!(done.status.as_ref().unwrap().attempts, 1);
     assert_eq!(pods_of(node, &job).await.len(), 1, "one pod, not two");
-    let now = leases
-        .get("strata-controller")
-        .await
-        .unwrap()
-        .spec
-        .and_then(|s| s.holder_identity);
+    let now = lease_holder(node).await;
     assert_ne!(now.as_deref(), Some(leader.as_str()), "the standby leads");
     replicas_ready(node, 2, Duration::from_secs(120)).await;
 }
@@ -438,13 +408,7 @@ async fn the_kubelet_restarted_mid_job(node: &Node) {
     let mut spec = rootfs_spec(node, "big", "restarted");
     spec["stream"] = json!("node-kubelet");
     create(node, "kubelet-restart", spec).await;
-    let job = wait_for(
-        &jobs(node),
-        "kubelet-restart",
-        Duration::from_secs(120),
-        |j| j.status.as_ref().is_some_and(|s| s.attempts == 1),
-    )
-    .await;
+    let job = started(&jobs(node), "kubelet-restart", Duration::from_secs(120)).await;
     node.cp.restart_kubelet();
     let done = finished(node, "kubelet-restart").await;
     expect(&done, "Succeeded", "True", Some("Succeeded"));

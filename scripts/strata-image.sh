@@ -39,10 +39,11 @@ cp -a "$minbase" "$root"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 mount -t proc proc "$root/proc"
 echo "strata-image: installing the runtime packages" >&2
-# skopeo serves the image proxy; the binary links libostree, sqlite and OpenSSL.
+# skopeo serves the image proxy; the binary links libostree, sqlite and OpenSSL;
+# kubectl and jq serve the Tekton job task (the same list as the Dockerfile's).
 chroot "$root" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends \
-    skopeo libostree-1-1 libsqlite3-0 libssl3 ca-certificates >/dev/null
+    skopeo libostree-1-1 libsqlite3-0 libssl3 libzstd1 ca-certificates jq kubernetes-client >/dev/null
 chroot "$root" apt-get clean
 umount "$root/proc"
 # A runtime makes /dev; debootstrap's device nodes stay out of the image.

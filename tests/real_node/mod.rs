@@ -10,6 +10,8 @@
 //! exactly the securityContext the controller gives them. A capability or user that
 //! does not work on a real node fails here.
 
+mod tekton;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -64,6 +66,8 @@ pub async fn the_operator_on_a_real_node() {
         cancellation(&node),
         deadline(&node),
         ostree_sources(&node),
+        tekton::strata_build_task(&node),
+        tekton::encapsulation_job_task(&node),
     );
     an_image_source_as_the_unprivileged_worker(&node).await;
     the_leader_pod_deleted_mid_job(&node).await;
@@ -85,7 +89,7 @@ async fn install(cp: ControlPlane, minbase: &Path) -> Node {
         "insecureRegistries": [host],
         "watchNamespaces": [JOBS],
         "backoffBaseSeconds": 0.5,
-        "pendingTimeoutSeconds": 20,
+        "pendingTimeoutSeconds": 60,
         "jobPolicy": {"workerImages": [absent_image(&host)]},
     });
     let objects = cluster::render_chart("strata", RELEASE_NAMESPACE, &values);

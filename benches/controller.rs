@@ -1,9 +1,12 @@
-//! The controller under load: 200 PlanOnly jobs across 20 streams on the real test
-//! control plane (see tests/kube_common/operator_env.rs). Prints reconciles per second,
-//! the p50 and p99 time from a worker's exit to the status update that shows its
-//! report, and the controller's peak RSS.
+//! The controller under load on the real node: 200 PlanOnly jobs across 20 streams,
+//! run by the chart's controller pods and worker pods on a real kubelet (see
+//! tests/kube_common/node_env.rs). Prints reconciles per second, the p50 and p99 time
+//! from a worker's exit to the status update that shows its report (the kubelet's
+//! status reporting included), and the leading replica's memory, read from its
+//! container's cgroup.
 //!
-//! Run with `cargo bench --bench controller` (needs scripts/control-plane.sh build).
+//! Run with `cargo bench --bench controller` as root (needs `scripts/setup.sh` and
+//! `scripts/control-plane.sh build`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -14,12 +17,15 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
-use kube_common::operator_env::{http_get, setup, wait_for};
+use kube_common::node_env::{self, jobs, lease_holder, rootfs_spec, Node, JOBS};
+use kube_common::operator_env::{create_job, http_get_at, wait_for};
 use serde_json::json;
 use strata::operator::report::Termination;
 
-const JOBS: usize = 200;
+const JOB_COUNT: usize = 200;
 const STREAMS: usize = 20;
+/// The chart's `metrics.port`.
+const METRICS_PORT: u16 = 8080;
 
 fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -27,37 +33,46 @@ fn main() {
 }
 
 async fn run() {
-    let Some(env) = setup().await else {
-        eprintln!("controller benchmark skipped: no test control plane");
+    let Some(node) = node_env::start().await else {
+        eprintln!("controller benchmark skipped: no real node (scripts/control-plane.sh build)");
         return;
     };
-    let reconciles_before = metric(env.health_port, "strata_reconciles_total");
+    let leader = leader_address(&node).await;
+    let reconciles_before = metric(&leader, "strata_reconciles_total");
     let started = Instant::now();
-    for i in 0..JOBS {
-        let stream = format!("bench-{}", i % STREAMS);
-        let name = format!("bench-{i:03}");
-        env.create("load", &name, &stream, "v1", json!({"mode": "PlanOnly"}))
-            .await;
+    eprintln!("controller benchmark: creating {JOB_COUNT} PlanOnly jobs");
+    for i in 0..JOB_COUNT {
+        let mut spec = rootfs_spec(&node, "v1", "unused");
+        spec["stream"] = json!(format!("bench-{}", i % STREAMS));
+        spec["mode"] = json!("PlanOnly");
+        create_job(&jobs(&node), &format!("bench-{i:03}"), spec).await;
     }
-    let jobs = env.jobs("load");
+    let pods: Api<Pod> = Api::namespaced(node.admin.clone(), JOBS);
     let mut latencies = Vec::new();
-    let pods: Api<Pod> = Api::namespaced(env.admin.clone(), "load");
-    for i in 0..JOBS {
-        let name = format!("bench-{i:03}");
-        let job = wait_for(&jobs, &name, Duration::from_secs(1800), |j| {
-            j.status
-                .as_ref()
-                .is_some_and(strata::operator::status::finished)
-        })
+    for i in 0..JOB_COUNT {
+        let job = wait_for(
+            &jobs(&node),
+            &format!("bench-{i:03}"),
+            Duration::from_secs(1800),
+            |j| {
+                j.status
+                    .as_ref()
+                    .is_some_and(strata::operator::status::finished)
+            },
+        )
         .await;
         latencies.push(report_latency(&pods, &job).await);
+        if (i + 1) % 50 == 0 {
+            eprintln!("controller benchmark: {} of {JOB_COUNT} jobs done", i + 1);
+        }
     }
     let wall = started.elapsed();
-    let reconciles = metric(env.health_port, "strata_reconciles_total") - reconciles_before;
-    let rss = env.controller_peak_rss_kib();
+    let reconciles = metric(&leader, "strata_reconciles_total") - reconciles_before;
+    let memory = node_env::leader_memory(&node).await;
     latencies.sort_by(f64::total_cmp);
     let q = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
-    println!("controller benchmark: {JOBS} PlanOnly jobs across {STREAMS} streams");
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    println!("controller benchmark: {JOB_COUNT} PlanOnly jobs across {STREAMS} streams, real node");
     println!("  wall time                 {:.1} s", wall.as_secs_f64());
     println!(
         "  reconciles                {reconciles:.0} ({:.1} per second)",
@@ -65,7 +80,23 @@ async fn run() {
     );
     println!("  worker exit → status p50  {:.0} ms", q(0.5) * 1000.0);
     println!("  worker exit → status p99  {:.0} ms", q(0.99) * 1000.0);
-    println!("  controller peak RSS       {:.1} MiB", rss as f64 / 1024.0);
+    println!("  controller RSS (cgroup)   {:.1} MiB", mib(memory.rss));
+    println!(
+        "  controller peak (cgroup)  {:.1} MiB, page cache included",
+        mib(memory.peak)
+    );
+}
+
+/// The leading replica's pod IP, which the host reaches on the test bridge.
+async fn leader_address(node: &Node) -> String {
+    let leader = lease_holder(node).await.expect("a leader");
+    let pod = Api::<Pod>::namespaced(node.admin.clone(), node_env::RELEASE_NAMESPACE)
+        .get(&leader)
+        .await
+        .unwrap();
+    pod.status
+        .and_then(|s| s.pod_ip)
+        .expect("the leader's pod IP")
 }
 
 /// Seconds from the plan worker's exit (its termination message, to the nanosecond)
@@ -76,7 +107,7 @@ async fn report_latency(pods: &Api<Pod>, job: &strata::operator::crd::Encapsulat
         .conditions
         .iter()
         .find(|c| c.type_ == "Planned")
-        .unwrap();
+        .unwrap_or_else(|| panic!("not planned: {status:?}"));
     let planned: jiff::Timestamp = planned.last_transition_time.parse().unwrap();
     let selector = format!(
         "strata.dev/job-uid={}",
@@ -102,8 +133,8 @@ async fn report_latency(pods: &Api<Pod>, job: &strata::operator::crd::Encapsulat
     planned.duration_since(exited).as_secs_f64()
 }
 
-fn metric(port: u16, name: &str) -> f64 {
-    let body = http_get(port, "/metrics");
+fn metric(host: &str, name: &str) -> f64 {
+    let body = http_get_at(host, METRICS_PORT, "/metrics");
     body.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())

@@ -5,5 +5,6 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod node_env;
 pub mod operator_env;
 pub mod supervisor;

@@ -440,9 +440,14 @@ pub fn trees_volume() -> serde_json::Value {
 
 /// A plain HTTP GET against the controller's health port.
 pub fn http_get(port: u16, path: &str) -> String {
+    http_get_at("127.0.0.1", port, path)
+}
+
+/// A plain HTTP GET against a controller serving on `host`.
+pub fn http_get_at(host: &str, port: u16, path: &str) -> String {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|e| panic!("the controller serves on port {port}: {e}"));
+    let mut s = std::net::TcpStream::connect((host, port))
+        .unwrap_or_else(|e| panic!("the controller serves on {host}:{port}: {e}"));
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .unwrap();
     let mut out = String::new();

@@ -12,50 +12,25 @@
 
 mod tekton;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, LogParams};
-use kube::{Client, ResourceExt};
+use kube::api::{Api, ListParams};
+use kube::ResourceExt;
 use serde_json::json;
-use strata::operator::crd::EncapsulationJob;
 
 use crate::common::{self, registry};
-use crate::kube_common::cluster::{self, ControlPlane, NODE_ADDRESS};
-use crate::kube_common::operator_env::{
-    self, cancel_once_started, create_job, expect, job_pods, started, trees_claims, trees_volume,
+use crate::kube_common::cluster::NODE_ADDRESS;
+use crate::kube_common::node_env::{
+    self, absent_image, controller_pods_said, create, finished, jobs, lease_holder, pods_of,
+    replicas_ready, rootfs_spec, Node, RELEASE_NAMESPACE,
 };
-
-const RELEASE_NAMESPACE: &str = "strata-system";
-const JOBS: &str = "node-jobs";
-
-/// A cluster with a node, the registry its pods reach, and the chart installed.
-struct Node {
-    cp: ControlPlane,
-    admin: Client,
-    /// `HOST:PORT` of the registry, on the test bridge.
-    registry: String,
-    /// The trees' directory, behind the claim `trees`.
-    trees: std::path::PathBuf,
-    _registry: registry::Registry,
-    _tmp: tempfile::TempDir,
-}
+use crate::kube_common::operator_env::{cancel_once_started, expect, started};
 
 pub async fn the_operator_on_a_real_node() {
-    if !common::real_parts(&["docker-registry", "skopeo", "debootstrap"]) {
-        return;
-    }
-    let Some(minbase) = common::cached_tree("bookworm-minbase") else {
+    let Some(node) = node_env::start().await else {
         return;
     };
-    let Some(cp) = cluster::start_with_node() else {
-        return;
-    };
-    let node = install(cp, &minbase).await;
     leader_elected_between_real_pods(&node).await;
     tokio::join!(
         rootfs_jobs_with_history(&node),
@@ -76,107 +51,6 @@ pub async fn the_operator_on_a_real_node() {
 }
 
 /// Builds Strata's image, installs the chart with it, and waits for both replicas.
-async fn install(cp: ControlPlane, minbase: &Path) -> Node {
-    let admin = cp.client().await;
-    let tmp = tempfile::tempdir().unwrap();
-    std::fs::create_dir(tmp.path().join("registry")).unwrap();
-    let reg = registry::start_registry_on(&tmp.path().join("registry"), NODE_ADDRESS);
-    let host = format!("{NODE_ADDRESS}:{}", reg.port);
-    cp.allow_registry(&host);
-    build_strata_image(&host);
-    let values = json!({
-        "image": {"repository": format!("{host}/strata"), "tag": "test"},
-        "insecureRegistries": [host],
-        "watchNamespaces": [JOBS],
-        "backoffBaseSeconds": 0.5,
-        "pendingTimeoutSeconds": 60,
-        "jobPolicy": {"workerImages": [absent_image(&host)]},
-    });
-    let objects = cluster::render_chart("strata", RELEASE_NAMESPACE, &values);
-    cluster::apply_all(&admin, &objects).await;
-    cluster::wait_crd_established(&admin).await;
-    let trees = tmp.path().join("trees");
-    common::dpkg_tree(&trees.join("v1"), "1");
-    common::dpkg_tree(&trees.join("v2"), "2");
-    // A tree the worker needs some memory for: the minbase's /usr (no device files).
-    std::fs::create_dir_all(trees.join("big")).unwrap();
-    let copied = Command::new("cp")
-        .arg("-a")
-        .arg(minbase.join("usr"))
-        .arg(trees.join("big"))
-        .status()
-        .unwrap();
-    assert!(copied.success(), "copying the minbase's /usr");
-    if common::real_parts(&["ostree"]) {
-        let repo = format!("--repo={}", trees.join("repo").display());
-        common::ostree(&["init", &repo, "--mode=archive"]);
-        let tree = format!("--tree=dir={}", trees.join("v1").display());
-        common::ostree(&["commit", &repo, "--branch=os/v1", "-s", "v1", &tree]);
-    }
-    cluster::apply_all(&admin, &trees_claims(&trees, &[JOBS])).await;
-    let node = Node {
-        cp,
-        admin,
-        registry: host,
-        trees,
-        _registry: reg,
-        _tmp: tmp,
-    };
-    replicas_ready(&node, 2, Duration::from_secs(240)).await;
-    node
-}
-
-/// A worker image a job may name that the registry does not hold.
-fn absent_image(host: &str) -> String {
-    format!("{host}/strata:absent")
-}
-
-/// `scripts/strata-image.sh`, pushing to the registry on the bridge.
-fn build_strata_image(host: &str) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(root.join("scripts/strata-image.sh"))
-        .arg(format!("docker://{host}/strata:test"))
-        .arg(env!("CARGO_BIN_EXE_strata"))
-        .args(["--", "--insecure-registry", host])
-        .current_dir(root)
-        .output()
-        .unwrap();
-    common::succeeded(out, "scripts/strata-image.sh");
-}
-
-async fn replicas_ready(node: &Node, want: i32, within: Duration) {
-    let deployments: Api<Deployment> = Api::namespaced(node.admin.clone(), RELEASE_NAMESPACE);
-    let deadline = Instant::now() + within;
-    loop {
-        let d = deployments.get("strata-controller").await.unwrap();
-        let ready = d.status.as_ref().and_then(|s| s.ready_replicas);
-        if ready == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{want} controller replicas were not ready within {within:?}: {:?}\n{}",
-            d.status,
-            controller_pods_said(node).await
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Every controller pod's log, read through the apiserver from the kubelet.
-async fn controller_pods_said(node: &Node) -> String {
-    let pods: Api<Pod> = Api::namespaced(node.admin.clone(), RELEASE_NAMESPACE);
-    let mut said = String::new();
-    for pod in pods.list(&ListParams::default()).await.unwrap() {
-        let log = pods
-            .logs(&pod.name_any(), &LogParams::default())
-            .await
-            .unwrap_or_else(|e| format!("(no log: {e})"));
-        said += &format!("== {}\n{log}\n", pod.name_any());
-    }
-    said
-}
-
 /// One replica holds the Lease, and it is one of the chart's pods.
 async fn leader_elected_between_real_pods(node: &Node) {
     let pods: Api<Pod> = Api::namespaced(node.admin.clone(), RELEASE_NAMESPACE);
@@ -201,27 +75,6 @@ async fn leader_elected_between_real_pods(node: &Node) {
     );
 }
 
-fn jobs(node: &Node) -> Api<EncapsulationJob> {
-    Api::namespaced(node.admin.clone(), JOBS)
-}
-
-async fn create(node: &Node, name: &str, spec: serde_json::Value) {
-    create_job(&jobs(node), name, spec).await;
-}
-
-async fn pods_of(node: &Node, job: &EncapsulationJob) -> Vec<Pod> {
-    job_pods(&node.admin, JOBS, job).await
-}
-
-/// The replica holding the controller's Lease, if one does.
-async fn lease_holder(node: &Node) -> Option<String> {
-    Api::<Lease>::namespaced(node.admin.clone(), RELEASE_NAMESPACE)
-        .get_opt("strata-controller")
-        .await
-        .unwrap()
-        .and_then(|l| l.spec?.holder_identity)
-}
-
 /// A source that hangs, on the bridge so that pods reach it.
 fn hanging_source() -> serde_json::Value {
     let reference = format!(
@@ -229,20 +82,6 @@ fn hanging_source() -> serde_json::Value {
         common::black_hole(NODE_ADDRESS)
     );
     json!({"image": {"ref": reference}})
-}
-
-async fn finished(node: &Node, name: &str) -> EncapsulationJob {
-    operator_env::finished(&jobs(node), name, Duration::from_secs(180)).await
-}
-
-fn rootfs_spec(node: &Node, tree: &str, tag: &str) -> serde_json::Value {
-    json!({
-        "source": {"rootfs": {"volume": "trees", "path": tree}},
-        "stream": "node-rootfs",
-        "output": {"image": format!("docker://{}/os/node:{tag}", node.registry)},
-        "planner": {"maxLayers": 4},
-        "podTemplate": {"volumes": [trees_volume()]},
-    })
 }
 
 /// Two builds of a stream from a claim; the second reads the first back as its prior.

@@ -14,10 +14,10 @@ use kube::api::{Api, LogParams};
 use serde_json::json;
 use strata::operator::crd::EncapsulationJob;
 
-use super::{Node, JOBS};
 use crate::common::tekton::{pod_results, s, task_pod, Param, RESULTS_CONTAINER};
 use crate::common::{self, registry};
 use crate::kube_common::cluster;
+use crate::kube_common::node_env::{Node, JOBS};
 use crate::kube_common::operator_env::{expect, TREES_CLAIM};
 
 /// How a task pod ended.

@@ -182,11 +182,18 @@ async fn watch(
         .await;
 }
 
-/// When a job changes, the unfinished jobs of its stream may now be free to start.
+/// When a job finishes, the unfinished jobs of its stream may now be free to start.
+/// Only then: a stream of n queued jobs would otherwise reconcile every peer on each of
+/// every job's status writes, O(n²). A blocker that is deleted unfinished frees its
+/// peers at their next re-check instead ([`reconcile`]'s `WAIT_RECHECK`), since the
+/// watch cannot tell a deletion from an update here.
 fn waiting_peers(
     store: &Store<EncapsulationJob>,
     changed: &EncapsulationJob,
 ) -> Vec<ObjectRef<EncapsulationJob>> {
+    if !changed.status.as_ref().is_some_and(finished) {
+        return Vec::new();
+    }
     store
         .state()
         .into_iter()
@@ -557,5 +564,46 @@ fn record_metrics(ctx: &Context, old: &EncapsulationJobStatus, outcome: &reconci
                 .job_duration
                 .observe(took.try_into().unwrap_or_default());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+    use serde_json::json;
+
+    fn job(name: &str, succeeded: Option<&str>) -> EncapsulationJob {
+        let conditions: Vec<serde_json::Value> = succeeded
+            .map(|status| {
+                json!({"type": "Succeeded", "status": status, "reason": "R", "message": "",
+                       "lastTransitionTime": "2026-01-01T00:00:00Z"})
+            })
+            .into_iter()
+            .collect();
+        serde_json::from_value(json!({
+            "apiVersion": "strata.dev/v1alpha1", "kind": "EncapsulationJob",
+            "metadata": {"name": name, "namespace": "ns", "uid": name},
+            "spec": {"source": {"image": {"ref": "docker://r/s:1"}}, "stream": "s",
+                     "output": {"image": "docker://r/o:1"}},
+            "status": {"conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_finished_job_wakes_its_waiting_peers() {
+        let mut writer = Writer::<EncapsulationJob>::default();
+        let (running, done) = (job("a", Some("Unknown")), job("a", Some("True")));
+        for j in [running.clone(), job("b", None), job("c", Some("False"))] {
+            writer.apply_watcher_event(&watcher::Event::Apply(j));
+        }
+        let store = writer.as_reader();
+        assert!(waiting_peers(&store, &running).is_empty());
+        let woken: Vec<String> = waiting_peers(&store, &done)
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(woken, ["b"], "the unfinished peer, not the finished one");
     }
 }

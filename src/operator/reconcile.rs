@@ -24,6 +24,9 @@ use super::Settings;
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
 /// A waiting or running job is looked at again this often even without events.
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often a job waiting for its stream looks again: a peer that finishes wakes it
+/// at once, but one deleted unfinished does not.
+const WAIT_RECHECK: Duration = Duration::from_secs(30);
 /// How soon to look again after deleting an unconfirmed pod.
 const UNCONFIRMED_RECHECK: Duration = Duration::from_secs(2);
 
@@ -243,7 +246,7 @@ impl<'a> Decider<'a> {
                         spec.stream
                     );
                     self.running(Reason::WaitingForStream, message);
-                    self.requeue(RESYNC);
+                    self.requeue(WAIT_RECHECK);
                 }
                 None => self.start(1),
             }

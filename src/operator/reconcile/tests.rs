@@ -138,6 +138,8 @@ fn same_stream_jobs_wait_in_creation_order_and_other_streams_do_not() {
     assert_eq!(reason(&o), "WaitingForStream");
     assert!(o.actions.is_empty());
     assert!(o.status.conditions[0].message.contains("job a"));
+    // A blocker deleted unfinished wakes nobody: the waiting job looks again soon.
+    assert_eq!(o.requeue, Some(Duration::from_secs(30)));
     assert_eq!(
         created(&decide_at(&older, &[], &all, "2026-01-01T00:00:10Z")).len(),
         1

@@ -7,7 +7,7 @@
 mod common;
 
 use common::registry::start_registry;
-use common::tekton::{run_task, s, Param};
+use common::tekton::{build_params, run_task, s, Param};
 use common::*;
 use common::{dpkg_tree, real_parts};
 
@@ -188,17 +188,12 @@ fn strata_build_task_pushes_and_reports_reuse() {
         std::fs::create_dir_all(&scratch).unwrap();
         run_task(
             "strata-build.yaml",
-            vec![
-                ("IMAGE", s(image(tag))),
-                ("ROOTFS", s(tree)),
-                ("PRIOR_IMAGES", Param::Array(priors)),
-                ("MAX_LAYERS", s("4")),
-                ("TLS_VERIFY", s("false")),
-                (
-                    "EXTRA_ARGS",
-                    Param::Array(vec!["--label".into(), "org.example.tree=test".into()]),
-                ),
-            ],
+            {
+                let mut params = build_params(image(tag), tree, priors);
+                let label = vec!["--label".into(), "org.example.tree=test".into()];
+                params.push(("EXTRA_ARGS", Param::Array(label)));
+                params
+            },
             &[("source", source.as_path())],
             &[],
             &scratch,

@@ -17,6 +17,18 @@ pub fn s(v: impl Into<String>) -> Param {
     Param::Str(v.into())
 }
 
+/// `strata-build`'s params for pushing `tree` (in the source workspace) to `image`,
+/// a plain-HTTP test registry, planned against `priors` with at most 4 layers.
+pub fn build_params(image: String, tree: &str, priors: Vec<String>) -> Vec<(&'static str, Param)> {
+    vec![
+        ("IMAGE", s(image)),
+        ("ROOTFS", s(tree)),
+        ("PRIOR_IMAGES", Param::Array(priors)),
+        ("MAX_LAYERS", s("4")),
+        ("TLS_VERIFY", s("false")),
+    ]
+}
+
 /// The outcome of a step.
 pub struct Run {
     pub output: Output,

@@ -14,7 +14,7 @@ use kube::api::{Api, LogParams};
 use serde_json::json;
 use strata::operator::crd::EncapsulationJob;
 
-use crate::common::tekton::{pod_results, s, task_pod, Param, RESULTS_CONTAINER};
+use crate::common::tekton::{build_params, pod_results, s, task_pod, Param, RESULTS_CONTAINER};
 use crate::common::{self, registry};
 use crate::kube_common::cluster;
 use crate::kube_common::node_env::{Node, JOBS};
@@ -40,14 +40,9 @@ pub async fn strata_build_task(node: &Node) {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let image = |tag: &str| format!("{}/os/tekton-build:{tag}", node.registry);
     let params = |tree: &str, tag: &str, priors: Vec<String>| {
-        vec![
-            ("IMAGE", s(image(tag))),
-            ("ROOTFS", s(tree)),
-            ("PRIOR_IMAGES", Param::Array(priors)),
-            ("MAX_LAYERS", s("4")),
-            ("TLS_VERIFY", s("false")),
-            ("STRATA_IMAGE", s(strata_image(node))),
-        ]
+        let mut params = build_params(image(tag), tree, priors);
+        params.push(("STRATA_IMAGE", s(strata_image(node))));
+        params
     };
     let source = json!({"persistentVolumeClaim": {"claimName": TREES_CLAIM, "readOnly": true}});
     let workspaces = [("source", source)];

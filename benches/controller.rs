@@ -16,9 +16,9 @@ mod kube_common;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube_common::node_env::{self, jobs, lease_holder, rootfs_spec, Node, JOBS};
-use kube_common::operator_env::{create_job, http_get_at, wait_for};
+use kube_common::operator_env::{create_job, finished, http_get_at, job_pods};
 use serde_json::json;
 use strata::operator::report::Termination;
 
@@ -47,21 +47,11 @@ async fn run() {
         spec["mode"] = json!("PlanOnly");
         create_job(&jobs(&node), &format!("bench-{i:03}"), spec).await;
     }
-    let pods: Api<Pod> = Api::namespaced(node.admin.clone(), JOBS);
     let (mut total, mut kubelet, mut controller) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..JOB_COUNT {
-        let job = wait_for(
-            &jobs(&node),
-            &format!("bench-{i:03}"),
-            Duration::from_secs(1800),
-            |j| {
-                j.status
-                    .as_ref()
-                    .is_some_and(strata::operator::status::finished)
-            },
-        )
-        .await;
-        let (reported, shown) = report_latency(&pods, &job).await;
+        let name = format!("bench-{i:03}");
+        let job = finished(&jobs(&node), &name, Duration::from_secs(1800)).await;
+        let (reported, shown) = report_latency(&node, &job).await;
         total.push(reported + shown);
         kubelet.push(reported);
         controller.push(shown);
@@ -113,10 +103,7 @@ async fn leader_address(node: &Node) -> String {
 /// Seconds from the plan worker's exit (its termination message, to the nanosecond)
 /// to the kubelet's last status write of its pod (to the second), and from there to
 /// the Planned condition's transition (set by the status write that showed it).
-async fn report_latency(
-    pods: &Api<Pod>,
-    job: &strata::operator::crd::EncapsulationJob,
-) -> (f64, f64) {
+async fn report_latency(node: &Node, job: &strata::operator::crd::EncapsulationJob) -> (f64, f64) {
     let status = job.status.as_ref().unwrap();
     let planned = status
         .conditions
@@ -124,16 +111,7 @@ async fn report_latency(
         .find(|c| c.type_ == "Planned")
         .unwrap_or_else(|| panic!("not planned: {status:?}"));
     let planned: jiff::Timestamp = planned.last_transition_time.parse().unwrap();
-    let selector = format!(
-        "strata.dev/job-uid={}",
-        job.metadata.uid.as_deref().unwrap()
-    );
-    let pod = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .unwrap()
-        .items
-        .remove(0);
+    let pod = job_pods(&node.admin, JOBS, job).await.remove(0);
     let reported = pod
         .metadata
         .managed_fields

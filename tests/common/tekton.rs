@@ -111,8 +111,12 @@ fn declared_workspaces(spec: &serde_json::Value) -> Vec<String> {
 
 /// Substitutes into the step's image, env values and args (never into the script), as
 /// Tekton does; array params expand only as a whole `$(params.X[*])` argument.
-fn resolve(file: &str, params: Vec<(&str, Param)>, places: &Places) -> Step {
-    let task = task(file);
+fn resolve(
+    file: &str,
+    task: &serde_json::Value,
+    params: Vec<(&str, Param)>,
+    places: &Places,
+) -> Step {
     let spec = &task["spec"];
     let values = param_values(file, spec, params);
     let substitute = |text: &str| -> String {
@@ -186,11 +190,12 @@ pub fn run_task(
     env: &[(&str, &std::ffi::OsStr)],
     scratch: &Path,
 ) -> Run {
+    let task = task(file);
     let results_dir = scratch.join("results");
     std::fs::create_dir_all(&results_dir).unwrap();
     let places = Places {
         results: results_dir.display().to_string(),
-        workspaces: declared_workspaces(&task(file)["spec"])
+        workspaces: declared_workspaces(&task["spec"])
             .into_iter()
             .map(|name| {
                 let bound = workspaces.iter().find(|(w, _)| *w == name);
@@ -205,7 +210,7 @@ pub fn run_task(
             scratch.file_name().unwrap_or_default().to_string_lossy()
         ),
     };
-    let step = resolve(file, params, &places);
+    let step = resolve(file, &task, params, &places);
     let script_path = scratch.join("step.sh");
     std::fs::write(&script_path, &step.script).unwrap();
     let strata_dir = PathBuf::from(env!("CARGO_BIN_EXE_strata"))
@@ -248,9 +253,9 @@ pub struct TaskPod {
 
 /// The container that reads the results back: Tekton's entrypoint copies them into
 /// the termination message as JSON after the step; here a container after it does.
-/// Fixed text: nothing of the run is in it.
+/// Fixed text, given the results directory as `$1`: nothing of the run is in it.
 pub const RESULTS_CONTAINER: &str = "results";
-const READ_RESULTS: &str = r#"cd /tekton/results && for f in *; do [ -f "$f" ] && jq -Rsc --arg k "$f" '{key: $k, value: .}' "$f"; done | jq -sc from_entries > /dev/termination-log"#;
+const READ_RESULTS: &str = r#"cd "$1" && for f in *; do [ -f "$f" ] && jq -Rsc --arg k "$f" '{key: $k, value: .}' "$f"; done | jq -sc from_entries > /dev/termination-log"#;
 
 /// The pod (and script) for running the Task in `file` named `name` in `namespace` as
 /// `service_account`, with `workspaces` as (name, volume source) pairs. The step is
@@ -263,8 +268,9 @@ pub fn task_pod(
     params: Vec<(&str, Param)>,
     workspaces: &[(&str, serde_json::Value)],
 ) -> TaskPod {
-    let spec = task(file)["spec"].clone();
-    let declared = declared_workspaces(&spec);
+    let task = task(file);
+    let spec = &task["spec"];
+    let declared = declared_workspaces(spec);
     let places = Places {
         results: RESULTS.into(),
         workspaces: declared
@@ -277,7 +283,7 @@ pub fn task_pod(
         namespace: namespace.into(),
         run_uid: format!("run-{name}"),
     };
-    let step = resolve(file, params, &places);
+    let step = resolve(file, &task, params, &places);
     let script_map = format!("{name}-scripts");
     let mut volumes = vec![
         serde_json::json!({"name": "tekton-internal-scripts",
@@ -322,7 +328,7 @@ pub fn task_pod(
     let pod = serde_json::json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace,
-            "labels": {"tekton.dev/task": spec_name(file)}},
+            "labels": {"tekton.dev/task": task["metadata"]["name"]}},
         "spec": {
             "restartPolicy": "Never",
             "serviceAccountName": service_account,
@@ -330,7 +336,7 @@ pub fn task_pod(
             "initContainers": [container],
             "containers": [{
                 "name": RESULTS_CONTAINER, "image": step.image,
-                "command": ["bash", "-c", READ_RESULTS],
+                "command": ["bash", "-c", READ_RESULTS, "read-results", RESULTS],
                 "volumeMounts": [{"name": "tekton-internal-results", "mountPath": RESULTS}],
             }],
         },
@@ -341,10 +347,6 @@ pub fn task_pod(
         "data": {"script-0": step.script},
     });
     TaskPod { pod, script }
-}
-
-fn spec_name(file: &str) -> String {
-    task(file)["metadata"]["name"].as_str().unwrap().to_string()
 }
 
 /// The results a finished task pod's results container reported.

@@ -116,18 +116,6 @@ impl Env {
         }
     }
 
-    /// The controller's peak resident set (VmHWM), in KiB.
-    pub fn controller_peak_rss_kib(&self) -> u64 {
-        let guard = self.controller.lock().unwrap();
-        let pid = guard.as_ref().expect("a running controller").pid();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
     /// Kills the controller (SIGKILL) and does not restart it.
     pub fn kill_controller(&self) {
         let c = self.controller.lock().unwrap().take();

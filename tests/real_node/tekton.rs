@@ -18,7 +18,7 @@ use crate::common::tekton::{build_params, pod_results, s, task_pod, Param, RESUL
 use crate::common::{self, registry};
 use crate::kube_common::cluster;
 use crate::kube_common::node_env::{Node, JOBS};
-use crate::kube_common::operator_env::{expect, TREES_CLAIM};
+use crate::kube_common::operator_env::{expect, trees_volume, TREES_CLAIM};
 
 /// How a task pod ended.
 struct Ended {
@@ -44,8 +44,7 @@ pub async fn strata_build_task(node: &Node) {
         params.push(("STRATA_IMAGE", s(strata_image(node))));
         params
     };
-    let source = json!({"persistentVolumeClaim": {"claimName": TREES_CLAIM, "readOnly": true}});
-    let workspaces = [("source", source)];
+    let workspaces = [("source", trees_volume())];
     let first = run(
         node,
         "strata-build.yaml",

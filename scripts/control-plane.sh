@@ -68,10 +68,10 @@ build() {
     trap 'rm -rf "$work"' RETURN
     echo "control-plane: building ${targets}$K8S_VERSION from Debian's source (about 7 minutes for the apiserver, 8 to 11 for the node's four on 2 cores)" >&2
     (cd "$work" && apt-get source --download-only kubernetes >/dev/null 2>&1)
-    local orig
-    orig=$(ls "$work"/kubernetes_*.orig.tar.* | head -n1)
+    local orig=("$work"/kubernetes_*.orig.tar.*)
+    [[ -f ${orig[0]} ]] || { echo "control-plane: apt-get source kubernetes fetched no orig tarball" >&2; return 1; }
     mkdir "$work/src"
-    tar -xf "$orig" -C "$work/src" --strip-components=1
+    tar -xf "${orig[0]}" -C "$work/src" --strip-components=1
     # reflect2 1.0.1 crashes the apiserver on the first custom-resource watch under Go >= 1.18.
     rm -rf "$work/src/vendor/github.com/modern-go/reflect2"
     cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 "$work/src/vendor/github.com/modern-go/reflect2"

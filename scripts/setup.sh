@@ -13,7 +13,7 @@ APT_PACKAGES=(build-essential pkg-config libssl-dev libzstd-dev libsqlite3-dev d
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    [[ $(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) == "install ok installed" ]] || missing+=("$pkg")
 done
 # The Tekton job task's script runs kubectl. Debian's kubernetes-client (1.20) matches
 # the test apiserver, but a machine may already carry another kubectl package.

@@ -20,8 +20,9 @@ PAUSE_IMAGE=strata.test/pause:3.2
 # The bridge exists before the apiserver starts, so that it can listen there.
 node_bridge() {
     ip link show "$NODE_BRIDGE" >/dev/null 2>&1 || ip link add "$NODE_BRIDGE" type bridge
-    ip addr show dev "$NODE_BRIDGE" | grep -q "inet $NODE_ADDRESS/" ||
-        ip addr add "$NODE_ADDRESS/16" dev "$NODE_BRIDGE"
+    # `replace` is idempotent; `show | grep -q` is not safe under pipefail, where
+    # grep's early exit can kill `ip` with SIGPIPE and fail the test.
+    ip addr replace "$NODE_ADDRESS/16" dev "$NODE_BRIDGE"
     ip link set "$NODE_BRIDGE" up
     # Pod-to-Service traffic crosses the bridge; kube-proxy's rules must see it.
     sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.ipv4.ip_forward=1

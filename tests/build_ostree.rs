@@ -288,3 +288,53 @@ fn a_commit_is_pulled_over_http_and_its_signature_checked() {
         .to_string();
     assert!(err.contains("not an http"), "{err}");
 }
+
+/// Each component's name and version in a build report.
+fn versions(report: &Path) -> std::collections::BTreeMap<String, String> {
+    let report: serde_json::Value = serde_json::from_slice(&fs::read(report).unwrap()).unwrap();
+    report["plan"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["components"].as_array().unwrap())
+        .map(|c| {
+            let field = |k: &str| c[k].as_str().unwrap().to_string();
+            (field("name"), field("version"))
+        })
+        .collect()
+}
+
+/// Versions of an ostree commit's components come from its object checksums, not a
+/// second pass over the bytes: they must still change exactly when content does.
+#[test]
+fn component_versions_follow_the_commits_objects() {
+    if !real_parts(&["ostree"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (tree, repo) = (tmp.path().join("tree"), tmp.path().join("repo"));
+    common::dpkg_tree(&tree, "1");
+    for (path, text) in [("srv/a/one", "one\n"), ("srv/b/two", "two\n")] {
+        fs::create_dir_all(tree.join(path).parent().unwrap()).unwrap();
+        fs::write(tree.join(path), text).unwrap();
+    }
+    common::ostree_client::init_archive(&repo);
+    let build = |rev: &str, name: &str| {
+        let report = tmp.path().join(format!("{name}.json"));
+        let extra = args!["-n", "8", "--report", report];
+        build_from_ostree(&repo, rev, &tmp.path().join(name), &extra);
+        versions(&report)
+    };
+    let first = build(&common::ostree_client::commit(&repo, &tree, "os"), "first");
+    fs::write(tree.join("srv/a/one"), "one, edited\n").unwrap();
+    let edited = build(&common::ostree_client::commit(&repo, &tree, "os"), "edited");
+    let changed: Vec<&String> = first
+        .keys()
+        .filter(|name| first.get(*name) != edited.get(*name))
+        .collect();
+    assert_eq!(changed.len(), 1, "one unit changed: {changed:?}");
+    assert!(changed[0].contains("srv"), "{changed:?}");
+    // The same objects under a new commit: the same versions.
+    let again = build(&common::ostree_client::commit(&repo, &tree, "os"), "again");
+    assert_eq!(again, edited);
+}

@@ -339,8 +339,9 @@ fn finish(
     };
     // A package's own unit carries the package's version, so diffs read as package
     // updates; every other unit is versioned by its content. Content digests read
-    // nearly every byte of the tree: spread them over all cores, largest first so no
-    // core is left hashing the largest alone at the end.
+    // nearly every byte of a directory tree (an ostree commit's objects vouch for
+    // theirs): spread them over all cores, largest first so no core is left hashing
+    // the largest alone at the end.
     let sizes: Vec<u64> = drafts
         .iter()
         .map(|(_, d)| crate::source::bytes_of(entries, &d.members))
@@ -375,7 +376,8 @@ fn finish(
     Ok(Assigned { build, members })
 }
 
-/// A component's version: a digest of every member's path, metadata and bytes.
+/// A component's version: a digest of every member's path, metadata and bytes (or the
+/// digest its source vouches for them, see [`Content::digest`]).
 fn content_version(
     content: &dyn Content,
     entries: &[Entry],
@@ -390,14 +392,20 @@ fn content_version(
             h.update(k.as_bytes());
             h.update(v);
         }
-        if e.kind == EntryKind::File {
-            content
-                .open(e)
-                .and_then(|mut f| std::io::copy(&mut f, &mut h))
-                .map_err(|source| AssignError::Io {
-                    path: content.describe(&e.path),
-                    source,
-                })?;
+        if e.kind != EntryKind::File {
+            continue;
+        }
+        match content.digest(e) {
+            Some(digest) => h.update(format!("object\0{digest}\0").as_bytes()),
+            None => {
+                content
+                    .open(e)
+                    .and_then(|mut f| std::io::copy(&mut f, &mut h))
+                    .map_err(|source| AssignError::Io {
+                        path: content.describe(&e.path),
+                        source,
+                    })?;
+            }
         }
     }
     Ok(crate::bytes::sha256_label(&h.finalize()[..10]))

@@ -14,6 +14,14 @@ pub trait Content: Sync {
 
     /// How to name `rel` in messages.
     fn describe(&self, rel: &Path) -> PathBuf;
+
+    /// A digest of the regular file `entry`'s bytes that the source already vouches
+    /// for, so that versioning a component need not read them; `None` when the bytes
+    /// must be read. It must change whenever the bytes do, and whoever reads the bytes
+    /// must check them against it.
+    fn digest(&self, _entry: &Entry) -> Option<&str> {
+        None
+    }
 }
 
 /// Files in a directory, each opened one component at a time beneath the root with

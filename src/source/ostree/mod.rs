@@ -321,6 +321,16 @@ impl Content for OstreeContent {
     fn describe(&self, rel: &Path) -> PathBuf {
         PathBuf::from(format!("{}:/{}", self.repo.display(), rel.display()))
     }
+
+    /// The object's checksum, from the commit's verified dirtrees: it covers the bytes
+    /// (and [`open`](Content::open) checks them against it), so versions need not
+    /// inflate and hash every object a second time.
+    fn digest(&self, entry: &Entry) -> Option<&str> {
+        self.objects
+            .get(&entry.path)
+            .filter(|_| entry.kind == EntryKind::File)
+            .map(String::as_str)
+    }
 }
 
 /// The labels ostree-ext derives from a commit's metadata: its version, whether it

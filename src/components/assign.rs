@@ -31,7 +31,7 @@ use super::package::{Package, Tree};
 use super::resolve::Resolver;
 use super::units;
 use super::{Build, Component, ComponentKind};
-use crate::source::content::Content;
+use crate::source::content::{chunked, Content};
 use crate::source::{Entry, EntryKind};
 
 pub use super::error::AssignError;
@@ -400,7 +400,7 @@ fn content_version(
             None => {
                 content
                     .open(e)
-                    .and_then(|mut f| std::io::copy(&mut f, &mut h))
+                    .and_then(|f| std::io::copy(&mut chunked(f, e.size), &mut h))
                     .map_err(|source| AssignError::Io {
                         path: content.describe(&e.path),
                         source,

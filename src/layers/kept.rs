@@ -65,7 +65,8 @@ pub fn copy(
             let file = crate::source::content::open_beneath(dir, &rel)
                 .map_err(|e| fail(format!("{}: {e}", dir.join(&rel).display())))?;
             // One byte past the size is enough to tell a blob that grew.
-            io::copy(&mut file.take(size + 1), &mut w).map_err(|e| fail(e.to_string()))?;
+            let mut file = crate::source::content::chunked(file, size).take(size + 1);
+            io::copy(&mut file, &mut w).map_err(|e| fail(e.to_string()))?;
         }
         other => remote::fetch_blob(&other.to_string(), digest, size, from.registry, &mut w)
             .map_err(|e| fail(e.to_string()))?,

@@ -122,6 +122,7 @@ fn append<W: Write>(
                 inner: file,
                 left: e.size,
             };
+            let exact = crate::source::content::chunked(exact, e.size);
             builder.append_data(&mut h, &e.path, exact).map_err(w)
         }
         EntryKind::Symlink(target) => {

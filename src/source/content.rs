@@ -24,6 +24,17 @@ pub trait Content: Sync {
     }
 }
 
+/// Bytes read from a file per system call when copying it whole: std's copies move
+/// 8 KiB at a time, and a build copies every byte of a tree twice (to version it, and
+/// into its layer).
+const READ_CHUNK: usize = 256 << 10;
+
+/// `file` (of `size` bytes) buffered so that whole-file copies read it in large chunks.
+pub fn chunked<R: Read>(file: R, size: u64) -> io::BufReader<R> {
+    let capacity = usize::try_from(size).unwrap_or(READ_CHUNK);
+    io::BufReader::with_capacity(capacity.clamp(8 << 10, READ_CHUNK), file)
+}
+
 /// Files in a directory, each opened one component at a time beneath the root with
 /// no symlink followed anywhere (the walk found regular files there; a swap since then
 /// is refused).

@@ -89,11 +89,26 @@ pub fn read(repo_path: &Path, rev: &str) -> Result<Commit, SourceError> {
         repo: &repo,
         repo_path,
         entries: Vec::new(),
-        objects: HashMap::new(),
-        files: HashMap::new(),
+        files: Vec::new(),
     };
     walk.dir(Path::new(""), &tree, &meta, 0)?;
+    let metas = file_metas(repo_path, &walk.files)?;
     let mut entries = walk.entries;
+    let mut objects = HashMap::with_capacity(walk.files.len());
+    for (path, csum) in &walk.files {
+        let meta = metas[csum.as_str()].clone();
+        entries.push(Entry {
+            path: path.clone(),
+            kind: meta.kind,
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            size: meta.size,
+            mtime: 0,
+            xattrs: meta.xattrs,
+        });
+        objects.insert(path.clone(), csum.clone());
+    }
     entries.sort_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
     Ok(Commit {
         checksum: checksum.clone(),
@@ -102,7 +117,7 @@ pub fn read(repo_path: &Path, rev: &str) -> Result<Commit, SourceError> {
         content: OstreeContent {
             repo: repo_path.to_path_buf(),
             commit: checksum.clone(),
-            objects: walk.objects,
+            objects,
         },
     })
 }
@@ -141,9 +156,11 @@ struct FileMeta {
 struct Walk<'a> {
     repo: &'a ostree::Repo,
     repo_path: &'a Path,
+    /// Directories.
     entries: Vec<Entry>,
-    objects: HashMap<PathBuf, String>,
-    files: HashMap<String, FileMeta>,
+    /// Files and symlinks, with their content checksums: their metadata is in the
+    /// content objects, read afterwards on all cores.
+    files: Vec<(PathBuf, String)>,
 }
 
 impl Walk<'_> {
@@ -170,19 +187,7 @@ impl Walk<'_> {
             let f = files.child_value(i);
             let name: String = f.child_value(0).get().unwrap_or_default();
             let path = rel.join(checked_name(self.repo_path, rel, &name)?);
-            let csum = csum_hex(&f.child_value(1));
-            let meta = self.file_meta(&path, &csum)?;
-            self.objects.insert(path.clone(), csum);
-            self.entries.push(Entry {
-                path,
-                kind: meta.kind,
-                mode: meta.mode,
-                uid: meta.uid,
-                gid: meta.gid,
-                size: meta.size,
-                mtime: 0,
-                xattrs: meta.xattrs,
-            });
+            self.files.push((path, csum_hex(&f.child_value(1))));
         }
         let dirs = t.child_value(1);
         for i in 0..dirs.n_children() {
@@ -198,47 +203,65 @@ impl Walk<'_> {
         }
         Ok(())
     }
+}
 
-    fn file_meta(&mut self, path: &Path, csum: &str) -> Result<FileMeta, SourceError> {
-        if let Some(m) = self.files.get(csum) {
-            return Ok(m.clone());
-        }
-        let verify::ContentObject { info, xattrs, .. } = verify::load_file(self.repo, csum)
-            .map_err(|e| {
-                invalid(
-                    self.repo_path,
-                    format!("content object {csum} of /{}: {e}", path.display()),
-                )
-            })?;
-        let mode = info.attribute_uint32("unix::mode");
-        let kind = match mode & libc::S_IFMT {
-            libc::S_IFREG => EntryKind::File,
-            libc::S_IFLNK => EntryKind::Symlink(info.symlink_target().unwrap_or_default()),
-            other => {
-                return Err(invalid(
-                    self.repo_path,
-                    format!(
-                        "/{}: unexpected file type {other:o} in a commit",
-                        path.display()
-                    ),
-                ))
-            }
-        };
-        let meta = FileMeta {
-            size: if kind == EntryKind::File {
-                info.size().max(0) as u64
-            } else {
-                0
-            },
-            kind,
-            mode: mode & 0o7777,
-            uid: info.attribute_uint32("unix::uid"),
-            gid: info.attribute_uint32("unix::gid"),
-            xattrs: xattr_list(&xattrs),
-        };
-        self.files.insert(csum.to_string(), meta.clone());
-        Ok(meta)
+/// The metadata of every content object `files` use, each object read once, on all
+/// cores (an archive repository's object headers sit in separate compressed files).
+fn file_metas<'f>(
+    repo_path: &Path,
+    files: &'f [(PathBuf, String)],
+) -> Result<HashMap<&'f str, FileMeta>, SourceError> {
+    let mut first_use: HashMap<&str, &Path> = HashMap::with_capacity(files.len());
+    for (path, csum) in files {
+        first_use.entry(csum.as_str()).or_insert(path.as_path());
     }
+    let mut objects: Vec<(&str, &Path)> = first_use.into_iter().collect();
+    objects.sort_unstable();
+    let metas = crate::parallel::try_map(
+        &objects,
+        |_, &(csum, path)| file_meta(repo_path, path, csum),
+        |_, _| {},
+    )?;
+    Ok(objects.into_iter().map(|(c, _)| c).zip(metas).collect())
+}
+
+/// The metadata in content object `csum`, first used at `path`.
+fn file_meta(repo_path: &Path, path: &Path, csum: &str) -> Result<FileMeta, SourceError> {
+    let object = |e: io::Error| {
+        invalid(
+            repo_path,
+            format!("content object {csum} of /{}: {e}", path.display()),
+        )
+    };
+    let repo = thread_repo(repo_path).map_err(object)?;
+    let verify::ContentObject { info, xattrs, .. } =
+        verify::load_file(&repo, csum).map_err(object)?;
+    let mode = info.attribute_uint32("unix::mode");
+    let kind = match mode & libc::S_IFMT {
+        libc::S_IFREG => EntryKind::File,
+        libc::S_IFLNK => EntryKind::Symlink(info.symlink_target().unwrap_or_default()),
+        other => {
+            return Err(invalid(
+                repo_path,
+                format!(
+                    "/{}: unexpected file type {other:o} in a commit",
+                    path.display()
+                ),
+            ))
+        }
+    };
+    Ok(FileMeta {
+        size: if kind == EntryKind::File {
+            info.size().max(0) as u64
+        } else {
+            0
+        },
+        kind,
+        mode: mode & 0o7777,
+        uid: info.attribute_uint32("unix::uid"),
+        gid: info.attribute_uint32("unix::gid"),
+        xattrs: xattr_list(&xattrs),
+    })
 }
 
 /// A dirtree name must be one path component; anything else would let a crafted

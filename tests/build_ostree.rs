@@ -289,21 +289,6 @@ fn a_commit_is_pulled_over_http_and_its_signature_checked() {
     assert!(err.contains("not an http"), "{err}");
 }
 
-/// Each component's name and version in a build report.
-fn versions(report: &Path) -> std::collections::BTreeMap<String, String> {
-    let report: serde_json::Value = serde_json::from_slice(&fs::read(report).unwrap()).unwrap();
-    report["plan"]["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|l| l["components"].as_array().unwrap())
-        .map(|c| {
-            let field = |k: &str| c[k].as_str().unwrap().to_string();
-            (field("name"), field("version"))
-        })
-        .collect()
-}
-
 /// Versions of an ostree commit's components come from its object checksums, not a
 /// second pass over the bytes: they must still change exactly when content does.
 #[test]
@@ -323,7 +308,8 @@ fn component_versions_follow_the_commits_objects() {
         let report = tmp.path().join(format!("{name}.json"));
         let extra = args!["-n", "8", "--report", report];
         build_from_ostree(&repo, rev, &tmp.path().join(name), &extra);
-        versions(&report)
+        let report = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+        common::planned_components(&report)
     };
     let first = build(&common::ostree_client::commit(&repo, &tree, "os"), "first");
     fs::write(tree.join("srv/a/one"), "one, edited\n").unwrap();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::path::Path;
 use std::process::Command;
@@ -37,25 +37,6 @@ fn build(tree: &Path, out: &Path, priors: &[&Path], layers: &str) -> serde_json:
     }
     ok(strata(&args));
     serde_json::from_str(&fs::read_to_string(report).unwrap()).unwrap()
-}
-
-/// Every planned component, by name: (version, size).
-fn components(report: &serde_json::Value) -> HashMap<String, (String, u64)> {
-    report["plan"]["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|l| l["components"].as_array().unwrap())
-        .map(|c| {
-            (
-                c["name"].as_str().unwrap().to_string(),
-                (
-                    c["version"].as_str().unwrap().to_string(),
-                    c["size"].as_u64().unwrap(),
-                ),
-            )
-        })
-        .collect()
 }
 
 fn copy_tree(from: &Path, to: &Path) {
@@ -95,7 +76,7 @@ fn ownership_follows_the_tree_diversions_and_edited_conffiles() {
     text.push_str("/bin/tar\n/bin/tar.distrib\ndash\n");
     fs::write(&diversions, text).unwrap();
     let first = build(&tree, &t.join("v1"), &[], "24");
-    let comps = components(&first);
+    let comps = common::planned_components(&first);
 
     // dpkg lists /bin/bash; merged /usr keeps it at usr/bin/bash.
     assert!(
@@ -150,7 +131,7 @@ fn ownership_follows_the_tree_diversions_and_edited_conffiles() {
     rc.push_str("export HISTSIZE=5000\n");
     fs::write(&bashrc, rc).unwrap();
     let second = build(&tree, &t.join("v2"), &[&t.join("v1")], "24");
-    let after = components(&second);
+    let after = common::planned_components(&second);
     assert_ne!(
         after["bash:/etc"].0, comps["bash:/etc"].0,
         "the edit is a new version"
@@ -175,7 +156,7 @@ fn ownership_follows_the_tree_diversions_and_edited_conffiles() {
 
 /// The old layers whose every component is in `new` at the same version.
 fn unchanged_layers(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
-    let now: HashSet<(String, String)> = components(new)
+    let now: HashSet<(String, String)> = common::planned_components(new)
         .into_iter()
         .map(|(n, (v, _))| (n, v))
         .collect();
@@ -297,7 +278,10 @@ fn crafted_package_paths_and_diversions_stay_inside_the_tree() {
     )
     .unwrap();
     let report = build(&root, &t.join("v1"), &[], "4");
-    let sizes: u64 = components(&report).values().map(|(_, s)| s).sum();
+    let sizes: u64 = common::planned_components(&report)
+        .values()
+        .map(|(_, s)| s)
+        .sum();
     let inside: u64 = ["usr/bin/stable", "usr/bin/busy", "etc/os-release"]
         .iter()
         .map(|p| fs::metadata(root.join(p)).unwrap().len())

@@ -175,3 +175,20 @@ pub fn black_hole(host: &str) -> u16 {
     });
     port
 }
+
+/// Every component a build report plans, by name: (version, size).
+pub fn planned_components(
+    report: &serde_json::Value,
+) -> std::collections::HashMap<String, (String, u64)> {
+    report["plan"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|l| l["components"].as_array().unwrap())
+        .map(|c| {
+            let version = c["version"].as_str().unwrap().to_string();
+            let size = c["size"].as_u64().unwrap();
+            (c["name"].as_str().unwrap().to_string(), (version, size))
+        })
+        .collect()
+}

@@ -12,7 +12,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 
@@ -47,7 +47,7 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
 /// A directory still to be read: where it is, and what `fstatat` saw there.
 struct Pending {
     rel: PathBuf,
-    parent: Rc<OwnedFd>,
+    parent: Arc<OwnedFd>,
     name: OsString,
     seen: (u64, u64),
 }
@@ -73,61 +73,157 @@ pub fn walk(root: &Path, opts: WalkOptions) -> Result<Vec<Entry>, SourceError> {
         }
         other => other.map_err(io(root))?,
     };
-    let mut entries: Vec<Entry> = Vec::new();
-    // Device and inode of each file with more than one link, for hard links. Kept
-    // apart from the entries: most files have one link, and a tuple for every entry
-    // would cost memory on trees of hundreds of thousands of files.
-    let mut shared: Vec<((u64, u64), PathBuf)> = Vec::new();
-    let mut next = Some((PathBuf::new(), Rc::new(root_fd)));
-    let mut pending: Vec<Pending> = Vec::new();
-    loop {
-        let (rel, dir) = match next.take() {
-            Some(root) => root,
-            None => match pending.pop() {
-                Some(p) => {
-                    let fd = open_dir(root, &p)?;
-                    (p.rel, Rc::new(fd))
-                }
-                None => break,
-            },
-        };
-        let here = root.join(&rel);
-        let xattrs_at = xattr_dir(&dir, &here);
-        let mut names: Vec<OsString> = rustix::fs::Dir::read_from(dir.as_fd())
-            .map_err(io(&here))?
-            .map(|e| e.map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string()))
-            .collect::<Result<_, _>>()
-            .map_err(io(&here))?;
-        names.retain(|n| n != "." && n != "..");
-        names.sort();
-        // Pushed in reverse so directories are read in order.
-        for name in names.into_iter().rev() {
-            let rel_child = rel.join(&name);
-            let st = rustix::fs::statat(dir.as_fd(), name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(io(&root.join(&rel_child)))?;
-            let Some(entry) = entry_of(root, &dir, &xattrs_at, &rel_child, &name, &st, opts)?
-            else {
-                continue;
-            };
-            if entry.is_dir() {
-                pending.push(Pending {
-                    rel: rel_child,
-                    parent: dir.clone(),
-                    name,
-                    seen: (st.st_dev, st.st_ino),
-                });
-            }
-            if entry.kind == EntryKind::File && st.st_nlink > 1 {
-                shared.push(((st.st_dev, st.st_ino), entry.path.clone()));
-            }
-            entries.push(entry);
-        }
+    let mut found = Found::default();
+    let subdirs = read_dir(root, Path::new(""), Arc::new(root_fd), opts, &mut found)?;
+    let queue = Queue {
+        state: Mutex::new(QueueState {
+            pending: subdirs,
+            busy: 0,
+            failed: false,
+        }),
+        wake: Condvar::new(),
+    };
+    // Directories are read on every core: a large tree's walk is a system call or
+    // two per file, and every later step waits for it.
+    let workers = crate::parallel::cores();
+    let results: Vec<Result<Found, SourceError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| s.spawn(|| drain(root, opts, &queue)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a walker thread panicked"))
+            .collect()
+    });
+    for r in results {
+        let part = r?;
+        found.entries.extend(part.entries);
+        found.shared.extend(part.shared);
     }
+    let Found {
+        mut entries,
+        shared,
+    } = found;
     // Paths are unique, so an unstable sort gives the same order, without a buffer.
     entries.sort_unstable_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
     entries.shrink_to_fit();
     link_hardlinks(&mut entries, shared);
     Ok(entries)
+}
+
+/// What the walk has found so far (one per walker thread).
+#[derive(Default)]
+struct Found {
+    entries: Vec<Entry>,
+    /// Device and inode of each file with more than one link, for hard links. Kept
+    /// apart from the entries: most files have one link, and a tuple for every entry
+    /// would cost memory on trees of hundreds of thousands of files.
+    shared: Vec<((u64, u64), PathBuf)>,
+}
+
+/// Directories still to read, shared by the walker threads.
+struct Queue {
+    state: Mutex<QueueState>,
+    wake: Condvar,
+}
+
+struct QueueState {
+    pending: Vec<Pending>,
+    /// Threads reading a directory, which may add more.
+    busy: usize,
+    /// A thread failed: the others stop.
+    failed: bool,
+}
+
+/// Reads directories from `queue` until none is left and none is being read.
+fn drain(root: &Path, opts: WalkOptions, queue: &Queue) -> Result<Found, SourceError> {
+    let mut found = Found::default();
+    loop {
+        let next = {
+            let mut state = queue.state.lock().expect("walk queue");
+            loop {
+                if state.failed {
+                    break None;
+                }
+                if let Some(p) = state.pending.pop() {
+                    state.busy += 1;
+                    break Some(p);
+                }
+                if state.busy == 0 {
+                    break None;
+                }
+                state = queue.wake.wait(state).expect("walk queue");
+            }
+        };
+        let Some(p) = next else {
+            queue.wake.notify_all();
+            return Ok(found);
+        };
+        let read = open_dir(root, &p)
+            .and_then(|fd| read_dir(root, &p.rel, Arc::new(fd), opts, &mut found));
+        let mut state = queue.state.lock().expect("walk queue");
+        state.busy -= 1;
+        match read {
+            Ok(subdirs) => state.pending.extend(subdirs),
+            Err(e) => {
+                state.failed = true;
+                drop(state);
+                queue.wake.notify_all();
+                return Err(e);
+            }
+        }
+        drop(state);
+        queue.wake.notify_all();
+    }
+}
+
+/// Adds the children of the open directory `rel` to `found`; returns its
+/// subdirectories, to be read in turn.
+fn read_dir(
+    root: &Path,
+    rel: &Path,
+    dir: Arc<OwnedFd>,
+    opts: WalkOptions,
+    found: &mut Found,
+) -> Result<Vec<Pending>, SourceError> {
+    let io = |path: PathBuf| {
+        move |e: rustix::io::Errno| SourceError::Io {
+            path,
+            source: e.into(),
+        }
+    };
+    let here = root.join(rel);
+    let xattrs_at = xattr_dir(&dir, &here);
+    let mut names: Vec<OsString> = rustix::fs::Dir::read_from(dir.as_fd())
+        .map_err(io(here.clone()))?
+        .map(|e| e.map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string()))
+        .collect::<Result<_, _>>()
+        .map_err(io(here.clone()))?;
+    names.retain(|n| n != "." && n != "..");
+    let mut subdirs = Vec::new();
+    for name in names {
+        let rel_child = rel.join(&name);
+        let st = rustix::fs::statat(dir.as_fd(), name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(io(root.join(&rel_child)))?;
+        let Some(entry) = entry_of(root, &dir, &xattrs_at, &rel_child, &name, &st, opts)? else {
+            continue;
+        };
+        if entry.is_dir() {
+            subdirs.push(Pending {
+                rel: rel_child,
+                parent: dir.clone(),
+                name,
+                seen: (st.st_dev, st.st_ino),
+            });
+        }
+        if entry.kind == EntryKind::File && st.st_nlink > 1 {
+            found
+                .shared
+                .push(((st.st_dev, st.st_ino), entry.path.clone()));
+        }
+        found.entries.push(entry);
+    }
+    Ok(subdirs)
 }
 
 /// Opens a pending directory beneath its parent, refusing it if it is no longer the
@@ -343,7 +439,7 @@ mod tests {
         fs::create_dir_all(root.join("etc")).unwrap();
         fs::create_dir_all(&outside).unwrap();
         fs::write(outside.join("secret"), "secret").unwrap();
-        let parent = Rc::new(rustix::fs::open(&root, DIR_FLAGS, Mode::empty()).unwrap());
+        let parent = Arc::new(rustix::fs::open(&root, DIR_FLAGS, Mode::empty()).unwrap());
         let st = rustix::fs::statat(&*parent, "etc", AtFlags::SYMLINK_NOFOLLOW).unwrap();
         // Examined as a directory, then swapped before it is opened (kept alive
         // elsewhere, so no new directory can take its inode number).

@@ -95,8 +95,8 @@ pub fn read(repo_path: &Path, rev: &str) -> Result<Commit, SourceError> {
     let metas = file_metas(repo_path, &walk.files)?;
     let mut entries = walk.entries;
     let mut objects = HashMap::with_capacity(walk.files.len());
-    for (path, csum) in &walk.files {
-        let meta = metas[csum.as_str()].clone();
+    for (path, csum) in walk.files {
+        let meta = metas[&csum].clone();
         entries.push(Entry {
             path: path.clone(),
             kind: meta.kind,
@@ -107,7 +107,7 @@ pub fn read(repo_path: &Path, rev: &str) -> Result<Commit, SourceError> {
             mtime: 0,
             xattrs: meta.xattrs,
         });
-        objects.insert(path.clone(), csum.clone());
+        objects.insert(path, csum);
     }
     entries.sort_by(|a, b| a.path.as_os_str().cmp(b.path.as_os_str()));
     Ok(Commit {
@@ -207,10 +207,10 @@ impl Walk<'_> {
 
 /// The metadata of every content object `files` use, each object read once, on all
 /// cores (an archive repository's object headers sit in separate compressed files).
-fn file_metas<'f>(
+fn file_metas(
     repo_path: &Path,
-    files: &'f [(PathBuf, String)],
-) -> Result<HashMap<&'f str, FileMeta>, SourceError> {
+    files: &[(PathBuf, String)],
+) -> Result<HashMap<String, FileMeta>, SourceError> {
     let mut first_use: HashMap<&str, &Path> = HashMap::with_capacity(files.len());
     for (path, csum) in files {
         first_use.entry(csum.as_str()).or_insert(path.as_path());
@@ -222,7 +222,11 @@ fn file_metas<'f>(
         |_, &(csum, path)| file_meta(repo_path, path, csum),
         |_, _| {},
     )?;
-    Ok(objects.into_iter().map(|(c, _)| c).zip(metas).collect())
+    Ok(objects
+        .into_iter()
+        .map(|(c, _)| c.to_string())
+        .zip(metas)
+        .collect())
 }
 
 /// The metadata in content object `csum`, first used at `path`.

@@ -11,6 +11,7 @@ cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 # ostree-ext's own importer, for tests/ostree_format.rs (its own crate: see its Cargo.toml).
 cargo build --release --quiet --manifest-path tools/ostree-import/Cargo.toml
-cargo test --release --no-fail-fast
+# No backtraces: a failing test's message and location must not drown in frames.
+RUST_BACKTRACE=0 cargo test --release --no-fail-fast
 # The fuzz targets (image flattening, RPM headers), a bounded run each.
 scripts/fuzz.sh 45

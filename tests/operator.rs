@@ -154,7 +154,8 @@ async fn worker_rights(env: &Env) {
         "strata-worker",
         &path,
     )
-    .await;
+    .await
+    .unwrap();
     let worker = kube_common::cluster::client_for(&path).await;
     let maps: Api<ConfigMap> = Api::namespaced(worker, "e2e");
     let forbidden =

@@ -93,7 +93,7 @@ async fn run_pod(admin: &Client, config: &AgentConfig, pod: &Pod) -> Result<()> 
         .unwrap_or_else(|| "default".into());
     let kubeconfig = dir.join("kubeconfig");
     super::cluster::service_account_kubeconfig(admin, &config.server, &ns, &account, &kubeconfig)
-        .await;
+        .await?;
     let spec = pod.spec.clone().unwrap_or_default();
     let init = spec.init_containers.clone().unwrap_or_default();
     let main = spec.containers.clone();

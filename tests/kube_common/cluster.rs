@@ -255,14 +255,15 @@ pub async fn apply_all(admin: &Client, objects: &[serde_json::Value]) {
 }
 
 /// Writes a kubeconfig at `path` holding a fresh token of ServiceAccount `ns/name`:
-/// what a pod running as that account would use.
+/// what a pod running as that account would use. An error names the account when
+/// it has no token (it does not exist, as a squatted pod's `default` account here).
 pub async fn service_account_kubeconfig(
     admin: &Client,
     server: &str,
     ns: &str,
     name: &str,
     path: &Path,
-) {
+) -> Result<(), String> {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
     let request = TokenRequest {
@@ -283,14 +284,14 @@ pub async fn service_account_kubeconfig(
         |_, _| {},
     )
     .await
-    .unwrap_or_else(|e| panic!("a token for {ns}/{name}: {e}"))
+    .map_err(|e| format!("a token for {ns}/{name}: {e}"))?
     .status
-    .expect("a token")
+    .ok_or_else(|| format!("no token for {ns}/{name}"))?
     .token;
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: test\n  context: {{cluster: test, user: sa, namespace: {ns}}}\ncurrent-context: test\n"
     );
-    std::fs::write(path, kubeconfig).unwrap();
+    std::fs::write(path, kubeconfig).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 pub async fn ensure_namespace(admin: &Client, ns: &str) {

@@ -354,7 +354,8 @@ pub async fn setup() -> Option<Env> {
         account,
         &controller_kubeconfig,
     )
-    .await;
+    .await
+    .unwrap();
     let trees = tmp.path().join("trees");
     dpkg_tree(&trees.join("v1"), "1");
     dpkg_tree(&trees.join("v2"), "2");

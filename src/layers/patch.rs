@@ -97,7 +97,6 @@ pub fn patch(tree: &[Entry], stack: &[Stacked], mtime_clamp: i64) -> Patch {
     let parents = whiteouts.iter().filter_map(|w| w.parent());
     let entries = super::with_parents(
         tree,
-        &index,
         rewrite
             .into_iter()
             .chain(parents.filter_map(|p| index.get(p).copied())),
@@ -215,5 +214,27 @@ mod tests {
             Stacked::Written(&written),
         ];
         assert_eq!(patch(&tree, &stack, 0), Patch::default());
+    }
+
+    /// A layer holds its members and every directory above them once, in path
+    /// order, whatever order the members come in.
+    #[test]
+    fn members_bring_their_parent_directories_once_in_path_order() {
+        let tree = [
+            dir("a"),
+            dir("a/b"),
+            file("a/b/f1", 1),
+            file("a/b/f2", 1),
+            dir("a/c"),
+            dir("d"),
+            file("d/g", 1),
+            file("e", 1),
+        ];
+        let layer = super::super::with_parents(&tree, [6, 3, 2, 4].into_iter());
+        let paths: Vec<&str> = layer
+            .iter()
+            .map(|&i| tree[i].path.to_str().unwrap())
+            .collect();
+        assert_eq!(paths, ["a", "a/b", "a/b/f1", "a/b/f2", "a/c", "d", "d/g"]);
     }
 }

@@ -9,7 +9,7 @@ pub mod rootfs;
 
 pub use read::{read, BuildSource, ReadSource, SourceContent};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What kind of filesystem object an entry is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,14 @@ impl Entry {
     pub fn is_dir(&self) -> bool {
         self.kind == EntryKind::Dir
     }
+}
+
+/// The index of `path` in `entries`. Every source yields its entries sorted by path
+/// bytes, each path once.
+pub fn find(entries: &[Entry], path: &Path) -> Option<usize> {
+    entries
+        .binary_search_by(|e| e.path.as_os_str().cmp(path.as_os_str()))
+        .ok()
 }
 
 /// Uncompressed bytes of the entries `members` (indices into `entries`).

@@ -1,4 +1,5 @@
-//! Running independent jobs on every core, keeping results in input order.
+//! Running independent jobs on every core, keeping results in input order, and
+//! reading a stream on a thread of its own while its consumer works.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -90,6 +91,64 @@ where
     Ok(out)
 }
 
+/// Bytes handed from the reading thread at a time.
+const AHEAD_CHUNK: usize = 1 << 20;
+/// Chunks read before the consumer takes them: what bounds the memory.
+const AHEAD_CHUNKS: usize = 4;
+
+/// A reader whose source is read on another thread, up to a few MiB ahead: a
+/// decompressor then runs beside whoever parses its output. An error of the source
+/// comes out where it happened in the stream; dropping the reader stops the thread
+/// at its next chunk.
+pub struct ReadAhead {
+    chunks: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    at: usize,
+    ended: bool,
+}
+
+impl ReadAhead {
+    /// Starts reading `source` on a new thread.
+    pub fn new(mut source: impl std::io::Read + Send + 'static) -> Self {
+        use std::io::Read;
+        let (send, chunks) = std::sync::mpsc::sync_channel(AHEAD_CHUNKS);
+        std::thread::spawn(move || loop {
+            let mut chunk = Vec::with_capacity(AHEAD_CHUNK);
+            let read = (&mut source)
+                .take(AHEAD_CHUNK as u64)
+                .read_to_end(&mut chunk);
+            let last = !matches!(read, Ok(n) if n > 0);
+            let item = read.map(|_| chunk);
+            if send.send(item).is_err() || last {
+                return;
+            }
+        });
+        ReadAhead {
+            chunks,
+            current: Vec::new(),
+            at: 0,
+            ended: false,
+        }
+    }
+}
+
+impl std::io::Read for ReadAhead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.current.len() && !self.ended {
+            // The source's end comes as an empty chunk; a thread gone without one
+            // would otherwise pass for a complete stream.
+            let chunk = self.chunks.recv().map_err(|_| {
+                std::io::Error::other("the thread reading ahead stopped mid-stream")
+            })??;
+            (self.ended, self.current, self.at) = (chunk.is_empty(), chunk, 0);
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -118,5 +177,36 @@ mod tests {
         );
         let all = super::try_map_in_order(&items, &order, |_, &x| Ok::<_, ()>(x), |_, _| {});
         assert_eq!(all.unwrap(), items);
+    }
+
+    #[test]
+    fn read_ahead_gives_the_same_bytes_and_the_error_where_it_was() {
+        use std::io::Read;
+        let bytes: Vec<u8> = (0..3 * super::AHEAD_CHUNK + 17).map(|i| i as u8).collect();
+        let mut out = Vec::new();
+        super::ReadAhead::new(std::io::Cursor::new(bytes.clone()))
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, bytes);
+
+        /// Gives `left` bytes, then fails.
+        struct Broken(usize);
+        impl Read for Broken {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::Error::other("corrupt block"));
+                }
+                let n = buf.len().min(self.0);
+                buf[..n].fill(7);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let mut out = Vec::new();
+        let err = super::ReadAhead::new(Broken(super::AHEAD_CHUNK + 5))
+            .read_to_end(&mut out)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "corrupt block");
+        assert!(out.len() <= super::AHEAD_CHUNK + 5 && out.iter().all(|&b| b == 7));
     }
 }

@@ -139,6 +139,7 @@ fn the_build_benchmark_runs_ostree_ext_on_the_same_commit() {
     for row in [
         "tar | pigz -6",
         "strata build (ostree)",
+        "strata build --from-image (zstd) ÷ strata build (zstd): ",
         "ostree-ext encoder (6 layers)",
         "strata ÷ ostree-ext encoder: ",
     ] {

@@ -732,3 +732,52 @@ fn a_source_config_that_does_not_match_its_descriptor_is_refused() {
         assert!(!out.join("index.json").exists(), "nothing written");
     }
 }
+
+/// A layer blob cut short mid-stream (its decompressor runs on a thread of its own)
+/// fails the rechunk with an error naming the blob, and leaves no image behind.
+#[test]
+fn a_layer_cut_short_fails_the_rechunk_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    fs::create_dir_all(tree.join("usr/lib")).unwrap();
+    // Incompressible, so the blob spans many of the reader's chunks.
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let noise: Vec<u8> = (0..6 << 20)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    fs::write(tree.join("usr/lib/big.bin"), &noise).unwrap();
+    let src = tmp.path().join("src");
+    common::ok(common::strata(&[
+        "build",
+        "--rootfs",
+        tree.to_str().unwrap(),
+        "--compression",
+        "zstd",
+        "--output",
+        &format!("oci:{}:src", src.display()),
+    ]));
+    let blobs = src.join("blobs/sha256");
+    let largest = fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let len = fs::metadata(&largest).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&largest)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let out = tmp.path().join("out");
+    let result = rechunk(&src, &out);
+    let err = String::from_utf8_lossy(&result.stderr);
+    let name = largest.file_name().unwrap().to_str().unwrap();
+    assert!(!result.status.success() && err.contains(name), "{err}");
+    assert!(!out.exists(), "no image is left behind");
+}

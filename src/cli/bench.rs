@@ -115,6 +115,7 @@ const PIPELINES: [(&str, &str); 2] = [
 const GZIP_ROW: &str = "strata build (gzip)";
 const ZSTD_ROW: &str = "strata build (zstd)";
 const OSTREE_ROW: &str = "strata build (ostree)";
+const FROM_IMAGE_ROW: &str = "strata build --from-image (zstd)";
 
 pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
     let opts = args.planner.options();
@@ -128,6 +129,17 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
         plan: &opts,
         scratch: scratch.path(),
     };
+    // The image a rechunk starts from: the tree as Strata writes it, untimed.
+    let image = scratch.path().join("input-image");
+    timed.run_into(
+        BuildSource::Rootfs(args.rootfs.clone()),
+        Compression::Zstd,
+        &image,
+    )?;
+    let image = BuildSource::Image(crate::image::ImageRef::Oci {
+        dir: image,
+        tag: None,
+    });
     let mut rows = Rows::default();
     let mut encoder_row = None;
     // Runs interleave the rows, so a machine that slows down mid-way slows them all.
@@ -142,6 +154,8 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
             let (seconds, bytes) = timed.run(rootfs.clone(), compression)?;
             rows.record(label, seconds, bytes);
         }
+        let (seconds, bytes) = timed.run(image.clone(), Compression::Zstd)?;
+        rows.record(FROM_IMAGE_ROW, seconds, bytes);
         if let (Some(repo), Some(rev), Some(encoder)) = (
             &args.ostree_repo,
             &args.ostree_ref,
@@ -176,7 +190,11 @@ pub fn build(args: BenchBuildArgs) -> anyhow::Result<()> {
             row.bytes / MB
         )?;
     }
-    for (ours, theirs) in [(GZIP_ROW, PIPELINES[0].0), (ZSTD_ROW, PIPELINES[1].0)] {
+    for (ours, theirs) in [
+        (GZIP_ROW, PIPELINES[0].0),
+        (ZSTD_ROW, PIPELINES[1].0),
+        (FROM_IMAGE_ROW, ZSTD_ROW),
+    ] {
         outln!("{ours} ÷ {theirs}: {:.2}", rows.ratio(ours, theirs))?;
     }
     if let Some(encoder) = encoder_row {
@@ -267,6 +285,19 @@ impl TimedBuild<'_> {
     /// image's layer bytes.
     fn run(&self, source: BuildSource, compression: Compression) -> anyhow::Result<(f64, f64)> {
         let dir = self.scratch.join("strata-build");
+        let measured = self.run_into(source, compression, &dir)?;
+        std::fs::remove_dir_all(&dir)?;
+        Ok(measured)
+    }
+
+    /// Builds `source` into the OCI directory `dir`; the seconds and the image's layer
+    /// bytes.
+    fn run_into(
+        &self,
+        source: BuildSource,
+        compression: Compression,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<(f64, f64)> {
         let build_opts = crate::build::BuildOptions {
             inputs: PlanInputs {
                 source,
@@ -281,7 +312,7 @@ impl TimedBuild<'_> {
                 format: None,
             },
             output: crate::image::ImageRef::Oci {
-                dir: dir.clone(),
+                dir: dir.to_path_buf(),
                 tag: None,
             },
             compression,
@@ -290,9 +321,7 @@ impl TimedBuild<'_> {
         };
         let started = Instant::now();
         let report = crate::build::build(&build_opts, &|_| {})?;
-        let seconds = started.elapsed().as_secs_f64();
-        std::fs::remove_dir_all(&dir)?;
-        Ok((seconds, report.image.size as f64))
+        Ok((started.elapsed().as_secs_f64(), report.image.size as f64))
     }
 }
 

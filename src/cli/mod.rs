@@ -513,7 +513,8 @@ pub enum BenchCommand {
     /// Replay a stream's real build history and measure what clients download.
     #[command(after_help = bench::EXAMPLES)]
     Replay(ReplayArgs),
-    /// Time `strata build` on a real tree next to tar | pigz and tar | zstd.
+    /// Time `strata build` on a real tree next to tar | pigz and tar | zstd, and a
+    /// rechunk (`--from-image`) of the same tree's image next to the tree's build.
     #[command(after_help = bench::BUILD_EXAMPLES)]
     Build(BenchBuildArgs),
     /// Time one plan of a synthetic build of N components with M prior builds.

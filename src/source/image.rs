@@ -73,11 +73,15 @@ pub fn flatten(
         image::read_local(&dir, tag.as_deref()).map_err(|e| invalid(&dir, e.to_string()))?;
     let runtime = image::runtime::read_from_layout(&dir, &local.manifest)
         .map_err(|e| invalid(&dir, e.to_string()))?;
-    // Opened one at a time as the merge reaches them, so one decompressor is live.
+    // Opened one at a time as the merge reaches them, so one decompressor is live,
+    // on a thread of its own beside the merge.
     let layers = local.manifest.layers().iter().map(|desc| {
         let blob = image::blob_path(&dir, desc).map_err(|e| invalid(&dir, e.to_string()))?;
         let tar = open_layer(&blob, desc)?;
-        Ok((blob, tar))
+        Ok((
+            blob,
+            Box::new(crate::parallel::ReadAhead::new(tar)) as Box<dyn Read>,
+        ))
     });
     let flat = flatten_tars(layers, Path::new(&reference.to_string()), scratch, opts)?;
     Ok(Flattened { runtime, ..flat })
@@ -634,7 +638,7 @@ fn xattrs(entry: &mut tar::Entry<impl Read>) -> io::Result<Vec<(String, Vec<u8>)
     Ok(out)
 }
 
-fn open_layer(blob: &Path, desc: &Descriptor) -> Result<Box<dyn Read>, SourceError> {
+fn open_layer(blob: &Path, desc: &Descriptor) -> Result<Box<dyn Read + Send>, SourceError> {
     let io = |source| SourceError::Io {
         path: blob.to_path_buf(),
         source,

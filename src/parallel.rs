@@ -91,6 +91,105 @@ where
     Ok(out)
 }
 
+/// Applies `f` to every item on all cores and hands each result to `consume`, on
+/// the calling thread, in input order and as soon as it and those before it are
+/// ready. Workers run at most `ahead` items past the last one consumed, which bounds
+/// the results waiting. An error from `consume` stops the workers taking new items
+/// and is returned; a panic in `f` is resumed on the calling thread.
+pub fn for_each_in_order<T, R, E>(
+    items: &[T],
+    ahead: usize,
+    f: impl Fn(usize, &T) -> R + Sync,
+    mut consume: impl FnMut(usize, R) -> Result<(), E>,
+) -> Result<(), E>
+where
+    T: Sync,
+    R: Send,
+{
+    let ahead = ahead.max(1);
+    let line = Mutex::new(InOrder {
+        next: 0,
+        consumed: 0,
+        ready: std::collections::BTreeMap::new(),
+        stop: false,
+    });
+    let changed = std::sync::Condvar::new();
+    let wait = |guard| {
+        changed
+            .wait(guard)
+            .expect("no thread panics holding the lock")
+    };
+    std::thread::scope(|s| {
+        for _ in 0..cores().min(items.len()) {
+            s.spawn(|| loop {
+                let i = {
+                    let mut st = line.lock().expect("no thread panics holding the lock");
+                    while !st.stop && st.next < items.len() && st.next >= st.consumed + ahead {
+                        st = wait(st);
+                    }
+                    if st.stop || st.next >= items.len() {
+                        return;
+                    }
+                    st.next += 1;
+                    st.next - 1
+                };
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i, &items[i])));
+                line.lock()
+                    .expect("no thread panics holding the lock")
+                    .ready
+                    .insert(i, r);
+                changed.notify_all();
+            });
+        }
+        let mut outcome = Ok(());
+        for i in 0..items.len() {
+            let r = {
+                let mut st = line.lock().expect("no thread panics holding the lock");
+                loop {
+                    match st.ready.remove(&i) {
+                        Some(r) => break r,
+                        None => st = wait(st),
+                    }
+                }
+            };
+            let stop = |line: &Mutex<InOrder<R>>| {
+                line.lock().expect("no thread panics holding the lock").stop = true;
+                changed.notify_all();
+            };
+            let r = match r {
+                Ok(r) => r,
+                Err(panic) => {
+                    stop(&line);
+                    std::panic::resume_unwind(panic);
+                }
+            };
+            if let Err(e) = consume(i, r) {
+                outcome = Err(e);
+                break;
+            }
+            line.lock()
+                .expect("no thread panics holding the lock")
+                .consumed = i + 1;
+            changed.notify_all();
+        }
+        line.lock().expect("no thread panics holding the lock").stop = true;
+        changed.notify_all();
+        outcome
+    })
+}
+
+/// Where [`for_each_in_order`] stands.
+struct InOrder<R> {
+    /// The next item a worker takes.
+    next: usize,
+    /// Items handed to the consumer.
+    consumed: usize,
+    /// Results not yet consumed (or a worker's panic).
+    ready: std::collections::BTreeMap<usize, std::thread::Result<R>>,
+    /// Set when the consumer is done, early or not.
+    stop: bool,
+}
+
 /// Bytes handed from the reading thread at a time.
 const AHEAD_CHUNK: usize = 1 << 20;
 /// Chunks read before the consumer takes them: what bounds the memory.
@@ -208,5 +307,44 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.to_string(), "corrupt block");
         assert!(out.len() <= super::AHEAD_CHUNK + 5 && out.iter().all(|&b| b == 7));
+    }
+
+    #[test]
+    fn results_are_consumed_in_order_and_a_consumer_error_stops_the_rest() {
+        let items: Vec<u64> = (0..200).collect();
+        // Early items slowest, so later ones finish first and must wait their turn.
+        let slow = |_, &x: &u64| {
+            std::thread::sleep(std::time::Duration::from_micros(200 - x));
+            x * 3
+        };
+        let mut seen = Vec::new();
+        super::for_each_in_order(&items, 3, slow, |i, r| {
+            seen.push((i, r));
+            Ok::<_, ()>(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            items
+                .iter()
+                .map(|&x| (x as usize, x * 3))
+                .collect::<Vec<_>>()
+        );
+
+        let taken = std::sync::atomic::AtomicUsize::new(0);
+        let counted = |_, &x: &u64| {
+            taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            x
+        };
+        let stop_at_5 = |i, _| if i == 5 { Err(i) } else { Ok(()) };
+        assert_eq!(
+            super::for_each_in_order(&items, 3, counted, stop_at_5),
+            Err(5)
+        );
+        // Never more than `ahead` past what was consumed: 5 consumed, item 5 refused.
+        assert!(
+            taken.into_inner() <= 5 + 1 + 3,
+            "workers ran on after the error"
+        );
     }
 }

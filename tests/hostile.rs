@@ -207,17 +207,8 @@ fn an_interrupted_build_leaves_no_partial_output() {
     let root = tmp.path().join("root/usr/share/data");
     fs::create_dir_all(&root).unwrap();
     // Incompressible files, so writing layers takes a few seconds.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
     for i in 0..96 {
-        let bytes: Vec<u8> = (0..2 << 20)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
-        fs::write(root.join(format!("blob{i}")), bytes).unwrap();
+        fs::write(root.join(format!("blob{i}")), common::noise(2 << 20, i + 1)).unwrap();
     }
     let out = tmp.path().join("out");
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))

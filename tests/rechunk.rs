@@ -741,16 +741,7 @@ fn a_layer_cut_short_fails_the_rechunk_and_writes_nothing() {
     let tree = tmp.path().join("tree");
     fs::create_dir_all(tree.join("usr/lib")).unwrap();
     // Incompressible, so the blob spans many of the reader's chunks.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let noise: Vec<u8> = (0..6 << 20)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect();
-    fs::write(tree.join("usr/lib/big.bin"), &noise).unwrap();
+    fs::write(tree.join("usr/lib/big.bin"), common::noise(6 << 20, 1)).unwrap();
     let src = tmp.path().join("src");
     common::ok(common::strata(&[
         "build",

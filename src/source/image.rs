@@ -73,18 +73,31 @@ pub fn flatten(
         image::read_local(&dir, tag.as_deref()).map_err(|e| invalid(&dir, e.to_string()))?;
     let runtime = image::runtime::read_from_layout(&dir, &local.manifest)
         .map_err(|e| invalid(&dir, e.to_string()))?;
-    // Opened one at a time as the merge reaches them, so one decompressor is live,
-    // on a thread of its own beside the merge.
-    let layers = local.manifest.layers().iter().map(|desc| {
-        let blob = image::blob_path(&dir, desc).map_err(|e| invalid(&dir, e.to_string()))?;
-        let tar = open_layer(&blob, desc)?;
-        Ok((
-            blob,
-            Box::new(crate::parallel::ReadAhead::new(tar)) as Box<dyn Read>,
-        ))
-    });
-    let flat = flatten_tars(layers, Path::new(&reference.to_string()), scratch, opts)?;
-    Ok(Flattened { runtime, ..flat })
+    let blobs = local
+        .manifest
+        .layers()
+        .iter()
+        .map(|desc| {
+            let blob = image::blob_path(&dir, desc).map_err(|e| invalid(&dir, e.to_string()))?;
+            Ok((blob, desc))
+        })
+        .collect::<Result<Vec<_>, SourceError>>()?;
+    let mut flat = Flattening::new();
+    // Layers are read on every core, each decompressed on a thread of its own beside
+    // its parser, and merged bottom first as they come in; a few layers' headers wait
+    // at most. Errors come in layer order, as a layer-by-layer merge meets them.
+    let read = |i, (blob, desc): &(PathBuf, &Descriptor)| {
+        let tar = crate::parallel::ReadAhead::new(open_layer(blob, desc)?);
+        read_layer(i, blob, Box::new(tar), scratch, opts)
+    };
+    let ahead = 4 * crate::parallel::cores();
+    crate::parallel::for_each_in_order(&blobs, ahead, read, |i, layer| {
+        flat.merge(&blobs[i].0, layer?)
+    })?;
+    Ok(Flattened {
+        runtime,
+        ..flat.finish(Path::new(&reference.to_string()))
+    })
 }
 
 /// A layer to flatten: the path its errors name, and its uncompressed tar.
@@ -99,44 +112,86 @@ pub fn flatten_tars(
     scratch: &Path,
     opts: WalkOptions,
 ) -> Result<Flattened, SourceError> {
-    let spool_path = scratch.join("spool");
+    let mut flat = Flattening::new();
+    for (i, layer) in layers.into_iter().enumerate() {
+        let (name, tar) = layer?;
+        let read = read_layer(i, &name, tar, scratch, opts)?;
+        flat.merge(&name, read)?;
+    }
+    Ok(flat.finish(image))
+}
+
+/// One layer read: its items, and the spool file holding its files' bytes.
+struct ReadLayer {
+    items: Vec<Item>,
+    spool: fs::File,
+}
+
+/// Reads layer `index`'s headers, spooling its files' bytes into a file of its own
+/// under `scratch`.
+fn read_layer(
+    index: usize,
+    blob: &Path,
+    tar: Box<dyn Read + '_>,
+    scratch: &Path,
+    opts: WalkOptions,
+) -> Result<ReadLayer, SourceError> {
+    let path = scratch.join(format!("spool-{index}"));
     let spool_err = |source| SourceError::Io {
-        path: spool_path.clone(),
+        path: path.clone(),
         source,
     };
-    let mut merge = Merge {
-        nodes: BTreeMap::new(),
-        spool: BufWriter::new(
-            fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&spool_path)
-                .map_err(spool_err)?,
-        ),
-        spooled: 0,
-        inodes: 0,
-        opts,
-        links_below: false,
-    };
-    for layer in layers {
-        let (name, tar) = layer?;
-        merge.apply_layer(&name, tar)?;
-    }
-    let file = merge
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(spool_err)?;
+    let mut reader = LayerReader::new(index, BufWriter::new(file), opts);
+    let items = reader.read(blob, tar)?;
+    let spool = reader
         .spool
         .into_inner()
         .map_err(|e| spool_err(e.into_error()))?;
-    let (entries, at) = finish(merge.nodes);
-    Ok(Flattened {
-        entries,
-        content: Spool {
-            file,
-            at,
-            name: image.to_path_buf(),
-        },
-        runtime: Default::default(),
-    })
+    Ok(ReadLayer { items, spool })
+}
+
+/// Layers merged so far, and the spools their content is in.
+struct Flattening {
+    merge: Merge,
+    spools: Vec<fs::File>,
+}
+
+impl Flattening {
+    fn new() -> Self {
+        Flattening {
+            merge: Merge {
+                nodes: BTreeMap::new(),
+                links_below: false,
+                inodes: 0,
+            },
+            spools: Vec::new(),
+        }
+    }
+
+    /// Merges the next layer up.
+    fn merge(&mut self, blob: &Path, layer: ReadLayer) -> Result<(), SourceError> {
+        self.spools.push(layer.spool);
+        self.merge.apply(blob, layer.items)
+    }
+
+    fn finish(self, image: &Path) -> Flattened {
+        let (entries, at) = finish(self.merge.nodes);
+        Flattened {
+            entries,
+            content: Spool {
+                files: self.spools,
+                at,
+                name: image.to_path_buf(),
+            },
+            runtime: Default::default(),
+        }
+    }
 }
 
 /// The entries one uncompressed layer tar holds, as [`flatten_tars`] would give them
@@ -147,15 +202,13 @@ pub fn layer_entries(
     name: &Path,
     opts: WalkOptions,
 ) -> Result<Vec<Entry>, SourceError> {
+    let items = LayerReader::new(0, io::sink(), opts).read(name, Box::new(tar))?;
     let mut merge = Merge {
         nodes: BTreeMap::new(),
-        spool: io::sink(),
-        spooled: 0,
-        inodes: 0,
-        opts,
         links_below: true,
+        inodes: 0,
     };
-    merge.apply_layer(name, Box::new(tar))?;
+    merge.apply(name, items)?;
     Ok(finish(merge.nodes).0)
 }
 
@@ -218,11 +271,14 @@ struct Node {
     gid: u32,
     mtime: i64,
     xattrs: Vec<(String, Vec<u8>)>,
-    /// A regular file's bytes in the spool: offset, length.
-    data: Option<(u64, u64)>,
+    /// A regular file's bytes: its layer's spool, offset, length.
+    data: Option<Span>,
     /// Paths of one inode (tar hard links) share this number.
     inode: u64,
 }
+
+/// Where a file's bytes are: the spool of the layer that held it, offset, length.
+type Span = (usize, u64, u64);
 
 /// A layer's entry, read but not yet merged.
 enum Item {
@@ -246,23 +302,24 @@ enum Item {
 
 /// Layers merged so far; file content goes to `S` (a spool file, or nowhere when
 /// only the entries are wanted).
-struct Merge<S> {
+struct Merge {
     /// Keyed by path bytes, so iteration is in sort order.
     nodes: BTreeMap<Vec<u8>, Node>,
-    spool: S,
     /// A hard link may name a file of a lower layer that this merge never saw (one
     /// layer of an image read alone); it is kept as a link to that path.
     links_below: bool,
-    spooled: u64,
+    /// Inodes the merge makes (implied directories); a layer's own are numbered
+    /// above [`LAYER_INODES`] times its index plus one.
     inodes: u64,
-    opts: WalkOptions,
 }
 
-impl<S: Write> Merge<S> {
-    /// Applies one layer: its whiteouts first (they hide only lower layers), then its
-    /// entries in order.
-    fn apply_layer(&mut self, blob: &Path, tar: Box<dyn Read + '_>) -> Result<(), SourceError> {
-        let items = self.read_layer(blob, tar)?;
+/// Inode numbers each layer may use.
+const LAYER_INODES: u64 = 1 << 40;
+
+impl Merge {
+    /// Applies one layer's items: its whiteouts first (they hide only lower layers),
+    /// then its entries in order.
+    fn apply(&mut self, blob: &Path, items: Vec<Item>) -> Result<(), SourceError> {
         for item in &items {
             match item {
                 Item::Whiteout { parent, name } => {
@@ -306,13 +363,32 @@ impl<S: Write> Merge<S> {
         }
         Ok(())
     }
+}
 
-    /// Reads a layer's headers, spooling file content as it goes.
-    fn read_layer(
-        &mut self,
-        blob: &Path,
-        tar: Box<dyn Read + '_>,
-    ) -> Result<Vec<Item>, SourceError> {
+/// Reads one layer's headers into items, spooling its files' bytes as it goes. It
+/// sees nothing of other layers, so layers can be read side by side.
+struct LayerReader<S> {
+    /// The layer's place in the image, which its spans and inodes carry.
+    index: usize,
+    spool: S,
+    spooled: u64,
+    inodes: u64,
+    opts: WalkOptions,
+}
+
+impl<S: Write> LayerReader<S> {
+    fn new(index: usize, spool: S, opts: WalkOptions) -> Self {
+        LayerReader {
+            index,
+            spool,
+            spooled: 0,
+            inodes: LAYER_INODES * (index as u64 + 1),
+            opts,
+        }
+    }
+
+    /// Reads the layer's headers, spooling file content as it goes.
+    fn read(&mut self, blob: &Path, tar: Box<dyn Read + '_>) -> Result<Vec<Item>, SourceError> {
         let io = |source| SourceError::Io {
             path: blob.to_path_buf(),
             source,
@@ -429,7 +505,7 @@ impl<S: Write> Merge<S> {
                 return Err(bad(&format!("holds {copied} of its {len} bytes")));
             }
             self.spooled += len;
-            Some((self.spooled - len, len))
+            Some((self.index, self.spooled - len, len))
         } else {
             None
         };
@@ -445,7 +521,9 @@ impl<S: Write> Merge<S> {
             inode: self.inodes,
         })
     }
+}
 
+impl Merge {
     /// Puts `node` at `path`: a directory over a directory keeps what is below it;
     /// anything else replaces the path and everything below it.
     fn add(&mut self, blob: &Path, path: Vec<u8>, node: Node) -> Result<(), SourceError> {
@@ -536,14 +614,14 @@ impl<S: Write> Merge<S> {
 
 /// The merged nodes as entries; every later path of an inode becomes a hard link to
 /// its first. Also where each file's content is in the spool.
-fn finish(nodes: BTreeMap<Vec<u8>, Node>) -> (Vec<Entry>, HashMap<PathBuf, (u64, u64)>) {
+fn finish(nodes: BTreeMap<Vec<u8>, Node>) -> (Vec<Entry>, HashMap<PathBuf, Span>) {
     let mut first: HashMap<u64, PathBuf> = HashMap::new();
     let mut at = HashMap::new();
     let mut entries = Vec::with_capacity(nodes.len());
     for (path, node) in nodes {
         let path = PathBuf::from(OsStr::from_bytes(&path));
         let mut kind = node.kind;
-        let mut size = node.data.map_or(0, |(_, len)| len);
+        let mut size = node.data.map_or(0, |(_, _, len)| len);
         if kind == EntryKind::File {
             match first.get(&node.inode) {
                 Some(target) => {
@@ -570,25 +648,25 @@ fn finish(nodes: BTreeMap<Vec<u8>, Node>) -> (Vec<Entry>, HashMap<PathBuf, (u64,
     (entries, at)
 }
 
-/// The content of a flattened image's files, in one spool file.
+/// The content of a flattened image's files, in a spool file per layer.
 pub struct Spool {
-    file: fs::File,
-    /// Path → offset and length in the spool.
-    at: HashMap<PathBuf, (u64, u64)>,
+    files: Vec<fs::File>,
+    /// Path → spool, offset and length.
+    at: HashMap<PathBuf, Span>,
     /// The image, for messages.
     name: PathBuf,
 }
 
 impl Content for Spool {
     fn open(&self, entry: &Entry) -> io::Result<Box<dyn Read + '_>> {
-        let Some(&(offset, len)) = self.at.get(&entry.path) else {
+        let Some(&(spool, offset, len)) = self.at.get(&entry.path) else {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 "no such file in the flattened image",
             ));
         };
         Ok(Box::new(SpoolReader {
-            file: &self.file,
+            file: &self.files[spool],
             pos: offset,
             end: offset + len,
         }))

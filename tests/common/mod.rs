@@ -192,3 +192,17 @@ pub fn planned_components(
         })
         .collect()
 }
+
+/// `len` incompressible bytes (xorshift from `seed`, which must not be 0), so layers
+/// of them take real time and span many read chunks.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}

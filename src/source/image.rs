@@ -31,6 +31,8 @@ use crate::image::{self, ImageRef};
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 const XATTR_PAX: &str = "SCHILY.xattr.";
+/// Bytes a spool writes at a time.
+const SPOOL_BUFFER: usize = 256 << 10;
 /// Mode of a parent directory a layer implies without an entry of its own.
 const IMPLIED_DIR_MODE: u32 = 0o755;
 
@@ -147,7 +149,8 @@ fn read_layer(
         .create_new(true)
         .open(&path)
         .map_err(spool_err)?;
-    let mut reader = LayerReader::new(index, BufWriter::new(file), opts);
+    // Large writes: a spool takes every byte of its layer.
+    let mut reader = LayerReader::new(index, BufWriter::with_capacity(SPOOL_BUFFER, file), opts);
     let items = reader.read(blob, tar)?;
     let spool = reader
         .spool

@@ -114,16 +114,22 @@ where
         stop: false,
     });
     let changed = std::sync::Condvar::new();
+    let lock = || line.lock().expect("no thread panics holding the lock");
     let wait = |guard| {
         changed
             .wait(guard)
             .expect("no thread panics holding the lock")
     };
+    // Workers wake to take items or to leave.
+    let stop = || {
+        lock().stop = true;
+        changed.notify_all();
+    };
     std::thread::scope(|s| {
         for _ in 0..cores().min(items.len()) {
             s.spawn(|| loop {
                 let i = {
-                    let mut st = line.lock().expect("no thread panics holding the lock");
+                    let mut st = lock();
                     while !st.stop && st.next < items.len() && st.next >= st.consumed + ahead {
                         st = wait(st);
                     }
@@ -134,17 +140,14 @@ where
                     st.next - 1
                 };
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(i, &items[i])));
-                line.lock()
-                    .expect("no thread panics holding the lock")
-                    .ready
-                    .insert(i, r);
+                lock().ready.insert(i, r);
                 changed.notify_all();
             });
         }
         let mut outcome = Ok(());
         for i in 0..items.len() {
             let r = {
-                let mut st = line.lock().expect("no thread panics holding the lock");
+                let mut st = lock();
                 loop {
                     match st.ready.remove(&i) {
                         Some(r) => break r,
@@ -152,28 +155,18 @@ where
                     }
                 }
             };
-            let stop = |line: &Mutex<InOrder<R>>| {
-                line.lock().expect("no thread panics holding the lock").stop = true;
-                changed.notify_all();
-            };
-            let r = match r {
-                Ok(r) => r,
-                Err(panic) => {
-                    stop(&line);
-                    std::panic::resume_unwind(panic);
-                }
-            };
+            let r = r.unwrap_or_else(|panic| {
+                stop();
+                std::panic::resume_unwind(panic)
+            });
             if let Err(e) = consume(i, r) {
                 outcome = Err(e);
                 break;
             }
-            line.lock()
-                .expect("no thread panics holding the lock")
-                .consumed = i + 1;
+            lock().consumed = i + 1;
             changed.notify_all();
         }
-        line.lock().expect("no thread panics holding the lock").stop = true;
-        changed.notify_all();
+        stop();
         outcome
     })
 }

@@ -42,11 +42,7 @@ impl Patch {
 /// The patch that makes `stack` unpack to `tree`; `mtime_clamp` as the layers were
 /// written with.
 pub fn patch(tree: &[Entry], stack: &[Stacked], mtime_clamp: i64) -> Patch {
-    let index: HashMap<&Path, usize> = tree
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.path.as_path(), i))
-        .collect();
+    let index = |p: &Path| crate::source::find(tree, p);
     let mut top: HashMap<&Path, usize> = HashMap::new();
     for (pos, layer) in stack.iter().enumerate() {
         let paths: Box<dyn Iterator<Item = &Path>> = match layer {
@@ -65,11 +61,11 @@ pub fn patch(tree: &[Entry], stack: &[Stacked], mtime_clamp: i64) -> Patch {
         };
         let owned: HashSet<usize> = owned.iter().copied().collect();
         for e in entries.iter().filter(|e| top[e.path.as_path()] == pos) {
-            match index.get(e.path.as_path()) {
+            match index(e.path.as_path()) {
                 None => {
                     gone.insert(e.path.as_path());
                 }
-                Some(&i) => {
+                Some(i) => {
                     let t = &tree[i];
                     let owner_ok = t.kind == EntryKind::Dir || owned.contains(&i);
                     if !(owner_ok && same(e, t, mtime_clamp)) {
@@ -79,11 +75,7 @@ pub fn patch(tree: &[Entry], stack: &[Stacked], mtime_clamp: i64) -> Patch {
             }
         }
     }
-    let replaced = |p: &Path| {
-        index
-            .get(p)
-            .is_some_and(|&i| tree[i].kind != EntryKind::Dir)
-    };
+    let replaced = |p: &Path| index(p).is_some_and(|i| tree[i].kind != EntryKind::Dir);
     let whiteouts: Vec<PathBuf> = gone
         .iter()
         .filter(|p| {
@@ -95,12 +87,7 @@ pub fn patch(tree: &[Entry], stack: &[Stacked], mtime_clamp: i64) -> Patch {
         .map(|p| p.to_path_buf())
         .collect();
     let parents = whiteouts.iter().filter_map(|w| w.parent());
-    let entries = super::with_parents(
-        tree,
-        rewrite
-            .into_iter()
-            .chain(parents.filter_map(|p| index.get(p).copied())),
-    );
+    let entries = super::with_parents(tree, rewrite.into_iter().chain(parents.filter_map(index)));
     Patch { entries, whiteouts }
 }
 

@@ -168,11 +168,7 @@ struct Flattening {
 impl Flattening {
     fn new() -> Self {
         Flattening {
-            merge: Merge {
-                nodes: BTreeMap::new(),
-                links_below: false,
-                inodes: 0,
-            },
+            merge: Merge::new(false),
             spools: Vec::new(),
         }
     }
@@ -206,11 +202,7 @@ pub fn layer_entries(
     opts: WalkOptions,
 ) -> Result<Vec<Entry>, SourceError> {
     let items = LayerReader::new(0, io::sink(), opts).read(name, Box::new(tar))?;
-    let mut merge = Merge {
-        nodes: BTreeMap::new(),
-        links_below: true,
-        inodes: 0,
-    };
+    let mut merge = Merge::new(true);
     merge.apply(name, items)?;
     Ok(finish(merge.nodes).0)
 }
@@ -303,8 +295,8 @@ enum Item {
     },
 }
 
-/// Layers merged so far; file content goes to `S` (a spool file, or nowhere when
-/// only the entries are wanted).
+/// Layers merged so far: the tree their items leave (their content stays in the
+/// spools the [`LayerReader`]s wrote).
 struct Merge {
     /// Keyed by path bytes, so iteration is in sort order.
     nodes: BTreeMap<Vec<u8>, Node>,
@@ -320,6 +312,14 @@ struct Merge {
 const LAYER_INODES: u64 = 1 << 40;
 
 impl Merge {
+    fn new(links_below: bool) -> Self {
+        Merge {
+            nodes: BTreeMap::new(),
+            links_below,
+            inodes: 0,
+        }
+    }
+
     /// Applies one layer's items: its whiteouts first (they hide only lower layers),
     /// then its entries in order.
     fn apply(&mut self, blob: &Path, items: Vec<Item>) -> Result<(), SourceError> {

@@ -208,7 +208,7 @@ fn prepare(
             Ok::<_, BuildError>(fixed.clone())
         }
         None => {
-            let layouts: Vec<Layout> = priors.iter().map(|(_, l)| l.planning()).collect();
+            let layouts: Vec<Layout> = priors.iter().map(|(_, l)| l.clone()).collect();
             Ok(plan::plan(
                 &assigned.build,
                 &layouts,
@@ -256,11 +256,15 @@ fn build_into(
     } = prepare(&opts.inputs, progress, timings)?;
     release_freed_memory();
     let entries = &source.entries;
-    let layer_members = layers::entries_by_layer(
+    let mut layer_members = layers::entries_by_layer(
         entries,
         &assigned,
-        plan.layers.iter().map(|l| l.components.as_slice()),
+        plan.layers
+            .iter()
+            .map(|l| l.components.as_slice())
+            .chain([plan.patch_members.as_slice()]),
     );
+    let carried = layer_members.pop().unwrap_or_default();
     let oci_dir =
         ocidir::cap_std::fs::Dir::open_ambient_dir(staging, ocidir::cap_std::ambient_authority())
             .map_err(|e| OutputError::at(staging, e))?;
@@ -301,6 +305,7 @@ fn build_into(
                 &job,
                 &plan.layers,
                 &layer_members,
+                (&plan.patch_members, &carried),
                 newest.as_ref(),
                 walk,
                 written,

@@ -28,7 +28,8 @@ pub const COMPONENTS_ANNOTATION: &str = "strata.dev/components";
 /// Per kept layer: the members it still holds but a higher layer supersedes, in the
 /// same form as [`COMPONENTS_ANNOTATION`].
 pub const SUPERSEDED_ANNOTATION: &str = "strata.dev/superseded";
-/// On Strata's patch layer (the top one): whiteouts and corrections, no components.
+/// On Strata's patch layer (the top one): whiteouts and corrections, and the
+/// components it carries in [`COMPONENTS_ANNOTATION`] when it carries any.
 pub const PATCH_ANNOTATION: &str = "strata.dev/patch";
 /// Per layer, for ostree-ext tools: sorted component names, comma-separated.
 pub const OSTREE_COMPONENTS: &str = "ostree.components";
@@ -112,9 +113,14 @@ pub fn layer_annotations(
     annotations
 }
 
-/// The annotations of the patch layer.
-pub fn patch_annotations() -> HashMap<String, String> {
-    HashMap::from([(PATCH_ANNOTATION.to_string(), "true".to_string())])
+/// The annotations of the patch layer, which carries `components`.
+pub fn patch_annotations(components: &[LayoutComponent]) -> HashMap<String, String> {
+    let mut annotations = match components.is_empty() {
+        true => HashMap::new(),
+        false => layer_annotations(components, &[]),
+    };
+    annotations.insert(PATCH_ANNOTATION.to_string(), "true".to_string());
+    annotations
 }
 
 /// `[[name, version, size], …]` sorted by name (then version), as JSON.

@@ -39,9 +39,9 @@ impl Patch {
     }
 }
 
-/// The patch that makes `stack` unpack to `tree`; `mtime_clamp` as the layers were
-/// written with.
-pub fn patch(tree: &[Entry], stack: &[Stacked], mtime_clamp: i64) -> Patch {
+/// The patch that makes `stack` unpack to `tree`, carrying the tree entries
+/// `carried` too; `mtime_clamp` as the layers were written with.
+pub fn patch(tree: &[Entry], stack: &[Stacked], carried: &[usize], mtime_clamp: i64) -> Patch {
     let index = |p: &Path| crate::source::find(tree, p);
     let mut top: HashMap<&Path, usize> = HashMap::new();
     for (pos, layer) in stack.iter().enumerate() {
@@ -53,7 +53,7 @@ pub fn patch(tree: &[Entry], stack: &[Stacked], mtime_clamp: i64) -> Patch {
             top.insert(path, pos);
         }
     }
-    let mut rewrite = BTreeSet::new();
+    let mut rewrite: BTreeSet<usize> = carried.iter().copied().collect();
     let mut gone: BTreeSet<&Path> = BTreeSet::new();
     for (pos, layer) in stack.iter().enumerate() {
         let Stacked::Kept { entries, owned } = layer else {
@@ -154,7 +154,7 @@ mod tests {
             },
             Stacked::Written(&written),
         ];
-        let p = patch(&tree, &stack, 0);
+        let p = patch(&tree, &stack, &[], 0);
         assert_eq!(
             p.whiteouts,
             vec![
@@ -181,8 +181,29 @@ mod tests {
             entries: &kept,
             owned: &[],
         }];
-        let p = patch(&tree, &stack, 0);
+        let p = patch(&tree, &stack, &[], 0);
         assert_eq!(p.entries, vec![0, 1]);
+        assert!(p.whiteouts.is_empty());
+    }
+
+    /// What the patch layer carries is written whole, with its directories, beside
+    /// the stale entries of a kept layer it supersedes.
+    #[test]
+    fn carried_entries_are_written_with_their_directories() {
+        let tree = vec![
+            dir("var"),
+            dir("var/lib"),
+            file("var/lib/status", 7),
+            dir("var/log"),
+            file("var/log/new.log", 2),
+        ];
+        let kept = vec![dir("var"), dir("var/lib"), file("var/lib/status", 5)];
+        let stack = [Stacked::Kept {
+            entries: &kept,
+            owned: &[],
+        }];
+        let p = patch(&tree, &stack, &[2, 3, 4], 0);
+        assert_eq!(p.entries, vec![0, 1, 2, 3, 4]);
         assert!(p.whiteouts.is_empty());
     }
 
@@ -200,7 +221,7 @@ mod tests {
             },
             Stacked::Written(&written),
         ];
-        assert_eq!(patch(&tree, &stack, 0), Patch::default());
+        assert_eq!(patch(&tree, &stack, &[], 0), Patch::default());
     }
 
     /// A layer holds its members and every directory above them once, in path

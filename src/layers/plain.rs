@@ -9,6 +9,7 @@ use super::kept::{self, BlobSource};
 use super::patch::{self, Stacked};
 use super::{LayerError, LayerJob, Written};
 use crate::image;
+use crate::layout::LayoutComponent;
 use crate::plan::PlannedLayer;
 use crate::source::rootfs::WalkOptions;
 
@@ -16,11 +17,13 @@ use crate::source::rootfs::WalkOptions;
 pub type Annotated = (Layer, HashMap<String, String>);
 
 /// Writes `planned` (with `members`, their tree entries) in order, copying kept
-/// layers from `prior`, then the patch layer if one is needed.
+/// layers from `prior`, then the patch layer if one is needed: with the components
+/// the plan has it carry (and their tree entries).
 pub fn write(
     job: &LayerJob,
     planned: &[PlannedLayer],
     members: &[Vec<usize>],
+    carried: (&[LayoutComponent], &[usize]),
     prior: Option<&BlobSource>,
     walk: WalkOptions,
     progress: impl Fn(Written) + Sync,
@@ -60,7 +63,7 @@ pub fn write(
         let annotations = image::layer_annotations(&layer.components, &layer.superseded);
         layers.push((blob, annotations));
     }
-    if kept_entries.is_empty() {
+    if kept_entries.is_empty() && carried.0.is_empty() {
         return Ok(layers);
     }
     let stack: Vec<Stacked> = (0..planned.len())
@@ -72,7 +75,7 @@ pub fn write(
             None => Stacked::Written(&members[i]),
         })
         .collect();
-    let patch = patch::patch(job.entries, &stack, job.mtime_clamp);
+    let patch = patch::patch(job.entries, &stack, carried.1, job.mtime_clamp);
     if !patch.is_empty() {
         let index = planned.len();
         let blob = super::write_blob(job.oci, job.compression, index, |w| {
@@ -80,7 +83,7 @@ pub fn write(
                 .map(|_| ())
                 .map_err(|e| e.at(index))
         })?;
-        layers.push((blob, image::patch_annotations()));
+        layers.push((blob, image::patch_annotations(carried.0)));
     }
     Ok(layers)
 }

@@ -53,7 +53,9 @@ pub struct LayoutLayer {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub superseded: Vec<LayoutComponent>,
     /// Strata's patch layer (always the top one): whiteouts and corrections for what
-    /// kept layers hold stale. Built from the tree each time, never a slot to plan.
+    /// kept layers hold stale, and the components it carries when no slot is free for
+    /// them (see `Plan::patch_members`). Built from the tree each time, never a slot
+    /// to plan.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub patch_layer: bool,
 }
@@ -70,6 +72,14 @@ impl LayoutLayer {
             commit_layer: false,
             superseded: Vec::new(),
             patch_layer: false,
+        }
+    }
+
+    /// The patch layer carrying `components` (none: whiteouts and corrections only).
+    pub fn patch(components: Vec<LayoutComponent>) -> Self {
+        LayoutLayer {
+            patch_layer: true,
+            ..LayoutLayer::planned(components)
         }
     }
 
@@ -144,6 +154,15 @@ impl Layout {
             ..self.clone()
         }
     }
+
+    /// What the patch layer carries, if the build has one.
+    pub fn patch_members(&self) -> &[LayoutComponent] {
+        self.layers
+            .iter()
+            .find(|l| l.patch_layer)
+            .map_or(&[], |l| l.components.as_slice())
+    }
+
     /// Reads a plan file (`strata plan` output) as a prior build's layout.
     pub fn read(path: &Path) -> Result<Layout, InputError> {
         let mut layout: Layout = input::read_json(path, "a plan file")?;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::partition::{Group, Item};
 use super::{Action, Ctx, Decision, Dirty};
 use crate::bytes::human_bytes;
-use crate::layout::Layout;
+use crate::layout::LayoutComponent;
 
 /// The output layers, in order, as the explanation needs them.
 pub(super) struct Layers<'a> {
@@ -13,12 +13,15 @@ pub(super) struct Layers<'a> {
     pub reused: &'a [bool],
     /// The kept layer that still holds each superseded component's old files.
     pub superseded_in: &'a HashMap<&'a str, usize>,
+    /// The patch layer, last of `members`, when it carries components.
+    pub carried_at: Option<usize>,
 }
 
-/// Explains where every component went relative to `prior`.
+/// Explains where every component went relative to the prior build, whose
+/// components `before` gives with their layers.
 pub(super) fn decide(
     ctx: &Ctx,
-    prior: Option<&Layout>,
+    before: &HashMap<&str, (usize, &LayoutComponent)>,
     out: Layers,
     dirty: &BTreeMap<usize, Dirty>,
     repacked: bool,
@@ -35,13 +38,12 @@ pub(super) fn decide(
     for (l, members) in layers.iter().enumerate() {
         members.iter().for_each(|&i| layer_of[i] = l);
     }
-    let before = prior.map(Layout::by_name).unwrap_or_default();
     let prices: Vec<LayerPrice> = layers.iter().map(|m| LayerPrice::of(ctx, m)).collect();
     let mut decisions: Vec<Decision> = (0..ctx.build.components.len())
         .map(|i| {
             let c = ctx.component(i);
             let layer = layer_of[i];
-            let (action, prior_layer, reason) = match before.get(c.name.as_str()) {
+            let (action, prior_layer, mut reason) = match before.get(c.name.as_str()) {
                 None => (Action::Placed, None, placed_reason(ctx, i, &prices[layer])),
                 Some((pl, pc)) if pc.version.as_ref().is_some_and(|v| *v != c.version) => {
                     let old = pc.version.as_deref().unwrap_or_default();
@@ -63,6 +65,10 @@ pub(super) fn decide(
                     moved_reason(ctx, *pl, dirty.get(pl), repacked),
                 ),
             };
+            if Some(layer) == out.carried_at {
+                reason += "; carried in the patch layer on top: every slot is taken, and \
+                           reopening one would cost more over the horizon";
+            }
             Decision {
                 component: c.name.clone(),
                 action,
@@ -80,7 +86,7 @@ pub(super) fn decide(
         .iter()
         .map(|c| c.name.as_str())
         .collect();
-    for (name, (pl, _)) in &before {
+    for (name, (pl, _)) in before {
         if !present.contains(name) {
             decisions.push(Decision {
                 component: name.to_string(),

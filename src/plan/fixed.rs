@@ -14,6 +14,7 @@ impl Plan {
             .layers
             .iter()
             .flat_map(|l| &l.components)
+            .chain(&self.patch_members)
             .map(|c| (c.name.as_str(), c.version.as_deref()))
             .collect();
         let actual: BTreeMap<&str, Option<&str>> = build

@@ -129,6 +129,11 @@ pub struct Plan {
     pub max_layers: usize,
     /// Most stable first.
     pub layers: Vec<PlannedLayer>,
+    /// Components the patch layer on top carries instead of a layer of their own:
+    /// when every slot is taken, the new versions of a kept layer's members cost less
+    /// there than a reopened layer would. Empty in most plans.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patch_members: Vec<LayoutComponent>,
     /// One per component of the build and per component removed since the prior, by name.
     pub decisions: Vec<Decision>,
     /// Whether the prior layout was kept or re-planned, and why.
@@ -257,6 +262,10 @@ impl Plan {
                     superseded: l.superseded.clone(),
                     patch_layer: false,
                 })
+                .chain(
+                    (!self.patch_members.is_empty())
+                        .then(|| LayoutLayer::patch(self.patch_members.clone())),
+                )
                 .collect(),
         }
     }
@@ -276,11 +285,47 @@ pub fn plan(build: &Build, priors: &[Layout], opts: &PlanOptions) -> Result<Plan
         transitions: priors.len(),
         supersede,
     };
-    let outcome = match priors.first() {
+    let prior = priors.first().map(Prior::of);
+    let outcome = match &prior {
         None => first_build(&ctx, opts),
         Some(prior) => evolve(&ctx, prior, opts),
     };
-    Ok(assemble(&ctx, priors.first(), outcome, opts))
+    Ok(assemble(&ctx, prior.as_ref(), outcome, opts))
+}
+
+/// The newest prior as the planner sees it: the layers it may keep, and what its
+/// patch layer carried.
+struct Prior<'a> {
+    /// Its layers without an ostree commit layer or the patch layer.
+    layout: Layout,
+    /// What the patch layer carried (see [`Plan::patch_members`]).
+    carried: &'a [LayoutComponent],
+}
+
+impl<'a> Prior<'a> {
+    fn of(full: &'a Layout) -> Self {
+        Prior {
+            layout: full.planning(),
+            carried: full.patch_members(),
+        }
+    }
+
+    /// Every component with its layer; the patch layer's above the rest.
+    fn by_name(&self) -> HashMap<&str, (usize, &LayoutComponent)> {
+        let top = self.layout.layers.len();
+        let mut all = self.layout.by_name();
+        all.extend(self.carried.iter().map(|c| (c.name.as_str(), (top, c))));
+        all
+    }
+
+    /// Its layers with the patch layer, when that carried anything.
+    fn with_patch(&self) -> Layout {
+        let mut layout = self.layout.clone();
+        if !self.carried.is_empty() {
+            layout.layers.push(LayoutLayer::patch(self.carried.to_vec()));
+        }
+        layout
+    }
 }
 
 /// The build and its estimates, shared by every step.
@@ -375,6 +420,8 @@ struct Outcome {
     /// Prior layers that are rewritten, and why.
     dirty: BTreeMap<usize, Dirty>,
     repack: RepackDecision,
+    /// What the patch layer carries (see [`Plan::patch_members`]).
+    riders: Vec<usize>,
 }
 
 fn first_build(ctx: &Ctx, opts: &PlanOptions) -> Outcome {
@@ -393,6 +440,7 @@ fn first_build(ctx: &Ctx, opts: &PlanOptions) -> Outcome {
             one_time_cost_bytes: 0,
             horizon: opts.horizon,
         },
+        riders: Vec::new(),
     }
 }
 
@@ -521,33 +569,54 @@ fn supersede(ctx: &Ctx, prior: &Layout, sticky: &mut Sticky) {
     sticky.clean.sort_by_key(|(l, _)| *l);
 }
 
-/// Opens the smallest clean layers until the layer cap leaves room for the pool.
-fn fit_cap(ctx: &Ctx, sticky: &mut Sticky) {
+/// The clean layer with the fewest live bytes (the lowest prior index on a tie).
+fn smallest_clean(ctx: &Ctx, sticky: &Sticky) -> Option<usize> {
+    (0..sticky.clean.len()).min_by_key(|&k| {
+        let (l, members) = &sticky.clean[k];
+        (bytes_of(ctx, members), *l)
+    })
+}
+
+fn bytes_of(ctx: &Ctx, members: &[usize]) -> u64 {
+    members.iter().map(|&i| ctx.component(i).size).sum()
+}
+
+/// Opens the smallest clean layers until the layer cap leaves room for the pool;
+/// returns the compressed bytes they make clients download again.
+fn fit_cap(ctx: &Ctx, price: &Pricing, sticky: &mut Sticky) -> u64 {
+    let mut once = 0;
     while sticky.clean.len() + usize::from(!sticky.pool.is_empty()) > ctx.max_layers {
-        let smallest = (0..sticky.clean.len())
-            .min_by_key(|&k| {
-                let members = &sticky.clean[k].1;
-                (
-                    members.iter().map(|&i| ctx.component(i).size).sum::<u64>(),
-                    sticky.clean[k].0,
-                )
-            })
-            .expect("over the cap means at least one clean layer");
+        let smallest =
+            smallest_clean(ctx, sticky).expect("over the cap means at least one clean layer");
         let (l, members) = sticky.clean.remove(smallest);
+        once += price.compressed(l);
         sticky.pool.extend(members);
         sticky.pool.sort_unstable();
         sticky.dirty.insert(l, Dirty::OverCap);
     }
+    once
 }
 
-fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
-    let mut sticky = split_prior(ctx, prior);
+fn evolve(ctx: &Ctx, prior: &Prior, opts: &PlanOptions) -> Outcome {
+    let mut sticky = split_prior(ctx, &prior.layout);
     if ctx.supersede && opts.repack != RepackPolicy::Always {
-        supersede(ctx, prior, &mut sticky);
+        supersede(ctx, &prior.layout, &mut sticky);
     }
-    fit_cap(ctx, &mut sticky);
-    let layers = sticky_layers(ctx, &sticky);
-    let sticky_cost = layers_cost(ctx, &layers);
+    let price = Pricing::new(ctx, &prior.layout, opts);
+    let all_kept = sticky.clone();
+    let over_cap = fit_cap(ctx, &price, &mut sticky);
+    let mut layers = sticky_layers(ctx, &sticky);
+    let mut roomed = (opts.repack != RepackPolicy::Never && has_new_components(ctx, prior))
+        .then(|| open_room(ctx, &price, sticky.clone(), layers.clone()));
+    let (room_layers, room_once) = roomed.as_ref().map_or((&layers, 0), |(_, l, o)| (l, *o));
+    let reopening = layers_cost(ctx, room_layers) * price.certain_weight
+        + (over_cap + room_once) as f64;
+    let mut riders = Vec::new();
+    if let Some((kept, kept_layers, carried)) = ride(ctx, &price, all_kept, reopening) {
+        (sticky, layers, riders, roomed) = (kept, kept_layers, carried, None);
+    }
+    let riding = bytes_of(ctx, &riders) as f64;
+    let sticky_cost = layers_cost(ctx, &layers) + riding;
     let mut repack = RepackDecision {
         policy: opts.repack,
         performed: false,
@@ -557,31 +626,31 @@ fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
         one_time_cost_bytes: 0,
         horizon: opts.horizon,
     };
-    let keep = |layers, dirty, repack| Outcome {
-        layers,
-        dirty,
-        repack,
+    let keep = |layers, dirty, mut repack: RepackDecision, riders: Vec<usize>| {
+        repack.reason += &carried_note(ctx, &riders);
+        Outcome {
+            layers,
+            dirty,
+            repack,
+            riders,
+        }
     };
     if sticky.dirty.is_empty() && sticky.pool.is_empty() {
-        repack.reason = "nothing changed since the prior build: its layout is reused as is".into();
-        return keep(layers, sticky.dirty, repack);
+        repack.reason = "no layer changed since the prior build: its layout is reused as is".into();
+        return keep(layers, sticky.dirty, repack, riders);
     }
     if opts.repack == RepackPolicy::Never {
         repack.reason = "repack policy is 'never': unchanged layers are kept".into();
-        return keep(layers, sticky.dirty, repack);
+        return keep(layers, sticky.dirty, repack, riders);
     }
-    let price = Pricing::new(ctx, prior, opts);
     let all: Vec<usize> = (0..ctx.build.components.len()).collect();
     let fresh = ctx.pack(&all, ctx.max_layers);
     let fresh_cost = ctx.cost(&fresh);
     // Both are priced against the prior as it stands: a fresh plan rewrites the layers
     // that making room would reopen too.
     let fresh_once = price.fresh_one_time(ctx, &sticky, &fresh, layers.len());
-    let (sticky, layers, opened) = match has_new_components(ctx, prior) {
-        true => open_room(ctx, &price, sticky, layers),
-        false => (sticky, layers, 0),
-    };
-    let sticky_cost = layers_cost(ctx, &layers);
+    let (sticky, layers, opened) = roomed.unwrap_or((sticky, layers, 0));
+    let sticky_cost = layers_cost(ctx, &layers) + riding;
     let worth = price.value(fresh_cost, fresh_once) < price.value(sticky_cost, opened)
         && fresh_cost < sticky_cost;
     repack.performed = opts.repack == RepackPolicy::Always || worth;
@@ -590,7 +659,7 @@ fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
     repack.one_time_cost_bytes = if repack.performed { fresh_once } else { opened };
     repack.reason = repack_reason(opts, &price, &repack, opened, fresh_once);
     if !repack.performed {
-        return keep(layers, sticky.dirty, repack);
+        return keep(layers, sticky.dirty, repack, riders);
     }
     let mut dirty = sticky.dirty;
     for (l, _) in &sticky.clean {
@@ -600,7 +669,42 @@ fn evolve(ctx: &Ctx, prior: &Layout, opts: &PlanOptions) -> Outcome {
         fresh.into_iter().map(|m| (m, None)).collect(),
         dirty,
         repack,
+        Vec::new(),
     )
+}
+
+/// Lets the pool ride in the patch layer when every slot is taken and that costs less
+/// than `reopening` (the value of the layout that reopens layers for it instead).
+/// The patch layer is downloaded again whenever anything in it changes, so riding
+/// is priced as if it changed every build: small, changing content rides; new
+/// packages get layers of their own. Returns the layout with every prior layer kept.
+fn ride(
+    ctx: &Ctx,
+    price: &Pricing,
+    mut all_kept: Sticky,
+    reopening: f64,
+) -> Option<(Sticky, Layers, Vec<usize>)> {
+    let full = all_kept.clean.len() == ctx.max_layers;
+    if !ctx.supersede || !full || all_kept.pool.is_empty() {
+        return None;
+    }
+    let riders = std::mem::take(&mut all_kept.pool);
+    let layers = sticky_layers(ctx, &all_kept);
+    let every_build = bytes_of(ctx, &riders) as f64;
+    let riding = (layers_cost(ctx, &layers) + every_build) * price.certain_weight;
+    (riding <= reopening).then_some((all_kept, layers, riders))
+}
+
+/// What the repack reason adds when the patch layer carries components.
+fn carried_note(ctx: &Ctx, riders: &[usize]) -> String {
+    match riders.len() {
+        0 => String::new(),
+        n => format!(
+            "; the patch layer on top carries {n} component(s) ({}): every slot is taken, \
+             and reopening one would cost more over the horizon",
+            human_bytes(bytes_of(ctx, riders))
+        ),
+    }
 }
 
 type Layers = Vec<(Vec<usize>, Option<usize>)>;
@@ -653,6 +757,8 @@ struct Pricing<'a> {
     prior: &'a Layout,
     /// Compressed bytes per expected uncompressed byte over the horizon.
     weight: f64,
+    /// The same for bytes that rest on no estimate (not shrunk for little history).
+    certain_weight: f64,
     ratio: f64,
 }
 
@@ -661,10 +767,11 @@ impl<'a> Pricing<'a> {
         let ratio = compression_ratio(prior);
         // The saving rests on estimates learnt from few transitions early in a
         // stream: it counts only as far as the history behind it can be trusted.
-        let weight = opts.horizon * ratio * history_confidence(ctx.transitions);
+        let certain_weight = opts.horizon * ratio;
         Pricing {
             prior,
-            weight,
+            weight: certain_weight * history_confidence(ctx.transitions),
+            certain_weight,
             ratio,
         }
     }
@@ -717,7 +824,7 @@ impl<'a> Pricing<'a> {
 }
 
 /// Whether the build has components the prior lacks (new packages, not updates).
-fn has_new_components(ctx: &Ctx, prior: &Layout) -> bool {
+fn has_new_components(ctx: &Ctx, prior: &Prior) -> bool {
     let before = prior.by_name();
     ctx.build
         .components
@@ -899,13 +1006,14 @@ fn layout_component(ctx: &Ctx, i: usize) -> LayoutComponent {
 
 /// Orders the layers and writes the decisions. Kept layers with superseded members
 /// come first, in their prior order, so whatever supersedes them is above; the rest
-/// go most stable first.
-fn assemble(ctx: &Ctx, prior: Option<&Layout>, outcome: Outcome, opts: &PlanOptions) -> Plan {
+/// go most stable first, and the patch layer's riders above them all.
+fn assemble(ctx: &Ctx, prior: Option<&Prior>, outcome: Outcome, opts: &PlanOptions) -> Plan {
+    let prior_layout = prior.map(|p| &p.layout);
     let mut layers: Vec<Assembled> = outcome
         .layers
         .into_iter()
         .filter(|(m, _)| !m.is_empty())
-        .map(|(m, l)| Assembled::new(ctx, prior, m, l))
+        .map(|(m, l)| Assembled::new(ctx, prior_layout, m, l))
         .collect();
     layers.sort_by(|a, b| match (&a.kept, &b.kept) {
         (Some((x, _)), Some((y, _))) => x.cmp(y),
@@ -917,50 +1025,59 @@ fn assemble(ctx: &Ctx, prior: Option<&Layout>, outcome: Outcome, opts: &PlanOpti
             .total_cmp(&b.group.p_change())
             .then_with(|| a.id.cmp(&b.id)),
     });
-    let prior_keys: HashSet<String> = prior
-        .map(|p| {
-            p.layers
-                .iter()
-                .filter_map(LayoutLayer::content_key)
-                .collect()
-        })
-        .unwrap_or_default();
+    let before = prior.map(Prior::with_patch).unwrap_or_default();
+    let prior_keys: HashSet<String> = before
+        .layers
+        .iter()
+        .filter_map(LayoutLayer::content_key)
+        .collect();
     let planned: Vec<PlannedLayer> = layers
         .iter()
         .enumerate()
         .map(|(index, a)| a.planned(ctx, index, &prior_keys))
         .collect();
-    let member_layers: Vec<&[usize]> = layers.iter().map(|l| l.members.as_slice()).collect();
-    let reused: Vec<bool> = planned.iter().map(|l| l.reused).collect();
+    let mut riders = outcome.riders;
+    riders.sort_by(|&a, &b| ctx.component(a).name.cmp(&ctx.component(b).name));
+    let patch_members: Vec<LayoutComponent> =
+        riders.iter().map(|&i| layout_component(ctx, i)).collect();
+    let mut member_layers: Vec<&[usize]> = layers.iter().map(|l| l.members.as_slice()).collect();
+    let mut reused: Vec<bool> = planned.iter().map(|l| l.reused).collect();
+    let carried_at = (!riders.is_empty()).then_some(planned.len());
+    if carried_at.is_some() {
+        member_layers.push(&riders);
+        reused.push(layer_key(&patch_members, &[]).is_some_and(|k| prior_keys.contains(&k)));
+    }
     let kept_in: HashMap<&str, usize> = planned
         .iter()
         .flat_map(|l| l.superseded.iter().map(move |c| (c.name.as_str(), l.index)))
         .collect();
     let decisions = decide::decide(
         ctx,
-        prior,
+        &prior.map(Prior::by_name).unwrap_or_default(),
         decide::Layers {
             members: &member_layers,
             reused: &reused,
             superseded_in: &kept_in,
+            carried_at,
         },
         &outcome.dirty,
         outcome.repack.performed,
     );
+    let expected: f64 = layers.iter().map(|l| l.group.cost()).sum();
     let mut plan = Plan {
         schema: PLAN_SCHEMA.into(),
         date: ctx.build.date.clone(),
         max_layers: opts.max_layers,
         layers: planned,
+        patch_members,
         decisions,
         repack: outcome.repack,
         prediction: Prediction {
             download: LayoutDiff::default(),
-            expected_next_update_bytes: layers.iter().map(|l| l.group.cost()).sum(),
+            expected_next_update_bytes: expected + ctx.group(&riders).cost(),
         },
     };
-    let empty = Layout::default();
-    plan.prediction.download = diff_layouts(prior.unwrap_or(&empty), &plan.layout());
+    plan.prediction.download = diff_layouts(&before, &plan.layout());
     plan
 }
 

@@ -82,6 +82,7 @@ fn assert_covers_once(b: &Build, p: &Plan) {
         .layers
         .iter()
         .flat_map(|l| &l.components)
+        .chain(&p.patch_members)
         .map(|c| c.name.as_str())
         .collect();
     names.sort_unstable();
@@ -516,6 +517,98 @@ fn a_changed_layer_is_kept_and_superseded_from_above() {
         .layers
         .iter()
         .all(|l| l.superseded.is_empty() && !l.reused));
+}
+
+/// A prior built with every slot taken: `base` alone, and a layer of `rest`.
+fn full_prior(base: Component, rest: &[&Component]) -> Layout {
+    let recorded = |c: &Component| LayoutComponent {
+        name: c.name.clone(),
+        version: Some(c.version.clone()),
+        size: c.size,
+        source: None,
+    };
+    let layer = |n: u64, members: Vec<LayoutComponent>| {
+        let mut l = LayoutLayer::planned(members);
+        l.blob_size = Some(l.size / 2);
+        l.digest = Some(format!("sha256:{n:064x}"));
+        l
+    };
+    Layout {
+        layers: vec![
+            layer(1, vec![recorded(&base)]),
+            layer(2, rest.iter().map(|c| recorded(c)).collect()),
+        ],
+        ..Layout::default()
+    }
+}
+
+/// With every slot taken, the new versions of a kept layer's small, changing members
+/// ride in the patch layer rather than reopen a layer; the next build, with nothing
+/// changed, reuses every layer and carries them again.
+#[test]
+fn with_every_slot_taken_changed_members_ride_in_the_patch_layer() {
+    let base = comp("base", "1", 8_000_000, None);
+    let cold = comp("cold", "1", 1_400_000, None);
+    // Three earlier builds in which `status` and `log` changed every time.
+    let at = |v: &str| {
+        full_prior(
+            base.clone(),
+            &[&cold, &comp("status", v, 100_000, None), &comp("log", v, 100_000, None)],
+        )
+    };
+    let history = [at("1"), at("0.2"), at("0.1")];
+    let prior = history[0].clone();
+    let second = build(vec![
+        base,
+        cold,
+        comp("status", "2", 100_000, None),
+        comp("log", "2", 110_000, None),
+    ]);
+    let p2 = plan(&second, &history, &superseding(3)).unwrap();
+    let carried: Vec<&str> = p2.patch_members.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(carried, ["log", "status"]);
+    assert_eq!(p2.layers.len(), 2);
+    assert!(p2.layers.iter().all(|l| l.reused), "no layer is rewritten");
+    let stale: Vec<&str> = p2.layers[0].superseded.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(stale, ["log", "status"], "kept layers come first");
+    assert!(p2.repack.reason.contains("patch layer on top carries 2"), "{}", p2.repack.reason);
+    let status = p2.decisions.iter().find(|d| d.component == "status").unwrap();
+    assert_eq!(status.action, Action::Updated);
+    assert_eq!(status.layer, Some(2), "the patch layer is above the two");
+    assert!(status.reason.contains("carried in the patch layer"), "{}", status.reason);
+    let layout = p2.layout();
+    assert!(layout.layers[2].patch_layer);
+    assert_eq!(layout.patch_members().len(), 2);
+    assert_covers_once(&second, &p2);
+
+    let p3 = plan(&second, &[built(&p2), prior], &superseding(3)).unwrap();
+    assert!(p3.repack.reason.contains("no layer changed"), "{}", p3.repack.reason);
+    assert_eq!(p3.patch_members, p2.patch_members);
+    assert!(p3.layers.iter().all(|l| l.reused));
+    assert_eq!(p3.prediction.download.download_bytes, 0, "the patch layer is the same");
+    let status = p3.decisions.iter().find(|d| d.component == "status").unwrap();
+    assert_eq!(status.action, Action::Kept);
+    assert_eq!(status.prior_layer, Some(2));
+}
+
+/// A large new version does not ride in the patch layer, which is downloaded again
+/// whenever anything in it changes: the smallest layer is reopened for it instead.
+#[test]
+fn a_large_new_version_reopens_a_layer_rather_than_ride() {
+    let small = comp("small", "1", 100_000, None);
+    let prior = full_prior(
+        small.clone(),
+        &[&comp("base", "1", 20_000_000, None), &comp("big", "1", 3_000_000, None)],
+    );
+    let second = build(vec![
+        small,
+        comp("base", "1", 20_000_000, None),
+        comp("big", "2", 3_000_000, None),
+    ]);
+    let p = plan(&second, &[prior], &superseding(3)).unwrap();
+    assert!(p.patch_members.is_empty());
+    assert_covers_once(&second, &p);
+    assert!(p.layers.iter().any(|l| !l.superseded.is_empty()), "the big layer is kept");
 }
 
 /// A layer most of whose bytes changed is rewritten, not kept.

@@ -117,6 +117,13 @@ pub enum BuildError {
     /// The ostree format asked for without an ostree source.
     #[error("--format ostree needs an ostree source (--ostree-repo); use --format plain")]
     FormatNeedsOstree,
+    /// A plan made for a plain image (its patch layer carries components) given for
+    /// the ostree format, which has no patch layer.
+    #[error(
+        "the plan has the patch layer carry {0}, but --format ostree has no patch layer; \
+         plan the build for the ostree format"
+    )]
+    PatchInOstree(String),
 }
 
 /// Builds the image; `progress` receives one line per step.
@@ -216,6 +223,9 @@ fn prepare(
             )?)
         }
     })?;
+    if let (ImageFormat::Ostree, Some(c)) = (opts.format(), plan.patch_members.first()) {
+        return Err(BuildError::PatchInOstree(c.name.clone()));
+    }
     progress(&format!(
         "planned {} layers; {}",
         plan.layers.len(),

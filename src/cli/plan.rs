@@ -83,6 +83,20 @@ pub fn table(plan: &Plan) -> String {
             }
         );
     }
+    if !plan.patch_members.is_empty() {
+        let names: Vec<&str> = plan.patch_members.iter().map(|c| c.name.as_str()).collect();
+        let size: u64 = plan.patch_members.iter().map(|c| c.size).sum();
+        let _ = writeln!(
+            out,
+            "{:>5}  {:>10}  {:>10}  {:>9}  {:>6}  carried in the patch layer: {}",
+            "patch",
+            names.len(),
+            human_bytes(size),
+            "",
+            "",
+            names.join(", ")
+        );
+    }
     let count = |a: Action| plan.decisions.iter().filter(|d| d.action == a).count();
     let _ = writeln!(
         out,

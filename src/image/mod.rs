@@ -544,4 +544,39 @@ mod tests {
             );
         }
     }
+
+    /// The patch layer carries its components in the same annotation as any layer;
+    /// a crafted image that puts the patch mark below the top, or has the patch layer
+    /// carry a component a layer already holds, is refused.
+    #[test]
+    fn the_patch_layer_carries_components_on_top_only() {
+        let layer = |c: &str| serde_json::json!({COMPONENTS_ANNOTATION: c});
+        let patch =
+            |c: &str| serde_json::json!({COMPONENTS_ANNOTATION: c, PATCH_ANNOTATION: "true"});
+        let manifest = |layers: Vec<serde_json::Value>| -> ImageManifest {
+            serde_json::from_value(serde_json::json!({
+                "schemaVersion": 2,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": format!("sha256:{}", "c".repeat(64)), "size": 10},
+                "layers": layers,
+            }))
+            .unwrap()
+        };
+        let read = |layers| layout_from_manifest("oci:/p:v", &manifest(layers));
+        let a = r#"[["a","1",3]]"#;
+        let b = r#"[["b","2",4]]"#;
+        let good = read(vec![desc('1', layer(a)), desc('2', patch(b))])
+            .unwrap()
+            .unwrap();
+        assert_eq!(good.patch_members()[0].name, "b");
+        assert_eq!(good.planning().layers.len(), 1);
+
+        let below = read(vec![desc('1', patch(b)), desc('2', layer(a))]).unwrap_err();
+        assert!(
+            below.to_string().contains("patch layer below the top"),
+            "{below}"
+        );
+        let twice = read(vec![desc('1', layer(a)), desc('2', patch(a))]).unwrap_err();
+        assert!(twice.to_string().contains("already in layer 0"), "{twice}");
+    }
 }

@@ -179,6 +179,19 @@ impl Layout {
             .iter()
             .flat_map(|l| l.components.iter().map(|c| c.size));
         check_total_size(path, "layers", sizes)?;
+        let last = self.layers.len().saturating_sub(1);
+        if let Some(i) = self
+            .layers
+            .iter()
+            .position(|l| l.patch_layer)
+            .filter(|&i| i != last)
+        {
+            return Err(InputError::invalid(
+                path,
+                format!("layers[{i}]"),
+                "is a patch layer below the top one: a patch layer is always the top layer",
+            ));
+        }
         let mut seen: HashMap<&str, usize> = HashMap::new();
         for (i, layer) in self.layers.iter().enumerate() {
             for (j, c) in layer.components.iter().enumerate() {

@@ -10,13 +10,15 @@ impl Plan {
     /// A plan made earlier must place exactly the components the tree has now, at the
     /// same versions; anything else means the source changed in between.
     pub fn check_matches(&self, build: &Build) -> Result<(), PlanError> {
-        let planned: BTreeMap<&str, Option<&str>> = self
-            .layers
-            .iter()
-            .flat_map(|l| &l.components)
-            .chain(&self.patch_members)
-            .map(|c| (c.name.as_str(), c.version.as_deref()))
-            .collect();
+        let mut planned: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+        let every = self.layers.iter().flat_map(|l| &l.components);
+        for c in every.chain(&self.patch_members) {
+            if planned.insert(&c.name, c.version.as_deref()).is_some() {
+                return Err(PlanError::Duplicate {
+                    component: c.name.clone(),
+                });
+            }
+        }
         let actual: BTreeMap<&str, Option<&str>> = build
             .components
             .iter()

@@ -99,6 +99,12 @@ pub enum PlanError {
         /// The first component that differs.
         component: String,
     },
+    #[error("the given plan places component {component:?} twice; it was not made by Strata")]
+    /// A fixed plan places a component in two layers (or a layer and the patch layer).
+    Duplicate {
+        /// The component placed twice.
+        component: String,
+    },
 }
 
 impl PlanOptions {
@@ -322,7 +328,9 @@ impl<'a> Prior<'a> {
     fn with_patch(&self) -> Layout {
         let mut layout = self.layout.clone();
         if !self.carried.is_empty() {
-            layout.layers.push(LayoutLayer::patch(self.carried.to_vec()));
+            layout
+                .layers
+                .push(LayoutLayer::patch(self.carried.to_vec()));
         }
         layout
     }
@@ -609,8 +617,8 @@ fn evolve(ctx: &Ctx, prior: &Prior, opts: &PlanOptions) -> Outcome {
     let mut roomed = (opts.repack != RepackPolicy::Never && has_new_components(ctx, prior))
         .then(|| open_room(ctx, &price, sticky.clone(), layers.clone()));
     let (room_layers, room_once) = roomed.as_ref().map_or((&layers, 0), |(_, l, o)| (l, *o));
-    let reopening = layers_cost(ctx, room_layers) * price.certain_weight
-        + (over_cap + room_once) as f64;
+    let reopening =
+        layers_cost(ctx, room_layers) * price.certain_weight + (over_cap + room_once) as f64;
     let mut riders = Vec::new();
     if let Some((kept, kept_layers, carried)) = ride(ctx, &price, all_kept, reopening) {
         (sticky, layers, riders, roomed) = (kept, kept_layers, carried, None);

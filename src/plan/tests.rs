@@ -553,7 +553,11 @@ fn with_every_slot_taken_changed_members_ride_in_the_patch_layer() {
     let at = |v: &str| {
         full_prior(
             base.clone(),
-            &[&cold, &comp("status", v, 100_000, None), &comp("log", v, 100_000, None)],
+            &[
+                &cold,
+                &comp("status", v, 100_000, None),
+                &comp("log", v, 100_000, None),
+            ],
         )
     };
     let history = [at("1"), at("0.2"), at("0.1")];
@@ -569,24 +573,51 @@ fn with_every_slot_taken_changed_members_ride_in_the_patch_layer() {
     assert_eq!(carried, ["log", "status"]);
     assert_eq!(p2.layers.len(), 2);
     assert!(p2.layers.iter().all(|l| l.reused), "no layer is rewritten");
-    let stale: Vec<&str> = p2.layers[0].superseded.iter().map(|c| c.name.as_str()).collect();
+    let stale: Vec<&str> = p2.layers[0]
+        .superseded
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
     assert_eq!(stale, ["log", "status"], "kept layers come first");
-    assert!(p2.repack.reason.contains("patch layer on top carries 2"), "{}", p2.repack.reason);
-    let status = p2.decisions.iter().find(|d| d.component == "status").unwrap();
+    assert!(
+        p2.repack.reason.contains("patch layer on top carries 2"),
+        "{}",
+        p2.repack.reason
+    );
+    let status = p2
+        .decisions
+        .iter()
+        .find(|d| d.component == "status")
+        .unwrap();
     assert_eq!(status.action, Action::Updated);
     assert_eq!(status.layer, Some(2), "the patch layer is above the two");
-    assert!(status.reason.contains("carried in the patch layer"), "{}", status.reason);
+    assert!(
+        status.reason.contains("carried in the patch layer"),
+        "{}",
+        status.reason
+    );
     let layout = p2.layout();
     assert!(layout.layers[2].patch_layer);
     assert_eq!(layout.patch_members().len(), 2);
     assert_covers_once(&second, &p2);
 
     let p3 = plan(&second, &[built(&p2), prior], &superseding(3)).unwrap();
-    assert!(p3.repack.reason.contains("no layer changed"), "{}", p3.repack.reason);
+    assert!(
+        p3.repack.reason.contains("no layer changed"),
+        "{}",
+        p3.repack.reason
+    );
     assert_eq!(p3.patch_members, p2.patch_members);
     assert!(p3.layers.iter().all(|l| l.reused));
-    assert_eq!(p3.prediction.download.download_bytes, 0, "the patch layer is the same");
-    let status = p3.decisions.iter().find(|d| d.component == "status").unwrap();
+    assert_eq!(
+        p3.prediction.download.download_bytes, 0,
+        "the patch layer is the same"
+    );
+    let status = p3
+        .decisions
+        .iter()
+        .find(|d| d.component == "status")
+        .unwrap();
     assert_eq!(status.action, Action::Kept);
     assert_eq!(status.prior_layer, Some(2));
 }
@@ -598,7 +629,10 @@ fn a_large_new_version_reopens_a_layer_rather_than_ride() {
     let small = comp("small", "1", 100_000, None);
     let prior = full_prior(
         small.clone(),
-        &[&comp("base", "1", 20_000_000, None), &comp("big", "1", 3_000_000, None)],
+        &[
+            &comp("base", "1", 20_000_000, None),
+            &comp("big", "1", 3_000_000, None),
+        ],
     );
     let second = build(vec![
         small,
@@ -608,7 +642,10 @@ fn a_large_new_version_reopens_a_layer_rather_than_ride() {
     let p = plan(&second, &[prior], &superseding(3)).unwrap();
     assert!(p.patch_members.is_empty());
     assert_covers_once(&second, &p);
-    assert!(p.layers.iter().any(|l| !l.superseded.is_empty()), "the big layer is kept");
+    assert!(
+        p.layers.iter().any(|l| !l.superseded.is_empty()),
+        "the big layer is kept"
+    );
 }
 
 /// A layer most of whose bytes changed is rewritten, not kept.
@@ -677,4 +714,12 @@ fn a_fixed_plan_is_checked_against_the_tree() {
         comp("c", "1", 5, None),
     ]);
     assert_eq!(names(added), "c");
+
+    // A crafted plan that also has the patch layer carry `a` is refused.
+    let mut twice = fixed.clone();
+    twice.patch_members = twice.layers[0].components.clone();
+    assert!(matches!(
+        twice.check_matches(&made_for),
+        Err(PlanError::Duplicate { .. })
+    ));
 }

@@ -180,11 +180,13 @@ pub fn black_hole(host: &str) -> u16 {
 pub fn planned_components(
     report: &serde_json::Value,
 ) -> std::collections::HashMap<String, (String, u64)> {
+    let carried = report["plan"]["patch_members"].as_array();
     report["plan"]["layers"]
         .as_array()
         .unwrap()
         .iter()
         .flat_map(|l| l["components"].as_array().unwrap())
+        .chain(carried.into_iter().flatten())
         .map(|c| {
             let version = c["version"].as_str().unwrap().to_string();
             let size = c["size"].as_u64().unwrap();

@@ -223,9 +223,7 @@ fn prepare(
             )?)
         }
     })?;
-    if let (ImageFormat::Ostree, Some(c)) = (opts.format(), plan.patch_members.first()) {
-        return Err(BuildError::PatchInOstree(c.name.clone()));
-    }
+    fits_format(&plan, opts.format())?;
     progress(&format!(
         "planned {} layers; {}",
         plan.layers.len(),
@@ -238,6 +236,15 @@ fn prepare(
         warnings,
         plan,
     })
+}
+
+/// Refuses a plan the format cannot write: a given plan (the operator's plan step
+/// makes one) may have the patch layer carry components, which only plain images have.
+fn fits_format(plan: &Plan, format: ImageFormat) -> Result<(), BuildError> {
+    match (format, plan.patch_members.first()) {
+        (ImageFormat::Ostree, Some(c)) => Err(BuildError::PatchInOstree(c.name.clone())),
+        _ => Ok(()),
+    }
 }
 
 /// Hands the heap's free pages back to the kernel. Reading and versioning a large
@@ -379,4 +386,42 @@ fn build_into(
         warnings,
         timings: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::components::{Build, Component, ComponentKind};
+
+    /// A plan whose patch layer carries components (as a plain build's may) handed to
+    /// an ostree-format build is refused, naming a component, rather than written
+    /// without the files the patch layer was to carry.
+    #[test]
+    fn a_plan_with_a_carrying_patch_layer_is_refused_for_the_ostree_format() {
+        let build = Build {
+            components: ["a", "b"]
+                .map(|name| Component {
+                    name: name.into(),
+                    version: "1".into(),
+                    size: 10,
+                    source: None,
+                    changelog: vec![],
+                    update_interval_days: None,
+                    kind: ComponentKind::Package,
+                })
+                .to_vec(),
+            ..Build::default()
+        };
+        let mut planned = plan::plan(&build, &[], &PlanOptions::default()).unwrap();
+        assert!(fits_format(&planned, ImageFormat::Ostree).is_ok());
+        let carried = planned.layers[0].components.remove(0);
+        planned.patch_members.push(carried);
+        assert!(fits_format(&planned, ImageFormat::Plain).is_ok());
+        let err = fits_format(&planned, ImageFormat::Ostree).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--format ostree has no patch layer"),
+            "{err}"
+        );
+    }
 }

@@ -124,6 +124,16 @@ pub fn content_key<'a>(sorted_pairs: impl IntoIterator<Item = (&'a str, &'a str)
     crate::bytes::sha256_label(&hasher.finalize())
 }
 
+/// A plan file as far as a layout needs it: its layers, and what its patch layer
+/// carries (`Plan::patch_members`), which is not one of them.
+#[derive(Deserialize)]
+struct PlanFile {
+    #[serde(flatten)]
+    layout: Layout,
+    #[serde(default)]
+    patch_members: Vec<LayoutComponent>,
+}
+
 /// The layout of one prior build: its layers in order, and its date when known.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Layout {
@@ -163,9 +173,14 @@ impl Layout {
             .map_or(&[], |l| l.components.as_slice())
     }
 
-    /// Reads a plan file (`strata plan` output) as a prior build's layout.
+    /// Reads a plan file (`strata plan` output) as a prior build's layout, with the
+    /// patch layer on top when the plan has it carry components.
     pub fn read(path: &Path) -> Result<Layout, InputError> {
-        let mut layout: Layout = input::read_json(path, "a plan file")?;
+        let file: PlanFile = input::read_json(path, "a plan file")?;
+        let mut layout = file.layout;
+        if !file.patch_members.is_empty() {
+            layout.layers.push(LayoutLayer::patch(file.patch_members));
+        }
         layout.origin = path.display().to_string();
         layout.validate(path)?;
         Ok(layout)

@@ -601,6 +601,21 @@ fn with_every_slot_taken_changed_members_ride_in_the_patch_layer() {
     assert_eq!(layout.patch_members().len(), 2);
     assert_covers_once(&second, &p2);
 
+    // Read back from a plan file, the patch layer carries the same; a crafted file
+    // that has it carry a component a layer holds too is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.json");
+    std::fs::write(&file, serde_json::to_vec(&p2).unwrap()).unwrap();
+    assert_eq!(
+        Layout::read(&file).unwrap().patch_members(),
+        &p2.patch_members[..]
+    );
+    let mut crafted = serde_json::to_value(&p2).unwrap();
+    crafted["patch_members"][0] = crafted["layers"][1]["components"][0].clone();
+    std::fs::write(&file, crafted.to_string()).unwrap();
+    let err = Layout::read(&file).unwrap_err().to_string();
+    assert!(err.contains("already in layer"), "{err}");
+
     let p3 = plan(&second, &[built(&p2), prior], &superseding(3)).unwrap();
     assert!(
         p3.repack.reason.contains("no layer changed"),

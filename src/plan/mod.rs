@@ -1033,11 +1033,9 @@ fn assemble(ctx: &Ctx, prior: Option<&Prior>, outcome: Outcome, opts: &PlanOptio
             .total_cmp(&b.group.p_change())
             .then_with(|| a.id.cmp(&b.id)),
     });
-    let before = prior.map(Prior::with_patch).unwrap_or_default();
-    let prior_keys: HashSet<String> = before
-        .layers
+    let prior_keys: HashSet<String> = prior
         .iter()
-        .filter_map(LayoutLayer::content_key)
+        .flat_map(|p| p.layout.layers.iter().filter_map(LayoutLayer::content_key))
         .collect();
     let planned: Vec<PlannedLayer> = layers
         .iter()
@@ -1053,7 +1051,8 @@ fn assemble(ctx: &Ctx, prior: Option<&Prior>, outcome: Outcome, opts: &PlanOptio
     let carried_at = (!riders.is_empty()).then_some(planned.len());
     if carried_at.is_some() {
         member_layers.push(&riders);
-        reused.push(layer_key(&patch_members, &[]).is_some_and(|k| prior_keys.contains(&k)));
+        let carried_before = prior.and_then(|p| layer_key(p.carried, &[]));
+        reused.push(carried_before.is_some() && layer_key(&patch_members, &[]) == carried_before);
     }
     let kept_in: HashMap<&str, usize> = planned
         .iter()
@@ -1085,6 +1084,7 @@ fn assemble(ctx: &Ctx, prior: Option<&Prior>, outcome: Outcome, opts: &PlanOptio
             expected_next_update_bytes: expected + ctx.group(&riders).cost(),
         },
     };
+    let before = prior.map(Prior::with_patch).unwrap_or_default();
     plan.prediction.download = diff_layouts(&before, &plan.layout());
     plan
 }

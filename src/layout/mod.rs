@@ -165,6 +165,14 @@ impl Layout {
         }
     }
 
+    /// Puts the patch layer carrying `carried` on top, when it carries anything: a
+    /// layout records the patch layer only for what it carries.
+    pub fn push_patch(&mut self, carried: Vec<LayoutComponent>) {
+        if !carried.is_empty() {
+            self.layers.push(LayoutLayer::patch(carried));
+        }
+    }
+
     /// What the patch layer carries, if the build has one.
     pub fn patch_members(&self) -> &[LayoutComponent] {
         self.layers
@@ -178,9 +186,7 @@ impl Layout {
     pub fn read(path: &Path) -> Result<Layout, InputError> {
         let file: PlanFile = input::read_json(path, "a plan file")?;
         let mut layout = file.layout;
-        if !file.patch_members.is_empty() {
-            layout.layers.push(LayoutLayer::patch(file.patch_members));
-        }
+        layout.push_patch(file.patch_members);
         layout.origin = path.display().to_string();
         layout.validate(path)?;
         Ok(layout)

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::partition::{Group, Item};
-use super::{Action, Ctx, Decision, Dirty};
+use super::{Action, Ctx, Decision, Dirty, CARRIED_BECAUSE};
 use crate::bytes::human_bytes;
 use crate::layout::LayoutComponent;
 
@@ -66,8 +66,7 @@ pub(super) fn decide(
                 ),
             };
             if Some(layer) == out.carried_at {
-                reason += "; carried in the patch layer on top: every slot is taken, and \
-                           reopening one would cost more over the horizon";
+                reason += &format!("; carried in the patch layer on top: {CARRIED_BECAUSE}");
             }
             Decision {
                 component: c.name.clone(),

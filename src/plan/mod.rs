@@ -252,7 +252,7 @@ pub struct Prediction {
 impl Plan {
     /// This plan as a prior build's layout, for the next build.
     pub fn layout(&self) -> Layout {
-        Layout {
+        let mut layout = Layout {
             origin: String::new(),
             date: self.date.clone(),
             generation: None,
@@ -268,12 +268,10 @@ impl Plan {
                     superseded: l.superseded.clone(),
                     patch_layer: false,
                 })
-                .chain(
-                    (!self.patch_members.is_empty())
-                        .then(|| LayoutLayer::patch(self.patch_members.clone())),
-                )
                 .collect(),
-        }
+        };
+        layout.push_patch(self.patch_members.clone());
+        layout
     }
 }
 
@@ -327,11 +325,7 @@ impl<'a> Prior<'a> {
     /// Its layers with the patch layer, when that carried anything.
     fn with_patch(&self) -> Layout {
         let mut layout = self.layout.clone();
-        if !self.carried.is_empty() {
-            layout
-                .layers
-                .push(LayoutLayer::patch(self.carried.to_vec()));
-        }
+        layout.push_patch(self.carried.to_vec());
         layout
     }
 }
@@ -611,17 +605,19 @@ fn evolve(ctx: &Ctx, prior: &Prior, opts: &PlanOptions) -> Outcome {
         supersede(ctx, &prior.layout, &mut sticky);
     }
     let price = Pricing::new(ctx, &prior.layout, opts);
-    let all_kept = sticky.clone();
+    let all_kept = may_ride(ctx, &sticky).then(|| sticky.clone());
     let over_cap = fit_cap(ctx, &price, &mut sticky);
     let mut layers = sticky_layers(ctx, &sticky);
     let mut roomed = (opts.repack != RepackPolicy::Never && has_new_components(ctx, prior))
         .then(|| open_room(ctx, &price, sticky.clone(), layers.clone()));
-    let (room_layers, room_once) = roomed.as_ref().map_or((&layers, 0), |(_, l, o)| (l, *o));
-    let reopening =
-        layers_cost(ctx, room_layers) * price.certain_weight + (over_cap + room_once) as f64;
     let mut riders = Vec::new();
-    if let Some((kept, kept_layers, carried)) = ride(ctx, &price, all_kept, reopening) {
-        (sticky, layers, riders, roomed) = (kept, kept_layers, carried, None);
+    if let Some(all_kept) = all_kept {
+        let (room_layers, once) = roomed.as_ref().map_or((&layers, 0), |(_, l, o)| (l, *o));
+        let reopening =
+            layers_cost(ctx, room_layers) * price.certain_weight + (over_cap + once) as f64;
+        if let Some((kept, kept_layers, carried)) = ride(ctx, &price, all_kept, reopening) {
+            (sticky, layers, riders, roomed) = (kept, kept_layers, carried, None);
+        }
     }
     let riding = bytes_of(ctx, &riders) as f64;
     let sticky_cost = layers_cost(ctx, &layers) + riding;
@@ -681,21 +677,28 @@ fn evolve(ctx: &Ctx, prior: &Prior, opts: &PlanOptions) -> Outcome {
     )
 }
 
-/// Lets the pool ride in the patch layer when every slot is taken and that costs less
-/// than `reopening` (the value of the layout that reopens layers for it instead).
+/// Why the patch layer carries components, in plans' explanations.
+const CARRIED_BECAUSE: &str = "every slot is taken, and reopening one would cost more over \
+                               the horizon";
+
+/// Whether the pool could ride in the patch layer: there is one (superseding), the
+/// pool needs a slot, and every slot is taken.
+fn may_ride(ctx: &Ctx, sticky: &Sticky) -> bool {
+    ctx.supersede && !sticky.pool.is_empty() && sticky.clean.len() == ctx.max_layers
+}
+
+/// Lets the pool ride in the patch layer when that costs less than `reopening` (the
+/// value of the layout that reopens layers for it instead); `all_kept` is the layout
+/// with every prior layer kept, which [`may_ride`] allows.
 /// The patch layer is downloaded again whenever anything in it changes, so riding
 /// is priced as if it changed every build: small, changing content rides; new
-/// packages get layers of their own. Returns the layout with every prior layer kept.
+/// packages get layers of their own.
 fn ride(
     ctx: &Ctx,
     price: &Pricing,
     mut all_kept: Sticky,
     reopening: f64,
 ) -> Option<(Sticky, Layers, Vec<usize>)> {
-    let full = all_kept.clean.len() == ctx.max_layers;
-    if !ctx.supersede || !full || all_kept.pool.is_empty() {
-        return None;
-    }
     let riders = std::mem::take(&mut all_kept.pool);
     let layers = sticky_layers(ctx, &all_kept);
     let every_build = bytes_of(ctx, &riders) as f64;
@@ -708,8 +711,7 @@ fn carried_note(ctx: &Ctx, riders: &[usize]) -> String {
     match riders.len() {
         0 => String::new(),
         n => format!(
-            "; the patch layer on top carries {n} component(s) ({}): every slot is taken, \
-             and reopening one would cost more over the horizon",
+            "; the patch layer on top carries {n} component(s) ({}): {CARRIED_BECAUSE}",
             human_bytes(bytes_of(ctx, riders))
         ),
     }

@@ -100,7 +100,34 @@ build() {
     fi
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_ports N: N distinct free loopback ports outside the kernel's ephemeral range.
+# A port from the ephemeral range is free only until some process connects out: the
+# apiserver's own etcd clients (or another test's) can take it as their local port
+# between this pick and the bind, and the apiserver then fails with "address already in
+# use". Outgoing connections never take a port outside that range; starting at 20000
+# keeps clear of the node's own fixed ports (kubelet 10250, kube-proxy 10256).
+free_ports() {
+    python3 - "$1" <<'PY'
+import random, socket, sys
+low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+pool = [p for p in range(20000, 65536) if not low <= p <= high]
+random.shuffle(pool)
+picked = []
+for port in pool:
+    if len(picked) == int(sys.argv[1]):
+        break
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+    picked.append(port)
+if len(picked) < int(sys.argv[1]):
+    sys.exit("control-plane: no free port outside the ephemeral range")
+print(*picked)
+PY
+}
+free_port() { free_ports 1; }
 
 # kubeconfig FILE PORT USER TOKEN [HOST]
 kubeconfig() {
@@ -137,8 +164,11 @@ start() {
         node_bridge
         node_certs "$dir"
     fi
+    local ports
+    ports=$(free_ports 3)
+    read -ra ports <<<"$ports"
     printf 'ETCD_PORT=%s\nPEER_PORT=%s\nAPI_PORT=%s\nTOKEN=%s\nAPI_HOST=%s\nNODE=%s\n' \
-        "$(free_port)" "$(free_port)" "$(free_port)" "$token" "$host" "${node:+1}" >"$dir/state"
+        "${ports[0]}" "${ports[1]}" "${ports[2]}" "$token" "$host" "${node:+1}" >"$dir/state"
     echo "$token,admin,admin,system:masters" >"$dir/tokens.csv"
     [ -z "$node" ] || node_tokens "$dir"
     openssl genrsa -out "$dir/sa.key" 2048 2>/dev/null

@@ -62,7 +62,7 @@ async fn the_operator_runs_jobs_end_to_end() {
     squatted_pod(&env).await;
     stream_scenarios::a_restart_between_create_and_record(&env).await;
     let standby_log = env.scratch().join("standby.log");
-    let standby = env.start_standby(common::registry::free_port(), &standby_log);
+    let standby = env.start_standby(common::free_port("127.0.0.1"), &standby_log);
     load(&env).await;
     let standby_said = std::fs::read_to_string(&standby_log).unwrap();
     assert!(

@@ -132,7 +132,7 @@ fn at_most_one_exit(env: &Env, before: u32, fault: &str) {
 /// right after it.
 async fn leader_killed(env: &Env) -> Duration {
     let log = env.scratch().join("standby-faults.log");
-    let standby = env.start_standby(common::registry::free_port(), &log);
+    let standby = env.start_standby(common::free_port("127.0.0.1"), &log);
     // Let the standby read the lease and settle into waiting.
     tokio::time::sleep(Duration::from_secs(2)).await;
     env.kill_controller();
@@ -156,7 +156,10 @@ async fn leader_killed(env: &Env) -> Duration {
 #[test]
 fn the_controller_waits_for_an_unreachable_api_server() {
     let tmp = tempfile::tempdir().unwrap();
-    let (api_port, health_port) = (common::registry::free_port(), common::registry::free_port());
+    let (api_port, health_port) = (
+        common::free_port("127.0.0.1"),
+        common::free_port("127.0.0.1"),
+    );
     let kubeconfig = tmp.path().join("kubeconfig");
     std::fs::write(
         &kubeconfig,

@@ -162,6 +162,32 @@ pub mod registry;
 pub mod tekton;
 pub mod unpack;
 
+/// A port on `host` (one of this machine's addresses) that is free now, for a server
+/// this test starts. It is outside the kernel's ephemeral range: a port from that range
+/// stays free only until some process connects out and gets it as its local port, which
+/// happened between the pick and the bind when several control planes ran at once. Ports
+/// handed out once are not handed out again by this process.
+pub fn free_port(host: &str) -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let ephemeral: Vec<u16> = range
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let outside = |p: &u16| !(ephemeral[0]..=ephemeral[1]).contains(p);
+    let pool: Vec<u16> = (20000..=u16::MAX).filter(outside).collect();
+    let start = RandomState::new().hash_one(std::process::id()) as usize;
+    let mut given = GIVEN.lock().unwrap();
+    let port = (0..pool.len())
+        .map(|i| pool[(start + i) % pool.len()])
+        .find(|p| !given.contains(p) && std::net::TcpListener::bind((host, *p)).is_ok())
+        .expect("no free port outside the ephemeral range");
+    given.push(port);
+    port
+}
+
 /// A port on `host` (one of this machine's addresses) that accepts connections and
 /// never answers: a source that hangs.
 pub fn black_hole(host: &str) -> u16 {

@@ -1,7 +1,7 @@
 //! Debian's `docker-registry` on a free loopback port, stopped on drop.
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,14 +18,6 @@ impl Drop for Registry {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts a registry on a free loopback port with its storage under `dir`.
 pub fn start_registry(dir: &Path) -> Registry {
     start_registry_on(dir, "127.0.0.1")
@@ -33,11 +25,7 @@ pub fn start_registry(dir: &Path) -> Registry {
 
 /// Starts a registry on a free port of `host`, one of this machine's own addresses.
 pub fn start_registry_on(dir: &Path, host: &str) -> Registry {
-    let port = TcpListener::bind((host, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::free_port(host);
     let config = dir.join("config.yml");
     fs::write(
         &config,

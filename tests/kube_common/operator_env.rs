@@ -17,7 +17,8 @@ use strata::operator::crd::EncapsulationJob;
 use super::agent::{self, AgentConfig};
 use super::cluster::{self, ControlPlane};
 use super::supervisor::{supervise, Supervised};
-use crate::common::registry::{free_port, start_registry, Registry};
+use crate::common::free_port;
+use crate::common::registry::{start_registry, Registry};
 use crate::common::{dpkg_tree, real_parts};
 
 pub struct Env {
@@ -316,7 +317,7 @@ pub async fn setup() -> Option<Env> {
     let admin = cp.client().await;
     let tmp = tempfile::tempdir().unwrap();
     let registry = start_registry(tmp.path());
-    let health_port = free_port();
+    let health_port = free_port("127.0.0.1");
     let values = json!({
         "watchNamespaces": JOB_NAMESPACES,
         "insecureRegistries": [format!("127.0.0.1:{}", registry.port)],

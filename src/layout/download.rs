@@ -136,4 +136,22 @@ mod tests {
         assert_eq!(d.total_bytes, 115);
         assert!((d.reused_percent() - 100.0 * 100.0 / 115.0).abs() < 1e-9);
     }
+
+    #[test]
+    fn a_patch_layer_matches_only_an_earlier_patch_layer() {
+        let members = [("dpkg-db", "2", 10)];
+        let old = layout(vec![
+            layer(&[("c", "1", 100)]),
+            LayoutLayer::patch(layer(&members).components),
+        ]);
+        let moved = layout(vec![layer(&[("c", "1", 100)]), layer(&members)]);
+        let d = diff_layouts(&old, &moved);
+        assert_eq!((d.reused_layers, d.download_bytes), (1, 10));
+        let again = layout(vec![
+            layer(&[("c", "1", 100)]),
+            LayoutLayer::patch(layer(&members).components),
+        ]);
+        let d = diff_layouts(&old, &again);
+        assert_eq!((d.reused_layers, d.download_bytes), (2, 0));
+    }
 }

@@ -84,9 +84,15 @@ impl LayoutLayer {
     }
 
     /// The identity of the layer's content: equal keys mean byte-identical layers.
-    /// `None` when some member has no recorded version.
+    /// `None` when some member has no recorded version. A patch layer's key never
+    /// equals a regular layer's: its blob holds whiteouts and corrections besides its
+    /// members, so it is the same only as an earlier patch layer carrying the same.
     pub fn content_key(&self) -> Option<String> {
-        layer_key(&self.components, &self.superseded)
+        let key = layer_key(&self.components, &self.superseded)?;
+        Some(match self.patch_layer {
+            true => format!("patch:{key}"),
+            false => key,
+        })
     }
 
     /// Uncompressed bytes the layer holds, superseded members included.

@@ -244,14 +244,38 @@ pub async fn apply_all(admin: &Client, objects: &[serde_json::Value]) {
             ),
             kube::discovery::Scope::Cluster => Api::all_with(admin.clone(), &resource),
         };
-        api.patch(
-            name,
-            &PatchParams::apply("strata-test").force(),
-            &Patch::Apply(object),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying {} {name}: {e}", object["kind"]));
+        apply_retrying(&api, name, object)
+            .await
+            .unwrap_or_else(|e| panic!("applying {} {name}: {e}", object["kind"]));
     }
+}
+
+/// Server-side applies `object`, retrying while the apiserver asks for a retry (as
+/// kubectl and Tekton's controller do). A pod of a ServiceAccount created a moment
+/// earlier is refused with "retry after" until the node's token controller has made
+/// the account's token.
+async fn apply_retrying(
+    api: &Api<kube::api::DynamicObject>,
+    name: &str,
+    object: &serde_json::Value,
+) -> Result<kube::api::DynamicObject, kube::Error> {
+    let params = PatchParams::apply("strata-test").force();
+    for _ in 0..30 {
+        match api.patch(name, &params, &Patch::Apply(object)).await {
+            Err(kube::Error::Api(status)) => match retry_after(&status) {
+                Some(wait) => tokio::time::sleep(wait).await,
+                None => return Err(kube::Error::Api(status)),
+            },
+            done => return done,
+        }
+    }
+    api.patch(name, &params, &Patch::Apply(object)).await
+}
+
+/// How long the apiserver asks a client to wait before trying again, if it does.
+fn retry_after(status: &kube::core::Status) -> Option<Duration> {
+    let seconds = status.details.as_ref()?.retry_after_seconds;
+    (seconds > 0).then(|| Duration::from_secs(seconds.into()))
 }
 
 /// Writes a kubeconfig at `path` holding a fresh token of ServiceAccount `ns/name`:

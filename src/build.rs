@@ -322,7 +322,10 @@ fn build_into(
                 &job,
                 &plan.layers,
                 &layer_members,
-                (&plan.patch_members, &carried),
+                layers::plain::Carried {
+                    components: &plan.patch_members,
+                    entries: &carried,
+                },
                 newest.as_ref(),
                 walk,
                 written,

@@ -16,14 +16,21 @@ use crate::source::rootfs::WalkOptions;
 /// A layer blob with its manifest annotations.
 pub type Annotated = (Layer, HashMap<String, String>);
 
+/// What the plan has the patch layer carry (`Plan::patch_members`).
+pub struct Carried<'a> {
+    /// The components, as its annotation lists them.
+    pub components: &'a [LayoutComponent],
+    /// Their entries in the tree.
+    pub entries: &'a [usize],
+}
+
 /// Writes `planned` (with `members`, their tree entries) in order, copying kept
-/// layers from `prior`, then the patch layer if one is needed: with the components
-/// the plan has it carry (and their tree entries).
+/// layers from `prior`, then the patch layer if one is needed, with what it carries.
 pub fn write(
     job: &LayerJob,
     planned: &[PlannedLayer],
     members: &[Vec<usize>],
-    carried: (&[LayoutComponent], &[usize]),
+    carried: Carried,
     prior: Option<&BlobSource>,
     walk: WalkOptions,
     progress: impl Fn(Written) + Sync,
@@ -63,7 +70,7 @@ pub fn write(
         let annotations = image::layer_annotations(&layer.components, &layer.superseded);
         layers.push((blob, annotations));
     }
-    if kept_entries.is_empty() && carried.0.is_empty() {
+    if kept_entries.is_empty() && carried.components.is_empty() {
         return Ok(layers);
     }
     let stack: Vec<Stacked> = (0..planned.len())
@@ -75,7 +82,7 @@ pub fn write(
             None => Stacked::Written(&members[i]),
         })
         .collect();
-    let patch = patch::patch(job.entries, &stack, carried.1, job.mtime_clamp);
+    let patch = patch::patch(job.entries, &stack, carried.entries, job.mtime_clamp);
     if !patch.is_empty() {
         let index = planned.len();
         let blob = super::write_blob(job.oci, job.compression, index, |w| {
@@ -83,7 +90,7 @@ pub fn write(
                 .map(|_| ())
                 .map_err(|e| e.at(index))
         })?;
-        layers.push((blob, image::patch_annotations(carried.0)));
+        layers.push((blob, image::patch_annotations(carried.components)));
     }
     Ok(layers)
 }

@@ -1035,9 +1035,11 @@ fn assemble(ctx: &Ctx, prior: Option<&Prior>, outcome: Outcome, opts: &PlanOptio
             .total_cmp(&b.group.p_change())
             .then_with(|| a.id.cmp(&b.id)),
     });
-    let prior_keys: HashSet<String> = prior
+    let before = prior.map(Prior::with_patch).unwrap_or_default();
+    let prior_keys: HashSet<String> = before
+        .layers
         .iter()
-        .flat_map(|p| p.layout.layers.iter().filter_map(LayoutLayer::content_key))
+        .filter_map(LayoutLayer::content_key)
         .collect();
     let planned: Vec<PlannedLayer> = layers
         .iter()
@@ -1053,8 +1055,8 @@ fn assemble(ctx: &Ctx, prior: Option<&Prior>, outcome: Outcome, opts: &PlanOptio
     let carried_at = (!riders.is_empty()).then_some(planned.len());
     if carried_at.is_some() {
         member_layers.push(&riders);
-        let carried_before = prior.and_then(|p| layer_key(p.carried, &[]));
-        reused.push(carried_before.is_some() && layer_key(&patch_members, &[]) == carried_before);
+        let key = LayoutLayer::patch(patch_members.clone()).content_key();
+        reused.push(key.is_some_and(|k| prior_keys.contains(&k)));
     }
     let kept_in: HashMap<&str, usize> = planned
         .iter()
@@ -1086,7 +1088,6 @@ fn assemble(ctx: &Ctx, prior: Option<&Prior>, outcome: Outcome, opts: &PlanOptio
             expected_next_update_bytes: expected + ctx.group(&riders).cost(),
         },
     };
-    let before = prior.map(Prior::with_patch).unwrap_or_default();
     plan.prediction.download = diff_layouts(&before, &plan.layout());
     plan
 }
